@@ -1,0 +1,91 @@
+"""``python -m attention export --model NAME [--checkpoint PATH] [--labels PATH] [--methods LIST] --out DIR IMAGE...``
+
+User errors (a bad file, an unknown model) are one line each, naming the file and the reason; the
+other images are still written and the exit code is 1 at the end. No tracebacks for user errors.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m attention", description="Capture and export the attention of a vision model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write <stem>.npz and <stem>.json per image")
+    e.add_argument("images", nargs="+", metavar="IMAGE")
+    e.add_argument("--model", required=True, help="demo-vit, a timm name (vit_base_patch16_224) or torchvision:vit_b_16")
+    e.add_argument("--checkpoint", help="your weights for that architecture (.safetensors, .pth, .pt)")
+    e.add_argument("--labels", help="class names: text (one per line) or a JSON list")
+    e.add_argument("--methods", default="", help="comma-separated extra maps, e.g. rollout,grad_rollout,gradcam,raw")
+    e.add_argument("--overlays", action="store_true", help="also write a PNG overlay per method")
+    e.add_argument("--grid", action="store_true", help="also write the layer x head grid sheet PNG")
+    e.add_argument("--random-init", action="store_true", help="random weights instead of pretrained (no download)")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("models", help="list the bundled demo models and the suggested ImageNet models")
+    return p
+
+
+def export_command(args) -> int:
+    from tqdm import tqdm
+
+    from .export import export_arrays, export_metadata, unique_stem, write_export
+    from .images import open_image
+    from .methods import get_method
+    from .models import load_model
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)  # unknown names fail before any work
+    loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init)
+    failures, taken = 0, set()
+    for path in tqdm(args.images, desc=f"export {loaded.name}", unit="image", disable=args.quiet, file=sys.stderr):
+        try:
+            img = open_image(path)
+            prepared = loaded.prepare(img.image)
+            result = loaded.capture(prepared)
+            arrays, skipped = export_arrays(loaded, prepared, result, methods)
+            meta = export_metadata(loaded, prepared, result, path, img.notes, skipped)
+            stem = unique_stem(path, taken)
+            write_export(args.out, stem, arrays, meta)
+            if args.overlays or args.grid:
+                from .render.files import write_pictures
+                write_pictures(args.out, stem, prepared, result, arrays, methods, overlays=args.overlays, grid=args.grid)
+            for note in img.notes:
+                tqdm.write(f"note: {path}: {note}", file=sys.stderr)
+        except UserError as e:
+            failures += 1
+            msg = str(e)
+            tqdm.write(f"error: {msg if msg.startswith(str(path)) or path in msg else f'{path}: {msg}'}", file=sys.stderr)
+    if failures:
+        print(f"{failures} of {len(args.images)} image(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def models_command(args) -> int:
+    from .models import demo_names
+    print("bundled (offline):", ", ".join(demo_names()) or "none")
+    print("ImageNet (downloaded once from the Hugging Face hub): deit_small_patch16_224, vit_base_patch16_224, "
+          "deit_tiny_distilled_patch16_224, vit_small_patch14_reg4_dinov2, swin_tiny_patch4_window7_224, "
+          "torchvision:vit_b_16, and any other timm ViT name")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            return export_command(args)
+        return models_command(args)
+    except (UserError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

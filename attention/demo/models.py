@@ -1,0 +1,242 @@
+"""Four small attention classifiers for the shapes demo, one per classic tutorial architecture.
+
+- ``demo-vit``: a plain ``timm.models.vision_transformer.VisionTransformer`` (CLS token, patch 8).
+- ``demo-torch-vit``: a textbook ViT on ``nn.TransformerEncoder`` (`TorchViT`).
+- ``demo-cnn-selfattn``: conv stages + a SAGAN-style self-attention block (`SelfAttention2d`).
+- ``demo-cnn-attnpool``: residual CNN + attention pooling (`AttentionPool2d`).
+
+The two CNN attention modules follow the capture protocol of `attention.capture`: class attribute
+``records_attention = True`` and a call to ``record_attention`` with the softmax output inside
+``forward`` (a no-op outside a capture).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..capture import record_attention
+from ..layout import ModelTokens
+
+DEMO_ARCHS = ("demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attnpool")
+
+_DEFAULTS = {
+    "demo-vit": {"img_size": 64, "patch_size": 8, "embed_dim": 96, "depth": 5, "num_heads": 4,
+                 "mlp_ratio": 2.0, "drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.0},
+    "demo-torch-vit": {"img_size": 64, "patch_size": 8, "dim": 96, "depth": 5, "heads": 4, "mlp_dim": 192,
+                       "dropout": 0.1, "norm_first": True},
+    "demo-cnn-selfattn": {"img_size": 64, "channels": [32, 64, 128], "gamma_init": 1.0, "dropout": 0.1},
+    "demo-cnn-attnpool": {"img_size": 64, "stem": 32, "channels": [48, 64, 128], "hidden": 64,
+                          "activation": "tanh", "dropout": 0.1},
+}
+
+
+def default_config(arch: str) -> dict:
+    """The build config used for the shipped weights (a fresh copy)."""
+    if arch not in _DEFAULTS:
+        raise KeyError(f"unknown demo arch {arch!r}; expected one of {DEMO_ARCHS}")
+    return copy.deepcopy(_DEFAULTS[arch])
+
+
+# --------------------------------------------------------------------------- textbook ViT
+
+class TorchViT(nn.Module):
+    """ViT from scratch: flattened p x p patches -> nn.Linear, learned CLS token and position
+    embedding, ``nn.TransformerEncoder``, classification from the CLS output (dropout + linear)."""
+
+    def __init__(self, img_size: int = 64, patch_size: int = 8, dim: int = 96, depth: int = 5, heads: int = 4,
+                 mlp_dim: int = 192, dropout: float = 0.1, norm_first: bool = True, num_classes: int = 5):
+        super().__init__()
+        self.patch_size = patch_size
+        self.num_patches = (img_size // patch_size) ** 2
+        self.patch_embed = nn.Linear(3 * patch_size * patch_size, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, self.num_patches + 1, dim) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(d_model=dim, nhead=heads, dim_feedforward=mlp_dim, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=depth,
+                                             norm=nn.LayerNorm(dim) if norm_first else None,
+                                             enable_nested_tensor=False)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def attention_tokens(self, input_hw) -> ModelTokens:
+        p = self.patch_size
+        return ModelTokens(prefix_names=("cls",), grid=(input_hw[0] // p, input_hw[1] // p), stride=(p, p))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1 + N, dim) tokens (CLS first), position embedding added."""
+        B, C, H, W = x.shape
+        p = self.patch_size
+        patches = x.unfold(2, p, p).unfold(3, p, p)                     # B, C, gh, gw, p, p
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, (H // p) * (W // p), C * p * p)
+        tok = self.patch_embed(patches)
+        tok = torch.cat([self.cls_token.expand(B, -1, -1), tok], 1)
+        return self.dropout(tok + self.pos_embed)
+
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(tokens[:, 0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.encoder(self.embed(x)))
+
+
+# --------------------------------------------------------------------------- SAGAN self-attention CNN
+
+class SelfAttention2d(nn.Module):
+    """SAGAN self-attention over the positions of a feature map:
+    ``attn = softmax_j(q_i . k_j / sqrt(C/8))``, ``out = gamma * (attn @ v) + x``."""
+
+    records_attention = True
+
+    def __init__(self, channels: int, gamma_init: float = 1.0):
+        super().__init__()
+        self.dk = max(channels // 8, 1)
+        self.query = nn.Conv2d(channels, self.dk, 1)
+        self.key = nn.Conv2d(channels, self.dk, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
+        self.stride = 8.0  # input pixels per feature cell; set by the owning model each forward
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (gamma * attended + x, attended) where attended = attn @ v as a (B, C, h, w) map."""
+        B, C, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)                    # B, hw, dk
+        k = self.key(x).flatten(2)                                      # B, dk, hw
+        v = self.value(x).flatten(2).transpose(1, 2)                    # B, hw, C
+        attn = torch.softmax(torch.bmm(q, k) / math.sqrt(self.dk), dim=-1)  # B, hw (queries), hw (keys)
+        record_attention(self, attn.unsqueeze(1), grid=(h, w), stride=(self.stride, self.stride))
+        attended = torch.bmm(attn, v).transpose(1, 2).reshape(B, C, h, w)
+        return self.gamma * attended + x, attended
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class CNNSelfAttention(nn.Module):
+    """conv3x3-BN-ReLU-maxpool stages (64 px -> 8 x 8 at stride 8), a SAGAN self-attention block,
+    then global average pooling of the attention block's output -> dropout -> linear.
+
+    ``pool="attended"`` (default) pools the attended values ``attn @ v`` only, so that the
+    prediction is carried by the attention: GAP(attn @ v) = sum_j (column mean of attn)_j v_j, i.e.
+    the attention *received* by position j is exactly its pooling weight. ``pool="residual"`` pools
+    ``gamma * attn @ v + x`` (SAGAN's output)."""
+
+    def __init__(self, img_size: int = 64, channels=(32, 64, 128), gamma_init: float = 1.0, dropout: float = 0.1,
+                 pool: str = "attended", num_classes: int = 5):
+        super().__init__()
+        layers, cin = [], 3
+        for c in channels:
+            layers += [_conv_bn_relu(cin, c), nn.MaxPool2d(2)]
+            cin = c
+        self.features = nn.Sequential(*layers)
+        self.attn = SelfAttention2d(cin, gamma_init)
+        self.pool = pool
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        self.attn.stride = x.shape[-1] / f.shape[-1]
+        out, attended = self.attn(f)
+        pooled = (attended if self.pool == "attended" else out).mean((2, 3))
+        return self.fc(self.drop(pooled))
+
+
+# --------------------------------------------------------------------------- ResNet + attention pooling
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x), inplace=True)
+
+
+class AttentionPool2d(nn.Module):
+    """Attention pooling: scores = fc2(act(fc1(features))) per position, softmax over the h*w
+    positions, attention-weighted sum of the features."""
+
+    records_attention = True
+
+    def __init__(self, channels: int, hidden: int = 64, activation: str = "tanh"):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.Tanh() if activation == "tanh" else nn.ReLU()
+        self.fc2 = nn.Linear(hidden, 1)
+        self.stride = 8.0  # input pixels per feature cell; set by the owning model each forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, h, w = x.shape
+        feats = x.flatten(2).transpose(1, 2)                            # B, hw, C
+        weights = torch.softmax(self.fc2(self.act(self.fc1(feats))).squeeze(-1), dim=-1)  # B, hw
+        record_attention(self, weights.view(B, 1, 1, h * w), grid=(h, w), stride=(self.stride, self.stride),
+                         kind="pooling")
+        return torch.bmm(weights.unsqueeze(1), feats).squeeze(1)        # B, C
+
+
+class CNNAttentionPool(nn.Module):
+    """ResNet-style CNN (stem + three stride-2 basic blocks: 64 px -> 8 x 8) -> attention pooling -> linear."""
+
+    def __init__(self, img_size: int = 64, stem: int = 32, channels=(48, 64, 128), hidden: int = 64,
+                 activation: str = "tanh", dropout: float = 0.1, num_classes: int = 5):
+        super().__init__()
+        self.stem = _conv_bn_relu(3, stem)
+        blocks, cin = [], stem
+        for c in channels:
+            blocks.append(BasicBlock(cin, c, stride=2))
+            cin = c
+        self.layers = nn.Sequential(*blocks)
+        self.pool = AttentionPool2d(cin, hidden, activation)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.layers(self.stem(x))
+        self.pool.stride = x.shape[-1] / f.shape[-1]
+        return self.fc(self.drop(self.pool(f)))
+
+
+# --------------------------------------------------------------------------- registry
+
+def _build_timm_vit(cfg: dict, num_classes: int) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+    return VisionTransformer(img_size=cfg["img_size"], patch_size=cfg["patch_size"], in_chans=3,
+                             num_classes=num_classes, global_pool="token", embed_dim=cfg["embed_dim"],
+                             depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
+                             class_token=True, drop_rate=cfg["drop_rate"], attn_drop_rate=cfg["attn_drop_rate"],
+                             drop_path_rate=cfg["drop_path_rate"])
+
+
+def build_model(arch: str, config: Optional[dict] = None, num_classes: int = 5) -> nn.Module:
+    """Build an untrained demo model; `config` defaults to `default_config(arch)` (missing keys too)."""
+    cfg = default_config(arch)
+    cfg.update(config or {})
+    if arch == "demo-vit":
+        return _build_timm_vit(cfg, num_classes)
+    if arch == "demo-torch-vit":
+        return TorchViT(num_classes=num_classes, **cfg)
+    if arch == "demo-cnn-selfattn":
+        return CNNSelfAttention(num_classes=num_classes, **cfg)
+    if arch == "demo-cnn-attnpool":
+        return CNNAttentionPool(num_classes=num_classes, **cfg)
+    raise KeyError(f"unknown demo arch {arch!r}; expected one of {DEMO_ARCHS}")
+
+
+__all__ = ["DEMO_ARCHS", "default_config", "build_model", "TorchViT", "SelfAttention2d", "CNNSelfAttention",
+           "AttentionPool2d", "CNNAttentionPool", "BasicBlock"]

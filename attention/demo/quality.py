@@ -1,0 +1,205 @@
+"""How well an attention map finds the object: accuracy, pointing game and AUROC against masks.
+
+`evaluate_maps` is independent of how the maps were obtained (the capture engine or `demo_maps`
+below, which computes the demo models' default maps directly, without `attention.capture.capture`).
+
+Definitions (grid of gh x gw cells over an H x W mask; cell = (H/gh) x (W/gw) pixels):
+- cell fraction: fraction of a cell's pixels covered by the mask;
+- pointing game: the map's argmax cell has cell fraction > 0 (the object touches it);
+- AUROC (per image, then averaged): map values as scores; positives = cells with fraction
+  >= `pos_threshold` (0.5), negatives = cells with fraction == 0; cells only partly covered are
+  left out (`ignore_partial=True`) or counted as negatives (False). Ties get average ranks.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def cell_fractions(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) masks (any non-zero = object) -> (N, gh, gw) fraction of each cell covered."""
+    masks = np.asarray(masks)
+    N, H, W = masks.shape
+    gh, gw = grid
+    if H % gh or W % gw:
+        raise ValueError(f"mask size {H}x{W} is not a multiple of the {gh}x{gw} grid")
+    m = (masks > 0).astype(np.float32).reshape(N, gh, H // gh, gw, W // gw)
+    return m.mean((2, 4))
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for binary `labels` (Mann-Whitney U with average ranks
+    for ties); NaN when one class is absent."""
+    scores = np.asarray(scores, np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    P = int(labels.sum())
+    Nn = labels.size - P
+    if P == 0 or Nn == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    ranks = np.empty(s.size, np.float64)
+    # average ranks (1-based) over runs of equal scores
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    ends = np.r_[starts[1:], s.size]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[labels].sum() - P * (P + 1) / 2.0) / (P * Nn))
+
+
+def evaluate_maps(maps, masks, labels=None, logits=None, *, pos_threshold: float = 0.5,
+                  ignore_partial: bool = True) -> dict:
+    """Score (N, gh, gw) maps against (N, H, W) masks; with `labels` and `logits` (N, C) also accuracy.
+
+    Returns {"n", "accuracy" (or None), "pointing_game", "auroc", "auroc_n"} with per-image
+    values averaged (images without positive or negative cells are skipped for AUROC)."""
+    maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps, np.float64)
+    N, gh, gw = maps.shape
+    frac = cell_fractions(masks, (gh, gw))
+    flat = maps.reshape(N, -1)
+    fr = frac.reshape(N, -1)
+    hit = fr[np.arange(N), flat.argmax(1)] > 0
+    aucs = []
+    for i in range(N):
+        pos = fr[i] >= pos_threshold
+        keep = (fr[i] == 0) | pos if ignore_partial else np.ones_like(pos)
+        a = auroc(flat[i][keep], pos[keep])
+        if not np.isnan(a):
+            aucs.append(a)
+    acc = None
+    if labels is not None and logits is not None:
+        lg = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+        acc = float((lg.argmax(1) == np.asarray(labels)).mean())
+    return {"n": int(N), "accuracy": acc, "pointing_game": float(hit.mean()),
+            "auroc": float(np.mean(aucs)) if aucs else float("nan"), "auroc_n": len(aucs)}
+
+
+# --------------------------------------------------------------------------- maps without the capture engine
+
+def rollout(layers: list[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) of per-layer (B, heads, N, N) attention, in forward
+    order: fuse heads, add the identity, renormalise rows, multiply ``R = a_L ... a_1``. Returns R (B, N, N)."""
+    R = None
+    for a in layers:
+        a = a.float()
+        a = a.mean(1) if head_fusion == "mean" else a.max(1).values if head_fusion == "max" else a.min(1).values
+        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = a / a.sum(-1, keepdim=True)
+        R = a if R is None else a @ R
+    return R
+
+
+@torch.no_grad()
+def _timm_vit_attention(model: nn.Module, x: torch.Tensor):
+    """(logits, [per-block (B, heads, N, N)]) of a timm VisionTransformer via hooks on attn_drop."""
+    store, handles, flags = [], [], []
+    for blk in model.blocks:
+        flags.append((blk.attn, blk.attn.fused_attn))
+        blk.attn.fused_attn = False
+        handles.append(blk.attn.attn_drop.register_forward_hook(lambda m, i, o: store.append(o)))
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, f in flags:
+            m.fused_attn = f
+    return logits, store
+
+
+@torch.no_grad()
+def _torch_vit_attention(model: nn.Module, x: torch.Tensor):
+    """(logits, [per-layer (B, heads, N, N)]) of `TorchViT`, re-running each layer's self-attention
+    with need_weights=True on the layer's own (normalised) input."""
+    t = model.embed(x)
+    maps = []
+    for layer in model.encoder.layers:
+        h = layer.norm1(t) if layer.norm_first else t
+        _, a = layer.self_attn(h, h, h, need_weights=True, average_attn_weights=False)
+        maps.append(a)
+        t = layer(t)
+    if model.encoder.norm is not None:
+        t = model.encoder.norm(t)
+    return model.classify(t), maps
+
+
+@torch.no_grad()
+def _recorded_attention(model: nn.Module, x: torch.Tensor):
+    """(logits, [recorded (B, heads, Nq, Nk)]) of a model whose modules call `record_attention`."""
+    from ..capture import CaptureSession, _current
+    from ..layout import ModelTokens
+    session = CaptureSession(model, ModelTokens(), None, False)
+    token = _current.set(session)
+    try:
+        logits = model(x)
+    finally:
+        _current.reset(token)
+    return logits, [m.weights for m in session.maps]
+
+
+@torch.no_grad()
+def demo_maps(model: nn.Module, arch: str, x: torch.Tensor, map_name: str = "default"):
+    """(logits (B, C), maps (B, gh, gw)) for a demo model, computed directly.
+
+    map_name: "default" (ViTs: rollout; cnn-selfattn: attention received = column means;
+    cnn-attnpool: pooling weights), "rollout", "last_cls" (ViTs: last layer's CLS row, mean over heads)."""
+    was_training = model.training
+    model.eval()
+    try:
+        if arch in ("demo-vit", "demo-torch-vit"):
+            logits, layers = (_timm_vit_attention if arch == "demo-vit" else _torch_vit_attention)(model, x)
+            n = layers[0].shape[-1] - 1
+            g = int(round(n ** 0.5))
+            if map_name in ("default", "rollout"):
+                m = rollout(layers)[:, 0, 1:]
+            elif map_name == "last_cls":
+                m = layers[-1].float().mean(1)[:, 0, 1:]
+            else:
+                raise ValueError(f"unknown map {map_name!r} for {arch}")
+            return logits, m.reshape(-1, g, g)
+        logits, layers = _recorded_attention(model, x)
+        a = layers[-1].float()
+        n = a.shape[-1]
+        g = int(round(n ** 0.5))
+        if arch == "demo-cnn-selfattn":
+            m = a.mean(1).mean(1) if map_name in ("default", "received") else None
+        elif arch == "demo-cnn-attnpool":
+            m = a[:, 0, 0] if map_name in ("default", "pooling") else None
+        else:
+            raise ValueError(f"unknown demo arch {arch!r}")
+        if m is None:
+            raise ValueError(f"unknown map {map_name!r} for {arch}")
+        return logits, m.reshape(-1, g, g)
+    finally:
+        model.train(was_training)
+
+
+MAP_NAMES = {"demo-vit": ("rollout", "last_cls"), "demo-torch-vit": ("rollout", "last_cls"),
+             "demo-cnn-selfattn": ("received",), "demo-cnn-attnpool": ("pooling",)}
+
+
+def evaluate_model(model: nn.Module, arch: str, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+                   mean, std, map_name: str = "default", batch_size: int = 250, **kw) -> dict:
+    """`evaluate_maps` of a demo model's own maps on uint8 (N, H, W, 3) images."""
+    all_logits, all_maps = [], []
+    for i in range(0, len(images), batch_size):
+        x = to_tensor(images[i:i + batch_size], mean, std)
+        lg, m = demo_maps(model, arch, x, map_name)
+        all_logits.append(lg)
+        all_maps.append(m)
+    return evaluate_maps(torch.cat(all_maps), masks, labels, torch.cat(all_logits), **kw)
+
+
+def to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), exactly as ToTensor + Normalize."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+__all__ = ["cell_fractions", "auroc", "evaluate_maps", "rollout", "demo_maps", "evaluate_model", "to_tensor",
+           "MAP_NAMES"]

@@ -1,0 +1,118 @@
+"""The export contract: one ``<stem>.npz`` + ``<stem>.json`` per image.
+
+npz: ``input`` (1, 3, H, W) float32, exactly the tensor fed to the model; ``logits`` (1, C);
+``attn_00``, ``attn_01``, ... one per captured layer in forward order ((1, heads, Nq, Nk), or
+(nW, heads, n, n) for windowed attention); ``layer_names``; ``num_prefix_tokens``; ``grid``
+[gh, gw]; ``heatmap`` (gh, gw), the map shown first; ``rollout`` (gh, gw) where defined; and one
+array per extra method asked for.
+json: top-5 ``predictions``, the model, preprocessing (with the photo -> input geometry), the layers
+and the token layout.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from .capture import CaptureResult
+from .errors import MethodNotDefinedError
+from .methods import default_heatmap, get_method
+from .models import LoadedModel
+from .preprocess import PreparedImage
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def model_layout(result: CaptureResult) -> tuple[int, list[int]]:
+    """(num_prefix_tokens, [gh, gw]) of the map grid the model's heatmap is drawn on."""
+    spatial = [m for m in result.maps if m.layout is not None and m.layout.num_patches]
+    if result.tokens.grid is not None:
+        return len(result.tokens.prefix_names), list(result.tokens.grid)
+    last = spatial[-1].layout if spatial else None
+    return (last.num_prefix, list(last.grid)) if last else (0, [0, 0])
+
+
+def method_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureResult,
+                  methods: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Extra arrays for ``--methods``; methods undefined for the model are reported, not faked."""
+    arrays, skipped = {}, {}
+    for name in methods:
+        fn = get_method(name)
+        try:
+            if getattr(fn, "needs_model", False):
+                out = fn(loaded.model, prepared.tensor)
+            else:
+                out = fn(result)
+        except MethodNotDefinedError as e:
+            skipped[name] = str(e)
+            continue
+        arrays[name] = _np(out)[0]
+    return arrays, skipped
+
+
+def export_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureResult,
+                  methods: Iterable[str] = ()) -> tuple[dict[str, np.ndarray], dict]:
+    num_prefix, grid = model_layout(result)
+    arrays: dict[str, np.ndarray] = {
+        "input": _np(prepared.tensor),
+        "logits": _np(result.logits),
+        "layer_names": np.array(result.layer_names, dtype=str),
+        "num_prefix_tokens": np.array(num_prefix, dtype=np.int64),
+        "grid": np.array(grid, dtype=np.int64),
+    }
+    for i, m in enumerate(result.maps):
+        arrays[f"attn_{i:02d}"] = _np(m.weights)
+    arrays["heatmap"] = _np(default_heatmap(result))[0]
+    try:
+        arrays["rollout"] = _np(get_method("rollout")(result))[0]
+    except MethodNotDefinedError:
+        pass
+    extra, skipped = method_arrays(loaded, prepared, result, [m for m in methods if m != "rollout"])
+    arrays.update(extra)
+    return arrays, skipped
+
+
+def export_metadata(loaded: LoadedModel, prepared: PreparedImage, result: CaptureResult,
+                    image_path: Optional[str] = None, notes: Iterable[str] = (), skipped: Optional[dict] = None) -> dict:
+    return {
+        "image": image_path,
+        "model": loaded.name,
+        "model_source": loaded.source,
+        "weights": loaded.info.get("weights"),
+        "num_classes": loaded.num_classes,
+        "predictions": [{"label": p["label"], "index": p["index"], "probability": p["probability"]}
+                        for p in loaded.top_k(result.logits, 5)[0]],
+        "preprocessing": {**loaded.preprocess.describe(), "geometry": prepared.geometry.to_dict()},
+        "tokens": {"prefix_names": list(result.tokens.prefix_names),
+                   "grid": list(result.tokens.grid) if result.tokens.grid else None,
+                   "stride": list(result.tokens.stride)},
+        "layers": [m.describe() for m in result.maps],
+        "notes": list(notes),
+        "methods_not_defined": skipped or {},
+    }
+
+
+def unique_stem(path: str, taken: set[str]) -> str:
+    """File stem for an image's outputs: its own name, made unique; never a path (no traversal)."""
+    stem = os.path.splitext(os.path.basename(path))[0].strip() or "image"
+    stem = stem.replace(os.sep, "_").lstrip(".") or "image"
+    candidate, i = stem, 1
+    while candidate in taken:
+        candidate, i = f"{stem}_{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+def write_export(out_dir: str, stem: str, arrays: dict[str, np.ndarray], meta: dict) -> tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    npz = os.path.join(out_dir, stem + ".npz")
+    js = os.path.join(out_dir, stem + ".json")
+    np.savez(npz, **arrays)
+    with open(js, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, ensure_ascii=False)
+    return npz, js

@@ -1,0 +1,136 @@
+"""Reading photos: any common format in, an upright RGB `PIL.Image` out, or a clear `ImageError`.
+
+- EXIF orientation is applied (phones store photos sideways), so maps are drawn upright.
+- Transparency is composited on white (`BACKGROUND`); palette, grayscale, CMYK and 16-bit images are
+  converted to 8-bit RGB; animated images use their first frame.
+- Decompression bombs are refused above `MAX_PIXELS`; very large photos are downscaled to at most
+  `MAX_SIDE` pixels on the long side before anything else, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+MAX_PIXELS = 100_000_000          # refuse larger images (decompression-bomb guard)
+MAX_SIDE = 4096                   # downscale larger photos (the model sees a few hundred pixels)
+MAX_BYTES = 50 * 1024 * 1024      # refuse larger files
+MIN_SIDE = 2                      # a 1-pixel side has no spatial structure to attend to
+BACKGROUND = (255, 255, 255)      # transparent pixels are composited on white
+
+
+@dataclass
+class LoadedImage:
+    image: Image.Image
+    notes: list[str] = field(default_factory=list)   # what was done to it, to tell the user
+
+
+def _refuse_bytes(data: bytes, name: str) -> None:
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"%pdf"):
+        raise ImageError(f"{name}: this is a PDF document, not an image")
+    if head.startswith(b"pk\x03\x04"):
+        raise ImageError(f"{name}: this is a zip archive, not an image")
+    if head.startswith(b"<?xml") or b"<svg" in head:
+        raise ImageError(f"{name}: SVG vector images are not supported; export it as PNG first")
+
+
+def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | None = None) -> LoadedImage:
+    """Decode and normalise an image from a path, bytes, a PIL image or an (H, W[, C]) uint8 array."""
+    notes: list[str] = []
+    if isinstance(source, np.ndarray):
+        source = Image.fromarray(source)
+    if isinstance(source, Image.Image):
+        img, name = source, name or "image"
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            name = name or os.path.basename(path)
+            if not os.path.exists(path):
+                raise ImageError(f"{path}: no such file")
+            if os.path.isdir(path):
+                raise ImageError(f"{path}: is a directory, not an image file")
+            size = os.path.getsize(path)
+            if size > MAX_BYTES:
+                raise ImageError(f"{name}: file is {size / 2**20:.0f} MB, over the {MAX_BYTES // 2**20} MB limit")
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data, name = bytes(source), name or "upload"
+            if len(data) > MAX_BYTES:
+                raise ImageError(f"{name}: {len(data) / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
+        if not data:
+            raise ImageError(f"{name}: the file is empty (0 bytes)")
+        _refuse_bytes(data, name)
+        try:
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of "
+                                 f"{MAX_PIXELS:,} pixels (possible decompression bomb)")
+            img.load()
+        except ImageError:
+            raise
+        except Image.DecompressionBombError:
+            raise ImageError(f"{name}: over the limit of {MAX_PIXELS:,} pixels (possible decompression bomb)") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image file that can be decoded (unknown or unsupported format)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{name}: the image data is damaged or truncated ({e})") from None
+    if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+        notes.append(f"animated image: using the first of {img.n_frames} frames")
+    transposed = ImageOps.exif_transpose(img)
+    if transposed is not img and transposed.size != img.size:
+        notes.append("rotated upright following its EXIF orientation")
+    img = transposed if transposed is not None else img
+    img = to_rgb(img, notes)
+    if min(img.size) < MIN_SIDE:
+        raise ImageError(f"{name}: {img.width}x{img.height} pixels is too small; each side needs at least "
+                         f"{MIN_SIDE} pixels")
+    if max(img.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(img.size)
+        new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        notes.append(f"downscaled from {img.width}x{img.height} to {new[0]}x{new[1]}")
+        img = img.resize(new, Image.Resampling.LANCZOS)
+    return LoadedImage(img, notes)
+
+
+def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        notes.append("16-bit image converted to 8 bits")
+        mode = img.mode
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        img = Image.fromarray(((a - lo) / (hi - lo or 1.0) * 255).astype(np.uint8))
+        mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "RGBa"):
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            notes.append("transparent pixels composited on a white background")
+        bg = Image.new("RGB", rgba.size, BACKGROUND)
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    if mode != "RGB":
+        if mode == "CMYK":
+            notes.append("CMYK image converted to RGB")
+        return img.convert("RGB")
+    return img
+
+
+def load_image(source, name: str | None = None) -> Image.Image:
+    """`open_image` without the notes."""
+    return open_image(source, name).image

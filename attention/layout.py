@@ -1,0 +1,129 @@
+"""Token layouts: which token of an attention matrix is what, and where it sits on the image.
+
+Every captured attention matrix is described by a `TokenLayout` for its keys (and, for non-square
+attention, another for its queries). Prefix tokens (CLS, DIST, registers) always come first and the
+patch tokens are the last ``gh * gw`` tokens in row-major order: that is how timm, torchvision and
+``nn.TransformerEncoder`` ViTs lay them out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# What a captured matrix is. Only "self" maps can be chained by rollout.
+SELF = "self"          # square token x token attention over one shared layout
+CLASS = "class"        # queries are the prefix tokens only (CaiT class attention)
+WINDOW = "window"      # Swin: per window, (B * nW, heads, n, n), see `WindowInfo`
+REDUCED = "reduced"    # spatial-reduction attention (PVT, Twins): keys on a coarser grid
+CHANNEL = "channel"    # XCiT cross-covariance attention: channel x channel, not spatial
+POOLING = "pooling"    # one learned query over the positions of a feature map
+KINDS = (SELF, CLASS, WINDOW, REDUCED, CHANNEL, POOLING)
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Prefix tokens followed by a ``grid`` of patch tokens.
+
+    ``stride`` is the size in model-input pixels of one grid cell (the patch size for a ViT, the
+    feature stride for a CNN), so grid cell (i, j) covers input rows ``i*sy .. (i+1)*sy``.
+    """
+
+    prefix_names: tuple[str, ...]
+    grid: tuple[int, int]
+    stride: tuple[float, float]
+
+    @property
+    def num_prefix(self) -> int:
+        return len(self.prefix_names)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix + self.num_patches
+
+    def index(self, name: str) -> Optional[int]:
+        """Index of a prefix token by name ("cls", "dist", "reg0", ...), or None."""
+        return self.prefix_names.index(name) if name in self.prefix_names else None
+
+    @property
+    def cls_index(self) -> Optional[int]:
+        return self.index("cls")
+
+    @property
+    def registers(self) -> tuple[int, ...]:
+        return tuple(i for i, n in enumerate(self.prefix_names) if n.startswith("reg"))
+
+    def patch_index(self, row: int, col: int) -> int:
+        """Token index of the patch at grid cell (row, col)."""
+        gh, gw = self.grid
+        if not (0 <= row < gh and 0 <= col < gw):
+            raise IndexError(f"patch ({row}, {col}) is outside the {gh}x{gw} grid")
+        return self.num_prefix + row * gw + col
+
+    def to_dict(self) -> dict:
+        return {
+            "prefix_names": list(self.prefix_names),
+            "num_prefix_tokens": self.num_prefix,
+            "grid": list(self.grid),
+            "stride": list(self.stride),
+        }
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """How Swin's per-window matrices map back to the stage's token grid.
+
+    The block rolls the (H, W) map by ``-shift``, pads it to ``padded``, and cuts it into windows of
+    ``window`` tokens. Window ``w = wy * nWw + wx``, in-window index ``p = py * ww + px`` is the
+    shifted position ``(wy*wh + py, wx*ww + px)``, i.e. original token
+    ``((sy + shift_y) mod H, (sx + shift_x) mod W)`` when inside ``H x W`` (else padding).
+    """
+
+    window: tuple[int, int]
+    shift: tuple[int, int]
+    grid: tuple[int, int]      # stage grid (H, W) before padding
+    padded: tuple[int, int]    # (Hp, Wp) after padding to whole windows
+
+    @property
+    def windows_per_image(self) -> int:
+        return (self.padded[0] // self.window[0]) * (self.padded[1] // self.window[1])
+
+    def token_position(self, window_index: int, in_window: int) -> Optional[tuple[int, int]]:
+        """(row, col) on the stage grid of a window token, or None for a padding token."""
+        wh, ww = self.window
+        n_wx = self.padded[1] // ww
+        wy, wx = divmod(window_index, n_wx)
+        py, px = divmod(in_window, ww)
+        sy, sx = wy * wh + py, wx * ww + px
+        if sy >= self.grid[0] or sx >= self.grid[1]:
+            return None
+        return ((sy + self.shift[0]) % self.grid[0], (sx + self.shift[1]) % self.grid[1])
+
+    def locate(self, row: int, col: int) -> tuple[int, int]:
+        """(window index, in-window index) that holds stage-grid token (row, col)."""
+        H, W = self.grid
+        wh, ww = self.window
+        sy, sx = (row - self.shift[0]) % H, (col - self.shift[1]) % W
+        wy, py = divmod(sy, wh)
+        wx, px = divmod(sx, ww)
+        return wy * (self.padded[1] // ww) + wx, py * ww + px
+
+    def to_dict(self) -> dict:
+        return {"window": list(self.window), "shift": list(self.shift),
+                "grid": list(self.grid), "padded": list(self.padded)}
+
+
+@dataclass(frozen=True)
+class ModelTokens:
+    """What a model's token sequence looks like for one input size (before any attention layer)."""
+
+    prefix_names: tuple[str, ...] = ()
+    grid: Optional[tuple[int, int]] = None
+    stride: tuple[float, float] = (1.0, 1.0)
+    extra: dict = field(default_factory=dict)
+
+    def layout(self) -> TokenLayout:
+        return TokenLayout(self.prefix_names, self.grid or (0, 0), self.stride)

@@ -1,0 +1,85 @@
+"""Fetching pretrained weights: from the local cache first, then the network, and never hanging.
+
+huggingface_hub does the downloading and caching (with its progress bar). Before any download we
+check, in a few seconds at most, that the endpoint answers at all; when it does not, or when
+``HF_HUB_OFFLINE=1``, the caller gets a `ModelUnavailableError` naming the model and the ways out,
+instead of minutes of retries.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Optional
+from urllib.parse import urlparse
+
+from ..errors import ModelUnavailableError
+
+PROBE_TIMEOUT_S = 3.0
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Can a TCP connection to the URL's host be opened within `timeout` seconds?"""
+    u = urlparse(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cache_dir() -> Optional[str]:
+    """Read at call time (huggingface_hub reads its env at import), so HF_HUB_CACHE / HF_HOME changes apply."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def cached_file(repo_id: str) -> Optional[str]:
+    from huggingface_hub import try_to_load_from_cache
+    for filename in WEIGHT_FILES:
+        path = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir())
+        if isinstance(path, str) and os.path.isfile(path):
+            return path
+    return None
+
+
+def unavailable(model_name: str, why: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"pretrained weights for {model_name!r} are not available: {why}. To use this model, either connect "
+        f"to the internet once (the weights are then cached), copy the Hugging Face cache from a machine "
+        f"that has them (HF_HOME), or pass your own weights with --checkpoint PATH. Offline, the "
+        f"bundled demo models (e.g. --model demo-vit) work without any download.")
+
+
+def fetch_weights(repo_id: str, model_name: str) -> str:
+    """Path of the cached weight file of `repo_id`, downloading it once when possible."""
+    path = cached_file(repo_id)
+    if path:
+        return path
+    if offline():
+        raise unavailable(model_name, f"HF_HUB_OFFLINE is set and {repo_id} is not in the local cache")
+    if not reachable(endpoint()):
+        raise unavailable(model_name, f"the model hub ({endpoint()}) cannot be reached from this machine")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+    last: Exception | None = None
+    for filename in WEIGHT_FILES:
+        try:
+            return hf_hub_download(repo_id, filename, cache_dir=cache_dir(), etag_timeout=PROBE_TIMEOUT_S)
+        except EntryNotFoundError as e:
+            last = e
+        except Exception as e:  # noqa: BLE001 - network trouble of any kind becomes one clear message
+            raise unavailable(model_name, f"downloading {repo_id} failed ({type(e).__name__})") from None
+    raise unavailable(model_name, f"{repo_id} has no weight file ({last})")
