@@ -29,8 +29,8 @@ _DEFAULTS = {
                  "mlp_ratio": 2.0, "drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.0},
     "demo-torch-vit": {"img_size": 64, "patch_size": 8, "dim": 96, "depth": 5, "heads": 4, "mlp_dim": 192,
                        "dropout": 0.1, "norm_first": True},
-    "demo-cnn-selfattn": {"img_size": 64, "channels": [32, 64, 128], "gamma_init": 1.0, "dropout": 0.1},
-    "demo-cnn-attnpool": {"img_size": 64, "stem": 32, "channels": [48, 64, 128], "hidden": 64,
+    "demo-cnn-selfattn": {"img_size": 64, "channels": [16, 32, 64, 128], "gamma_init": 1.0, "dropout": 0.1},
+    "demo-cnn-attnpool": {"img_size": 64, "stem": 32, "channels": [48, 64, 128], "strides": [2, 2, 1], "hidden": 64,
                           "activation": "tanh", "dropout": 0.1},
 }
 
@@ -121,7 +121,8 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 class CNNSelfAttention(nn.Module):
-    """conv3x3-BN-ReLU-maxpool stages (64 px -> 8 x 8 at stride 8), a SAGAN self-attention block,
+    """conv3x3-BN-ReLU-maxpool stages (64 px -> 8 x 8 at stride 8; a last conv stage without pool),
+    a SAGAN self-attention block,
     then global average pooling of the attention block's output -> dropout -> linear.
 
     ``pool="attended"`` (default) pools the attended values ``attn @ v`` only, so that the
@@ -129,12 +130,12 @@ class CNNSelfAttention(nn.Module):
     the attention *received* by position j is exactly its pooling weight. ``pool="residual"`` pools
     ``gamma * attn @ v + x`` (SAGAN's output)."""
 
-    def __init__(self, img_size: int = 64, channels=(32, 64, 128), gamma_init: float = 1.0, dropout: float = 0.1,
+    def __init__(self, img_size: int = 64, channels=(16, 32, 64, 128), gamma_init: float = 1.0, dropout: float = 0.1,
                  pool: str = "attended", num_classes: int = 5):
         super().__init__()
         layers, cin = [], 3
-        for c in channels:
-            layers += [_conv_bn_relu(cin, c), nn.MaxPool2d(2)]
+        for i, c in enumerate(channels):  # a 2x2 max-pool after each of the first three stages: stride 8
+            layers += [_conv_bn_relu(cin, c)] + ([nn.MaxPool2d(2)] if i < 3 else [])
             cin = c
         self.features = nn.Sequential(*layers)
         self.attn = SelfAttention2d(cin, gamma_init)
@@ -191,15 +192,16 @@ class AttentionPool2d(nn.Module):
 
 
 class CNNAttentionPool(nn.Module):
-    """ResNet-style CNN (stem + three stride-2 basic blocks: 64 px -> 8 x 8) -> attention pooling -> linear."""
+    """ResNet-style CNN (stride-2 conv stem + basic blocks, 64 px -> 8 x 8 at stride 8) -> attention
+    pooling -> dropout -> linear."""
 
-    def __init__(self, img_size: int = 64, stem: int = 32, channels=(48, 64, 128), hidden: int = 64,
-                 activation: str = "tanh", dropout: float = 0.1, num_classes: int = 5):
+    def __init__(self, img_size: int = 64, stem: int = 32, channels=(48, 64, 128), strides=(2, 2, 1),
+                 hidden: int = 64, activation: str = "tanh", dropout: float = 0.1, num_classes: int = 5):
         super().__init__()
-        self.stem = _conv_bn_relu(3, stem)
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
         blocks, cin = [], stem
-        for c in channels:
-            blocks.append(BasicBlock(cin, c, stride=2))
+        for c, st in zip(channels, strides):
+            blocks.append(BasicBlock(cin, c, stride=st))
             cin = c
         self.layers = nn.Sequential(*blocks)
         self.pool = AttentionPool2d(cin, hidden, activation)

@@ -127,7 +127,7 @@ def train(arch: str, steps: Optional[int] = None, seed: int = 0, batch_size: Opt
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            run_loss += float(loss)
+            run_loss += float(loss.detach())
             run_acc += float((logits.argmax(1) == y).float().mean())
             run_n += 1
             history["steps_done"] = step + 1

@@ -1,0 +1,216 @@
+"""Model loading: checkpoints round-trip through the same path users take, errors are specific.
+
+Every model here is randomly initialised and saved by the test itself (no hub on this machine);
+the hub path is exercised through a Hugging Face cache laid out by the test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+from attention.cli import main as cli_main
+from attention.errors import CheckpointError, LabelsError, ModelNotFoundError, ModelUnavailableError
+from attention.models import load_model
+from attention.models.checkpoint import read_state_dict
+
+PHOTO = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "images", "public_domain", "skimage_chelsea.png")
+
+
+@pytest.fixture(scope="module")
+def finetuned_vit():
+    """The common fine-tuning workflow: a timm ViT whose head was replaced by a 10-class Linear."""
+    torch.manual_seed(0)
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    m.head = nn.Linear(m.head.in_features, 10)
+    return m.eval()
+
+
+@pytest.fixture
+def photo(tmp_path):
+    if os.path.exists(PHOTO):
+        return PHOTO
+    p = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(p)
+    return str(p)
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors", "module_prefix", "nested_state_dict", "nested_model"])
+def test_checkpoint_round_trip_through_cli(finetuned_vit, tmp_path, photo, fmt):
+    sd = finetuned_vit.state_dict()
+    path = tmp_path / ("ckpt.safetensors" if fmt == "safetensors" else "checkpoint.pth")
+    if fmt == "pth":
+        torch.save(sd, path)
+    elif fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif fmt == "module_prefix":
+        torch.save(nn.DataParallel(finetuned_vit).state_dict(), path)
+    elif fmt == "nested_state_dict":
+        torch.save({"state_dict": sd, "epoch": 3}, path)
+    else:
+        torch.save({"model": sd, "optimizer": {"lr": 0.1}}, path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"thing{i}" for i in range(10)) + "\n")
+    out = tmp_path / "out"
+    rc = cli_main(["export", "--model", "vit_tiny_patch16_224", "--checkpoint", str(path), "--labels", str(labels),
+                   "--out", str(out), "--quiet", photo])
+    assert rc == 0
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    d = np.load(out / f"{stem}.npz")
+    x = torch.from_numpy(d["input"])
+    np.testing.assert_allclose(d["logits"], _logits(finetuned_vit, x).numpy(), atol=1e-5)
+    meta = json.loads((out / f"{stem}.json").read_text())
+    assert meta["num_classes"] == 10
+    top = int(np.argmax(d["logits"][0]))
+    assert meta["predictions"][0]["label"] == f"thing{top}"
+
+
+def test_loaded_model_matches_saved_model_and_labels_from_json(finetuned_vit, tmp_path):
+    path = tmp_path / "m.pth"
+    torch.save(finetuned_vit.state_dict(), path)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps([f"c{i}" for i in range(10)]))
+    lm = load_model("vit_tiny_patch16_224", checkpoint=str(path), labels=str(labels))
+    assert lm.class_names == [f"c{i}" for i in range(10)]
+    x = torch.randn(2, 3, 224, 224)
+    assert torch.equal(_logits(lm.model, x), _logits(finetuned_vit, x))
+
+
+def test_checkpoint_of_other_architecture_lists_mismatches(tmp_path):
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False)
+    path = tmp_path / "deit.pth"
+    torch.save(deit.state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_model("vit_tiny_patch16_224", checkpoint=str(path))
+    msg = str(e.value)
+    assert "unexpected keys" in msg and "dist_token" in msg and "head_dist.weight" in msg
+
+
+def test_checkpoint_with_wrong_shapes_and_missing_keys(tmp_path):
+    small = timm.create_model("vit_small_patch16_224", pretrained=False, depth=2)
+    path = tmp_path / "small.pth"
+    torch.save(small.state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_model("vit_tiny_patch16_224", checkpoint=str(path))
+    msg = str(e.value)
+    assert "wrong shapes" in msg and "cls_token: checkpoint (1, 1, 384) vs model (1, 1, 192)" in msg
+    assert "missing keys" in msg and "blocks.2." in msg
+
+
+def test_partial_checkpoint_is_never_loaded_silently(finetuned_vit, tmp_path):
+    sd = dict(finetuned_vit.state_dict())
+    del sd["blocks.3.attn.qkv.weight"]
+    path = tmp_path / "partial.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"1 missing keys: blocks\.3\.attn\.qkv\.weight"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(path))
+
+
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused to load evil.pth"):
+        read_state_dict(str(path))
+    assert not marker.exists()
+
+
+def test_missing_files_unknown_models_and_bad_labels(tmp_path, finetuned_vit):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(tmp_path / "nope.pth"))
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="unknown model 'not_a_model_xyz'"):
+        load_model("not_a_model_xyz")
+    with pytest.raises(ModelNotFoundError, match="unknown torchvision model 'resnet_x'"):
+        load_model("torchvision:resnet_x")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"this is not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint garbage.safetensors"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(garbage))
+    path = tmp_path / "m.pth"
+    torch.save(finetuned_vit.state_dict(), path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    with pytest.raises(LabelsError, match="has 3 names but the model has 10 classes"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(path), labels=str(labels))
+
+
+def test_imagenet_names_for_1000_classes():
+    lm = load_model("vit_tiny_patch16_224", pretrained=False)
+    assert len(lm.class_names) == 1000
+    assert lm.class_names[0] == "tench" and lm.class_names[281] == "tabby" and lm.class_names[967] == "espresso"
+
+
+def _fake_hub_cache(root, repo_id: str, state_dict) -> None:
+    """The on-disk layout huggingface_hub's cache uses: models--org--name/{refs/main,snapshots/<rev>/file}."""
+    d = os.path.join(root, "models--" + repo_id.replace("/", "--"))
+    os.makedirs(os.path.join(d, "snapshots", "0123abcd"))
+    os.makedirs(os.path.join(d, "refs"))
+    with open(os.path.join(d, "refs", "main"), "w") as f:
+        f.write("0123abcd")
+    save_file({k: v.contiguous() for k, v in state_dict.items()},
+              os.path.join(d, "snapshots", "0123abcd", "model.safetensors"))
+
+
+def test_hub_weights_load_from_the_cache_offline(tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    repo = timm.models.get_pretrained_cfg("vit_tiny_patch16_224").hf_hub_id
+    _fake_hub_cache(str(tmp_path), repo, ref.state_dict())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lm = load_model("vit_tiny_patch16_224")
+    assert lm.info["weights"] == repo
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.equal(_logits(lm.model, x), _logits(ref, x))
+
+
+@pytest.mark.parametrize("offline", ["1", ""])
+def test_uncached_hub_weights_fail_fast_with_a_clear_message(tmp_path, monkeypatch, offline):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    # an endpoint nothing listens on stands in for an unreachable hub (no traffic leaves the machine)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    t = time.monotonic()
+    with pytest.raises(ModelUnavailableError) as e:
+        load_model("deit_small_patch16_224")
+    assert time.monotonic() - t < 10
+    msg = str(e.value)
+    assert "'deit_small_patch16_224'" in msg and "--checkpoint" in msg and "demo-vit" in msg
+
+
+def test_torchvision_vit_random_and_checkpoint(tmp_path, photo):
+    torch.manual_seed(0)
+    from torchvision.models import vit_b_16, ViT_B_16_Weights
+    ref = vit_b_16(weights=None, num_classes=10).eval()
+    path = tmp_path / "tv.pth"
+    torch.save(ref.state_dict(), path)
+    lm = load_model("torchvision:vit_b_16", checkpoint=str(path))
+    img = Image.open(photo).convert("RGB")
+    prepared = lm.prepare(img)
+    # the documented transform of the weights, applied independently
+    expected = ViT_B_16_Weights.IMAGENET1K_V1.transforms()(img).unsqueeze(0)
+    assert torch.allclose(prepared.tensor, expected, atol=1e-6)
+    res = lm.capture(prepared)
+    assert torch.allclose(res.logits, _logits(ref, prepared.tensor), atol=1e-5)
+    assert len(res.maps) == 12 and res.maps[0].weights.shape == (1, 12, 197, 197)
+    assert res.maps[0].layout.prefix_names == ("cls",) and res.maps[0].layout.grid == (14, 14)
