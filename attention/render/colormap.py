@@ -88,7 +88,7 @@ def colorbar(height: int = 256, width: int = 64, cmap: str = DEFAULT_CMAP, vmin:
     """A vertical legend (uint8 RGB, (height, width, 3)): high values on top, tick labels on the right."""
     img = np.full((height, width, 3), background, np.uint8)
     pad = 8
-    bar_h, bar_w = max(height - 2 * pad, 2), max(min(16, width // 3), 4)
+    bar_h, bar_w = max(height - 2 * pad - (12 if label else 0), 2), max(min(16, width // 3), 4)
     ramp = np.linspace(1.0, 0.0, bar_h, dtype=np.float32)[:, None].repeat(bar_w, axis=1)
     img[pad:pad + bar_h, 2:2 + bar_w] = apply_colormap(ramp, cmap)
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.35

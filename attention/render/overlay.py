@@ -24,7 +24,6 @@ from ..preprocess import Geometry
 from .colormap import DEFAULT_CMAP, apply_colormap, as_map, normalize_map
 
 MODES = ("smooth", "blocky")
-_TIE_NUDGE = 1e-6  # in grid cells
 ImageLike = Union[Image.Image, np.ndarray]
 
 
@@ -75,18 +74,29 @@ def grid_to_photo_matrix(geometry: Geometry, grid: tuple[int, int], stride: Opti
                      [0.0, ch, top + ch / 2 - 0.5]], dtype=np.float64)
 
 
-def seen_mask(geometry: Geometry, photo_hw: tuple[int, int], grid: Optional[tuple[int, int]] = None,
-              stride: Optional[tuple[float, float]] = None) -> np.ndarray:
-    """(H, W) bool: photo pixels whose centre lies in the area the map covers (the model's view)."""
+def seen_rect(geometry: Geometry, photo_hw: tuple[int, int], grid: Optional[tuple[int, int]] = None,
+              stride: Optional[tuple[float, float]] = None) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` (end exclusive, clipped to the photo): the photo pixels whose centre lies in
+    the area the map covers, i.e. the model's view (the whole box, or ``grid * stride`` of it)."""
     H, W = photo_hw
     if grid is None:
         top, left, bottom, right = _box(geometry, photo_hw)
     else:
         top, left, ch, cw = cell_size_on_photo(geometry, grid, stride, photo_hw)
         bottom, right = top + grid[0] * ch, left + grid[1] * cw
-    yc = np.arange(H) + 0.5
-    xc = np.arange(W) + 0.5
-    return ((yc >= top) & (yc < bottom))[:, None] & ((xc >= left) & (xc < right))[None, :]
+    # centre p + 0.5 in [top, bottom)  <=>  ceil(top - 0.5) <= p < ceil(bottom - 0.5)
+    y0, y1 = (min(max(int(np.ceil(v - 0.5)), 0), H) for v in (top, bottom))
+    x0, x1 = (min(max(int(np.ceil(v - 0.5)), 0), W) for v in (left, right))
+    return y0, max(y1, y0), x0, max(x1, x0)
+
+
+def seen_mask(geometry: Geometry, photo_hw: tuple[int, int], grid: Optional[tuple[int, int]] = None,
+              stride: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """(H, W) bool: photo pixels whose centre lies in the area the map covers (the model's view)."""
+    y0, y1, x0, x1 = seen_rect(geometry, photo_hw, grid, stride)
+    mask = np.zeros(tuple(photo_hw), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
 
 
 def patch_pixels(geometry: Geometry, grid: tuple[int, int], row: int, col: int,
@@ -111,26 +121,47 @@ def photo_to_patch(geometry: Geometry, grid: tuple[int, int], y: float, x: float
     return (r, c) if 0 <= r < grid[0] and 0 <= c < grid[1] else None
 
 
+def _warp_to_rect(v: np.ndarray, geometry: Geometry, photo_hw: tuple[int, int], rect: tuple[int, int, int, int],
+                  mode: str, stride: Optional[tuple[float, float]]) -> np.ndarray:
+    """Grid values (float32 or uint8) warped onto the photo pixels of `rect` only."""
+    y0, y1, x0, x1 = rect
+    M = grid_to_photo_matrix(geometry, v.shape, stride, photo_hw)
+    M[:, 2] -= (x0, y0)                                   # photo index -> index inside the rectangle
+    inv = cv2.invertAffineTransform(M)
+    if mode == "blocky":
+        # a pixel centre exactly on a cell edge belongs to the later cell ([i*s, (i+1)*s)); OpenCV's
+        # nearest rounds such ties down, so nudge (in grid cells) by just more than its rounding error
+        inv[:, 2] += 1e-6 + 4e-7 * max(v.shape)  # OpenCV warps in float32: ~6e-8 relative error
+    interp = cv2.INTER_NEAREST if mode == "blocky" else cv2.INTER_LINEAR
+    return cv2.warpAffine(v, inv, (x1 - x0, y1 - y0), flags=interp | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    return a if np.isfinite(a).all() else np.where(np.isfinite(a), a, np.float32(0))
+
+
 def upsample_to_photo(values: np.ndarray, geometry: Geometry, photo_hw: Optional[tuple[int, int]] = None,
                       mode: str = "smooth", stride: Optional[tuple[float, float]] = None,
                       outside: float = np.nan) -> np.ndarray:
     """(gh, gw) grid values -> (H, W) float32 on the photo through the inverse preprocessing.
 
-    Pixels outside the model's view get `outside` (NaN by default). NaN cells are treated as 0.
+    Blocky: every photo pixel gets the value of the cell its centre falls in (exact up to OpenCV's
+    float32 arithmetic, i.e. for centres further than ~1e-5 cell from an edge; a centre exactly on
+    an edge goes to the later cell). Smooth: bilinear between cell centres, edge cells extended to
+    the border of the view. Pixels outside the model's view get `outside` (NaN by default); non-finite
+    cells are treated as 0.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
-    v = np.nan_to_num(as_map(values), nan=0.0, posinf=0.0, neginf=0.0)
+    v = _finite(as_map(values))
     H, W = photo_hw if photo_hw is not None else geometry.original_size
-    M = grid_to_photo_matrix(geometry, v.shape, stride, (H, W))
-    inv = cv2.invertAffineTransform(M)
-    if mode == "blocky":
-        # a pixel centre exactly on a cell edge belongs to the later cell ([i*s, (i+1)*s)); OpenCV's
-        # nearest rounds such ties down, so nudge by far less than any real distance to an edge
-        inv[:, 2] += _TIE_NUDGE
-    interp = cv2.INTER_NEAREST if mode == "blocky" else cv2.INTER_LINEAR
-    up = cv2.warpAffine(v, inv, (W, H), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    up[~seen_mask(geometry, (H, W), v.shape, stride)] = outside
+    rect = seen_rect(geometry, (H, W), v.shape, stride)
+    y0, y1, x0, x1 = rect
+    up = np.full((H, W), outside, np.float32)
+    if y1 > y0 and x1 > x0:
+        up[y0:y1, x0:x1] = _warp_to_rect(v, geometry, (H, W), rect, mode, stride)
     return up
 
 
@@ -156,7 +187,7 @@ def mass_mask(heat, fraction: float) -> np.ndarray:
         return np.ones(a.shape, bool)
     order = np.argsort(-flat, kind="stable")
     cum = np.cumsum(flat[order])
-    k = int(np.searchsorted(cum, fraction * total * (1 - 1e-9), side="left")) + 1
+    k = int(np.searchsorted(cum, fraction * total * (1 - 1e-12), side="left")) + 1  # 1e-12: summation order
     keep = np.zeros(flat.size, bool)
     keep[order[:min(k, flat.size)]] = True
     return keep.reshape(a.shape)
@@ -180,41 +211,40 @@ def overlay(image: ImageLike, heat, geometry: Geometry, *, cmap: str = DEFAULT_C
     - ``dim_outside``: darken the part of the photo the model never saw (by factor `dim`).
     `image` may be shown at another size than ``geometry.original_size``; the box is rescaled.
     """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     photo = as_rgb(image)
     H, W = photo.shape[:2]
     grid_map = as_map(heat)
     gh, gw = grid_map.shape
-    norm_map = normalize_map(grid_map, norm, percentile)
-    up = upsample_to_photo(norm_map, geometry, (H, W), mode, stride, outside=np.nan)
-    seen = ~np.isnan(up)
-
-    show = seen
-    kept = None
-    if mass_threshold is not None:
-        keep_grid = mass_mask(grid_map, mass_threshold).astype(np.float32)
-        kept = upsample_to_photo(keep_grid, geometry, (H, W), mode, stride, outside=0.0) >= 0.5
-        show = seen & kept
-
-    colored = apply_colormap(np.nan_to_num(up, nan=0.0), cmap)
-    blended = cv2.addWeighted(photo, 1.0 - alpha, colored, alpha, 0.0)
-    dimmed = cv2.convertScaleAbs(photo, alpha=dim) if (dim_outside or kept is not None) else photo
-    out = np.where(show[..., None], blended, dimmed if dim_outside else photo)
-    if kept is not None:
-        out[seen & ~kept] = dimmed[seen & ~kept]
-
+    rect = y0, y1, x0, x1 = seen_rect(geometry, (H, W), (gh, gw), stride)
+    out = cv2.convertScaleAbs(photo, alpha=dim) if dim_outside else photo.copy()
     thick = max(1, int(round(min(H, W) / 224)))
-    if contour:
-        region = kept if kept is not None else (np.nan_to_num(up, nan=-1.0) >= contour_level)
-        contours, _ = cv2.findContours((region & seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, tuple(int(c) for c in contour_color), thick, cv2.LINE_AA)
+    if y1 > y0 and x1 > x0:
+        norm_map = _finite(normalize_map(grid_map, norm, percentile))
+        up = _warp_to_rect(norm_map, geometry, (H, W), rect, mode, stride)
+        view = photo[y0:y1, x0:x1]
+        blended = cv2.addWeighted(view, 1.0 - alpha, apply_colormap(up, cmap), alpha, 0.0)
+        region = None
+        if mass_threshold is not None:
+            keep = mass_mask(grid_map, mass_threshold).astype(np.uint8) * 255
+            region = _warp_to_rect(keep, geometry, (H, W), rect, mode, stride) >= 128
+            dimmed = out[y0:y1, x0:x1] if dim_outside else cv2.convertScaleAbs(view, alpha=dim)
+            np.copyto(blended, dimmed, where=~region[..., None])
+        out[y0:y1, x0:x1] = blended
+        if contour:
+            if region is None:
+                region = up >= contour_level
+            contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                           offset=(x0, y0))
+            cv2.drawContours(out, contours, -1, tuple(int(c) for c in contour_color), thick, cv2.LINE_AA)
     if query_patch is not None:
         r, c = query_patch
         if not (0 <= r < gh and 0 <= c < gw):
             raise IndexError(f"query patch ({r}, {c}) is outside the {gh}x{gw} grid")
-        y0, y1, x0, x1 = patch_pixels(geometry, (gh, gw), r, c, stride, (H, W))
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), tuple(int(v) for v in marker_color), thick)
+        py0, py1, px0, px1 = patch_pixels(geometry, (gh, gw), r, c, stride, (H, W))
+        cv2.rectangle(out, (px0, py0), (px1 - 1, py1 - 1), tuple(int(v) for v in marker_color), thick)
     return out
 
-
-__all__ = ["overlay", "heat_on_photo", "upsample_to_photo", "mass_mask", "seen_mask", "patch_pixels",
+__all__ = ["overlay", "heat_on_photo", "upsample_to_photo", "mass_mask", "seen_mask", "seen_rect", "patch_pixels",
            "photo_to_patch", "grid_to_photo_matrix", "cell_size_on_photo", "as_rgb", "MODES"]
