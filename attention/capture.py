@@ -192,6 +192,8 @@ class _Instrumentation:
     def __init__(self):
         self.count = 0
         self.restore: list[Callable[[], None]] = []
+        self.eval_count = 0  # captures that need eval mode; flags saved by the first, restored by the last
+        self.undo_train: Optional[Callable[[], None]] = None
 
 
 _instrumented: "weakref.WeakKeyDictionary[nn.Module, _Instrumentation]" = weakref.WeakKeyDictionary()
@@ -199,8 +201,13 @@ _lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def instrumented(model: nn.Module) -> Iterator[None]:
-    """Install the adapters' hooks on `model` (shared by concurrent captures) and restore it afterwards."""
+def instrumented(model: nn.Module, eval_mode: bool = False) -> Iterator[None]:
+    """Install the adapters' hooks on `model` (shared by concurrent captures) and restore it afterwards.
+
+    ``eval_mode``: also put the model in eval mode while this capture runs. The training flags are
+    saved by the first such capture and restored by the last, so that a concurrent capture neither
+    runs in training mode nor saves (and later restores) another capture's eval mode.
+    """
     from .adapters import install_all  # late: adapters import this module
 
     with _lock:
@@ -212,10 +219,20 @@ def instrumented(model: nn.Module) -> Iterator[None]:
                 inst.restore = []
                 raise
         inst.count += 1
+        if eval_mode:
+            if inst.eval_count == 0:
+                inst.undo_train = _training_flags(model)
+                model.eval()
+            inst.eval_count += 1
     try:
         yield
     finally:
         with _lock:
+            if eval_mode:
+                inst.eval_count -= 1
+                if inst.eval_count == 0:
+                    inst.undo_train()
+                    inst.undo_train = None
             inst.count -= 1
             if inst.count == 0:
                 for undo in reversed(inst.restore):
@@ -248,16 +265,13 @@ def capture(model: nn.Module, x: torch.Tensor, *, keep_graph: bool = False,
         raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
     tokens = tokens or model_tokens(model, (x.shape[-2], x.shape[-1]))
     session = CaptureSession(model, tokens, x.shape[-2:], None if keep_graph else dtype, keep_graph)
-    with instrumented(model):
-        undo_train = _training_flags(model)
-        model.eval()
+    with instrumented(model, eval_mode=True):
         token = _current.set(session)
         try:
             with torch.set_grad_enabled(keep_graph):
                 logits = model(x)
         finally:
             _current.reset(token)
-            undo_train()
     if isinstance(logits, (tuple, list)):  # e.g. distilled DeiT in training mode returns a pair
         logits = logits[0]
     if not keep_graph:

@@ -32,6 +32,34 @@ def _key_grid(num_keys: int, query_grid: tuple[int, int]) -> tuple[int, int]:
     return kh, num_keys // kh
 
 
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _reduced_geometry(module: nn.Module, q_grid: tuple[int, int], num_keys: int):
+    """Key grid of spatial-reduction attention and its cell size in query cells, following the module's
+    own adaptive pooling (PVT-v2 linear) and strided ``sr`` conv (PVT, Twins); None if that does not
+    account for ``num_keys`` keys."""
+    h, w = q_grid
+    fh = fw = 1.0
+    pool = getattr(module, "pool", None)
+    if isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        oh, ow = _pair(pool.output_size)
+        oh, ow = oh or h, ow or w
+        fh, fw, h, w = h / oh, w / ow, oh, ow
+    sr = getattr(module, "sr", None)
+    if isinstance(sr, nn.Conv2d):
+        if isinstance(sr.padding, str):
+            return None
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = sr.kernel_size, sr.stride, sr.padding, sr.dilation
+        h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        fh, fw = fh * sh, fw * sw
+    if h * w != num_keys:
+        return None
+    return (h, w), (fh, fw)
+
+
 @register_adapter
 class TimmAttentionAdapter(Adapter):
     priority = 10
@@ -68,9 +96,16 @@ class TimmAttentionAdapter(Adapter):
                 s.add(module, w, SELF, layout=layout)
             elif s.scratch.get(id(module)) is not None:
                 q_grid = s.scratch[id(module)]
-                k_grid = _key_grid(w.shape[-1], q_grid)
-                s.add(module, w, REDUCED, layout=TokenLayout((), k_grid, s.stride_for(k_grid)),
-                      query_layout=TokenLayout((), q_grid, s.stride_for(q_grid)))
+                q_stride = s.stride_for(q_grid)
+                geometry = _reduced_geometry(module, q_grid, w.shape[-1])
+                if geometry is not None:
+                    k_grid, (fh, fw) = geometry
+                    k_stride = (q_stride[0] * fh, q_stride[1] * fw)
+                else:
+                    k_grid = _key_grid(w.shape[-1], q_grid)
+                    k_stride = s.stride_for(k_grid)
+                s.add(module, w, REDUCED, layout=TokenLayout((), k_grid, k_stride),
+                      query_layout=TokenLayout((), q_grid, q_stride))
             else:
                 s.add(module, w, CLASS)
 

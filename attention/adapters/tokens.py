@@ -30,8 +30,16 @@ def timm_patch_models(model: nn.Module, hw) -> Optional[ModelTokens]:
     if pe is None or not hasattr(pe, "patch_size"):
         return None
     ph, pw = _pair(pe.patch_size)
+    proj = getattr(pe, "proj", None)
     if hasattr(pe, "dynamic_feat_size"):
         grid = pe.dynamic_feat_size(hw)
+    elif (isinstance(proj, nn.Conv2d) and not isinstance(proj.padding, str)
+          and tuple(proj.stride) != tuple(proj.kernel_size)):
+        # overlapping patch embedding (PVT-v2): a k x k conv with a smaller stride and padding
+        (kh, kw), (sh, sw), (pdh, pdw), (dh, dw) = proj.kernel_size, proj.stride, proj.padding, proj.dilation
+        grid = ((hw[0] + 2 * pdh - dh * (kh - 1) - 1) // sh + 1,
+                (hw[1] + 2 * pdw - dw * (kw - 1) - 1) // sw + 1)
+        ph, pw = sh, sw
     else:
         grid = (hw[0] // ph, hw[1] // pw)
     names: list[str] = []
