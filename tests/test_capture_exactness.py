@@ -251,6 +251,24 @@ def ref_pvt(mod, args, kwargs):
     return plain_attention(q, k)
 
 
+def ref_twins_lga(mod, args, kwargs):
+    """Twins locally-grouped attention: pad to whole ws x ws windows, attention inside each window."""
+    x, (h, w) = args[0], args[1]
+    b, n, c = x.shape
+    ws = mod.ws
+    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    grid = torch.zeros(b, hp, wp, c, dtype=torch.float64)
+    grid[:, :h, :w] = d(x).reshape(b, h, w, c)
+    windows = []
+    for wy in range(hp // ws):
+        for wx in range(wp // ws):
+            windows.append(grid[:, wy * ws:(wy + 1) * ws, wx * ws:(wx + 1) * ws].reshape(b, ws * ws, c))
+    win = torch.stack(windows, 1).reshape(-1, ws * ws, c)          # (B * nW, n, C), image-major
+    qkv = linear(win, mod.qkv.weight, mod.qkv.bias).reshape(win.shape[0], ws * ws, 3, -1)
+    q, k = heads(qkv[:, :, 0], win.shape[0], ws * ws, mod.num_heads), heads(qkv[:, :, 1], win.shape[0], ws * ws, mod.num_heads)
+    return plain_attention(q, k)
+
+
 def ref_mha(mod, args, kwargs):
     """nn.MultiheadAttention: in_proj_weight / in_proj_bias, per head."""
     query, key = args[0], args[1]
@@ -393,6 +411,10 @@ CASES = {
                       {"channel": 3, "class": 1}),
     "pvt_v2_b0": Case(timm_model("pvt_v2_b0", depths=(1, 1, 1, 1)), (1, 3, 128, 96),
                       by_type("Attention", ref_pvt), {"reduced": 3, "self": 1}),
+    # 96x128 input: stage-1 grid 24x32 -> padded to 28x35 for windows of 7
+    "twins_svt_lga": Case(timm_model("twins_svt_small", depths=(2, 2, 2, 2), img_size=(96, 128)), (2, 3, 96, 128),
+                          combine(by_type("LocallyGroupedAttn", ref_twins_lga), by_type("GlobalSubSampleAttn", ref_pvt)),
+                          {"window": 4, "reduced": 3, "self": 1}),
     "torchvision_vit_small": Case(tv_vit_small, (2, 3, 96, 96), mha_targets, {"self": 3}),
     "torchvision_vit_b_16": Case(lambda: torchvision.models.vit_b_16(weights=None), (1, 3, 224, 224),
                                  mha_targets, {"self": 12}, heavy=True),

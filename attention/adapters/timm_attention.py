@@ -16,7 +16,7 @@ import math
 from torch import nn
 
 from ..capture import current_session
-from ..layout import CHANNEL, CLASS, REDUCED, SELF, TokenLayout
+from ..layout import CHANNEL, CLASS, REDUCED, SELF, WINDOW, TokenLayout, WindowInfo
 from . import register_adapter
 from .base import Adapter, chain, set_attr
 
@@ -89,6 +89,13 @@ class TimmAttentionAdapter(Adapter):
             w = out
             if channel:
                 s.add(module, w, CHANNEL, layout=None)
+            elif w.dim() == 5 and hasattr(module, "ws") and s.scratch.get(id(module)) is not None:
+                # Twins' locally-grouped attention: (B, nW, heads, n, n) over unshifted windows
+                H, W = s.scratch[id(module)]
+                ws = int(module.ws)
+                info = WindowInfo((ws, ws), (0, 0), (H, W), (-(-H // ws) * ws, -(-W // ws) * ws))
+                s.add(module, w.flatten(0, 1), WINDOW, layout=TokenLayout((), (H, W), s.stride_for((H, W))),
+                      window=info)
             elif w.shape[-2] == w.shape[-1]:
                 layout = s.layout_for(w.shape[-1])
                 if layout is None and id(module) in s.scratch:
