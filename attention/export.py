@@ -57,17 +57,19 @@ def method_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureR
 
 def export_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureResult,
                   methods: Iterable[str] = ()) -> tuple[dict[str, np.ndarray], dict]:
-    num_prefix, grid = model_layout(result)
+    num_prefix, _ = model_layout(result)
+    heatmap = _np(default_heatmap(result))[0]
     arrays: dict[str, np.ndarray] = {
         "input": _np(prepared.tensor),
         "logits": _np(result.logits),
         "layer_names": np.array(result.layer_names, dtype=str),
         "num_prefix_tokens": np.array(num_prefix, dtype=np.int64),
-        "grid": np.array(grid, dtype=np.int64),
+        # the grid the maps are drawn on (for Swin: the last stage's, where the heatmap lives)
+        "grid": np.array(heatmap.shape, dtype=np.int64),
     }
     for i, m in enumerate(result.maps):
         arrays[f"attn_{i:02d}"] = _np(m.weights)
-    arrays["heatmap"] = _np(default_heatmap(result))[0]
+    arrays["heatmap"] = heatmap
     try:
         arrays["rollout"] = _np(get_method("rollout")(result))[0]
     except MethodNotDefinedError:

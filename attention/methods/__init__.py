@@ -32,6 +32,10 @@ def method_names() -> list[str]:
 from .fusion import fuse_heads  # noqa: E402
 from .rollout import rollout  # noqa: E402
 from .received import received_attention, default_heatmap  # noqa: E402
+from .raw import raw_attention, raw_cls_maps  # noqa: E402
+from .grad_rollout import grad_rollout, grad_rollout_from  # noqa: E402
+from .gradcam import gradcam  # noqa: E402
 
 __all__ = ["register_method", "get_method", "method_names", "fuse_heads", "rollout",
-           "received_attention", "default_heatmap"]
+           "received_attention", "default_heatmap", "raw_attention", "raw_cls_maps", "grad_rollout",
+           "grad_rollout_from", "gradcam"]

@@ -1,0 +1,189 @@
+"""Grad-CAM (Selvaraju et al., 2017) through the pytorch-grad-cam library, with token-aware reshaping.
+
+For the target layer's activations ``F`` (B, C, h, w) and target class c:
+``α_k = mean_{i,j} ∂y_c/∂F_k[i, j]`` (mean-pooled gradients), ``cam = ReLU(Σ_k α_k F_k)``, a
+(B, h, w) map at the target layer's own grid — the patch grid for a ViT.
+
+The library (`pytorch_grad_cam.GradCAM`) runs the forward, the backward and the CAM formula. Two
+things are changed, both documented here:
+
+* ``reshape_transform`` (`token_reshape`): token activations (B, N, C) lose their prefix tokens
+  (CLS, DIST, registers: however many the model has; CaiT's patch-only blocks have none) and are
+  laid out on the patch grid of *this* input size, (B, C, gh, gw). The output of a LayerNorm that
+  is 4-D is channels-last (Swin's NHWC blocks, (B, H, W, C)) and is permuted to (B, C, H, W).
+  The library's documented ViT transform (``tensor[:, 1:, :].reshape(B, 14, 14, C)``) breaks for
+  distilled DeiT, register models, Swin and any input size but 224.
+* The result is kept at the target layer's grid and unnormalised: `GridGradCAM` skips the
+  library's upsampling to the input size and its per-image min-max scaling (both applied in
+  ``compute_cam_per_layer`` / ``aggregate_multi_layers``), so the raw values ``ReLU(Σ_k α_k F_k)``
+  come back. Resampling to pixels is the renderer's business.
+
+Default target layers (`default_target_layer`): Swin ``layers[-1].blocks[-1].norm1``; timm ViT
+family ``blocks[-1].norm1``; torchvision ViT ``encoder.layers[-1].ln_1``; ``nn.TransformerEncoder``
+the last layer's ``norm1``; otherwise the last ``nn.Conv2d``. For Swin the map is on the last
+stage's grid (7 × 7 at 224), not the 56 × 56 patch grid.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from ..errors import MethodNotDefinedError
+from ..layout import ModelTokens
+from . import register_method
+from .grad_rollout import Target
+
+
+def default_target_layer(model: nn.Module) -> nn.Module:
+    """The layer whose activations Grad-CAM uses by default (see the module docstring)."""
+    stages = getattr(model, "layers", None)
+    if isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages) and hasattr(stages[-1], "blocks"):
+        blk = stages[-1].blocks[-1]
+        if hasattr(blk, "norm1"):
+            return blk.norm1
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) and hasattr(blocks[-1], "norm1"):
+        return blocks[-1].norm1
+    enc = getattr(model, "encoder", None)
+    if enc is not None and hasattr(enc, "layers") and len(enc.layers) and hasattr(enc.layers[-1], "ln_1"):
+        return enc.layers[-1].ln_1
+    enc_layers = [m for m in model.modules() if isinstance(m, nn.TransformerEncoderLayer)]
+    if enc_layers:
+        return enc_layers[-1].norm1
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if convs:
+        return convs[-1]
+    raise MethodNotDefinedError("Grad-CAM needs a target layer; none found (pass target_layer=...)")
+
+
+def _grid_for(n: int, input_hw: tuple[int, int]) -> Optional[tuple[int, int]]:
+    """(h, w) with h·w = n and h / w closest to the input's aspect ratio, or None."""
+    H, W = input_hw
+    best = None
+    for h in range(1, n + 1):
+        if n % h == 0:
+            w = n // h
+            err = abs(math.log((h / w) / (H / W)))
+            if best is None or err < best[0]:
+                best = (err, (h, w))
+    return best[1] if best and best[0] < 0.2 else None
+
+
+def token_reshape(tokens: ModelTokens, input_hw: tuple[int, int],
+                  channels_last: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``reshape_transform`` for pytorch-grad-cam: activations (or their gradients) -> (B, C, h, w).
+
+    (B, N, C) tokens: the last ``gh·gw`` tokens are the patches (prefix tokens dropped), reshaped to
+    the model's patch grid for this input size (or, for a stage with another token count, the
+    grid of that count with the input's aspect ratio). (B, H, W, C) when ``channels_last``:
+    permuted. (B, C, H, W): unchanged.
+    """
+    num_prefix = len(tokens.prefix_names)
+    grid = tokens.grid
+
+    def transform(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 4:
+            return t.permute(0, 3, 1, 2) if channels_last else t
+        if t.dim() != 3:
+            raise ValueError(f"Grad-CAM: cannot lay out activations of shape {tuple(t.shape)} on a grid")
+        B, N, C = t.shape
+        g = None
+        if grid is not None and N - grid[0] * grid[1] in (num_prefix, 0):
+            g = grid
+        else:
+            for p in (num_prefix, 0):
+                g = _grid_for(N - p, input_hw) if N > p else None
+                if g:
+                    break
+        if g is None:
+            raise MethodNotDefinedError(
+                f"Grad-CAM: {N} tokens do not fit the {grid} patch grid with {num_prefix} prefix tokens")
+        patches = t[:, N - g[0] * g[1]:, :]
+        return patches.reshape(B, g[0], g[1], C).permute(0, 3, 1, 2)
+
+    return transform
+
+
+class GridGradCAM(GradCAM):
+    """The library's GradCAM, stopped before its upsampling to the input size and min-max scaling."""
+
+    def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+        acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
+        grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
+        if len(grads) < len(self.target_layers):
+            raise MethodNotDefinedError("Grad-CAM: the target layer received no gradient from the class score")
+        cams = []
+        for layer, a, g in zip(self.target_layers, acts, grads):
+            cam = self.get_cam_image(input_tensor, layer, targets, a, g, eigen_smooth)
+            cams.append(np.maximum(cam, 0)[:, None])
+        return cams
+
+    def aggregate_multi_layers(self, cams):
+        return np.mean(np.concatenate(cams, axis=1), axis=1)
+
+
+class _Logits(nn.Module):
+    """Hands the library a plain logits tensor (some models return a tuple)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_layer: Optional[nn.Module] = None,
+            tokens: Optional[ModelTokens] = None, channels_last: Optional[bool] = None) -> torch.Tensor:
+    """(B, h, w) Grad-CAM for class `target` (default top-1 per item) at the target layer's grid.
+
+    ``channels_last``: whether a 4-D activation is (B, H, W, C); default: it is when the target layer
+    is a LayerNorm (which normalises the last axis, i.e. channels). The model is left as found
+    (training flags, parameter ``.grad``).
+    """
+    from ..adapters import model_tokens
+
+    layer = target_layer if target_layer is not None else default_target_layer(model)
+    tokens = tokens or model_tokens(model, (x.shape[-2], x.shape[-1]))
+    if channels_last is None:
+        channels_last = isinstance(layer, nn.LayerNorm)
+    reshape = token_reshape(tokens, (x.shape[-2], x.shape[-1]), channels_last)
+    targets = None
+    if target is not None:
+        t = torch.as_tensor(target, dtype=torch.long).flatten()
+        t = t.expand(x.shape[0]) if t.numel() == 1 else t
+        if t.numel() != x.shape[0]:
+            raise ValueError(f"got {t.numel()} targets for a batch of {x.shape[0]}")
+        targets = [ClassifierOutputTarget(int(c)) for c in t]
+
+    training = [(m, m.training) for m in model.modules()]
+    saved_grads = [(p, p.grad) for p in model.parameters()]
+    cam = GridGradCAM(_Logits(model), [layer], reshape_transform=reshape)
+    try:
+        with torch.enable_grad():
+            out = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=targets)
+    finally:
+        cam.activations_and_grads.release()
+        for m, flag in training:
+            m.training = flag
+        for p, g in saved_grads:
+            p.grad = g
+    return torch.from_numpy(np.ascontiguousarray(out)).float()
+
+
+@register_method("gradcam")
+def gradcam_method(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Export form: Grad-CAM for the top-1 class at the default target layer; see `gradcam`."""
+    return gradcam(model, x)
+
+
+gradcam_method.needs_model = True
+
+__all__ = ["gradcam", "GridGradCAM", "token_reshape", "default_target_layer"]

@@ -1,0 +1,158 @@
+"""Raw attention: one layer's attention from one query, for one head or the heads fused.
+
+``map = q · Â`` restricted to the patch keys, where ``Â = A^h`` for head ``h`` or
+``Â = fuse_h(A^h)`` (mean, max or min over the heads; max / min rows are *not* re-normalised) and
+``q`` selects the query rows (averaged when there are several): ``"cls"``, ``"dist"``, ``"reg0"``…,
+``"cls+dist"``, ``"prefix_mean"``, ``"patch_mean"``, ``"auto"`` or a patch ``(row, col)`` on the
+layer's own query grid (see `attention.methods.queries`). The value at a key patch is the
+attention weight itself (no normalisation beyond the softmax).
+
+Per kind of layer:
+
+* ``self`` / ``class`` (ViT, DeiT, registers, CaiT's class attention): the query row over the key
+  patch grid.
+* ``window`` (Swin): only patch queries; the patch ``(row, col)`` of the stage grid lives in window
+  ``w`` at in-window index ``p`` (`WindowInfo.locate`); its row ``A[b·nW + w, :, p, :]`` is put back
+  on the stage grid at each key's original (un-shifted) position (`WindowInfo.token_position`),
+  zeros outside the window; the output is (B, H_stage, W_stage).
+* ``reduced`` (PVT, Twins): the patch query's row over the coarser key grid (B, kh, kw);
+  ``"patch_mean"`` averages all query rows.
+* ``pooling``: the single learned query (``"auto"`` / ``"query"``) over the positions.
+* ``channel`` (XCiT): not spatial, MethodNotDefinedError.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from ..capture import AttentionMap, CaptureResult
+from ..errors import MethodNotDefinedError
+from ..layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, WindowInfo
+from . import register_method
+from .fusion import FUSIONS, fuse_heads
+from .queries import Query, query_indices
+
+Head = Union[str, int]
+
+
+def select_heads(weights: torch.Tensor, head: Head) -> torch.Tensor:
+    """(B, heads, Nq, Nk) -> (B, Nq, Nk): one head (int) or the heads fused ("mean", "max", "min")."""
+    if isinstance(head, str):
+        if head not in FUSIONS:
+            raise ValueError(f"head must be an int or one of {FUSIONS}, got {head!r}")
+        return fuse_heads(weights, head)
+    h = int(head)
+    if not -weights.shape[1] <= h < weights.shape[1]:
+        raise IndexError(f"head {h} out of range: the layer has {weights.shape[1]} heads")
+    return weights[:, h].float()
+
+
+def get_layer(result: CaptureResult, layer: Union[int, str]) -> AttentionMap:
+    """A captured layer by index into ``result.maps`` (negative allowed) or by module name."""
+    if isinstance(layer, str):
+        for m in result.maps:
+            if m.name == layer:
+                return m
+        raise KeyError(f"no captured attention layer named {layer!r}; layers: {', '.join(result.layer_names)}")
+    return result.maps[layer]
+
+
+def window_scatter_index(info: WindowInfo, window_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(in-window indices, flat stage-grid positions) of the real (non-padding) tokens of one window."""
+    n = info.window[0] * info.window[1]
+    src, dst = [], []
+    for p in range(n):
+        pos = info.token_position(window_index, p)
+        if pos is not None:
+            src.append(p)
+            dst.append(pos[0] * info.grid[1] + pos[1])
+    return torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long)
+
+
+def _window_view(m: AttentionMap, head: Head, query: Query) -> torch.Tensor:
+    info = m.window
+    if info is None:
+        raise MethodNotDefinedError(f"{m.name}: the window geometry was not captured")
+    if isinstance(query, str):
+        raise MethodNotDefinedError(
+            f"{m.name} is windowed attention (Swin): it has no CLS or other prefix token; pick a patch "
+            f"(row, col) on its {info.grid[0]}x{info.grid[1]} stage grid")
+    row, col = (int(v) for v in query)
+    H, W = info.grid
+    if not (0 <= row < H and 0 <= col < W):
+        raise IndexError(f"patch ({row}, {col}) is outside the {H}x{W} stage grid of {m.name}")
+    w, p = info.locate(row, col)
+    nW = info.windows_per_image
+    B = m.weights.shape[0] // nW
+    rows = select_heads(m.weights[w::nW, :, p:p + 1, :], head)[:, 0, :]  # (B, n): one row per image
+    src, dst = window_scatter_index(info, w)
+    out = rows.new_zeros(B, H * W)
+    out[:, dst.to(out.device)] = rows[:, src.to(out.device)]
+    return out.view(B, H, W)
+
+
+def raw_attention(result: CaptureResult, layer: Union[int, str] = -1, head: Head = "mean",
+                  query: Query = "auto") -> torch.Tensor:
+    """(B, gh, gw) attention of one layer from one query over the key patches; formula in the module docstring.
+
+    ``layer``: index into ``result.maps`` or a module name; ``head``: an int or "mean" / "max" /
+    "min"; ``query``: see `attention.methods.queries` ("cls", "dist", "reg0", "cls+dist",
+    "prefix_mean", "patch_mean", "auto", or (row, col) on the layer's query grid).
+    """
+    m = get_layer(result, layer)
+    if m.kind == CHANNEL:
+        raise MethodNotDefinedError(f"{m.name} is channel attention (XCiT): channels × channels, not a spatial map")
+    if m.kind == WINDOW:
+        return _window_view(m, head, query)
+    if m.layout is None or m.layout.num_patches == 0:
+        raise MethodNotDefinedError(f"{m.name}: the key positions of this layer are unknown")
+    if m.kind == POOLING:
+        if query not in ("auto", "query"):
+            raise MethodNotDefinedError(f"{m.name} is attention pooling: its only query is the learned one ('auto')")
+        idx = [0]
+    elif m.kind in (SELF, CLASS, REDUCED):
+        idx = query_indices(m.query_layout, query, f"layer {m.name}")
+    else:  # pragma: no cover - every kind is handled above
+        raise MethodNotDefinedError(f"{m.name}: raw views are not defined for {m.kind} attention")
+    if len(idx) == 1:
+        rows = m.weights[:, :, idx[0]:idx[0] + 1, :]
+    else:
+        rows = m.weights[:, :, idx, :]
+    a = select_heads(rows, head).mean(dim=1)  # (B, Nk)
+    p = m.layout.num_prefix
+    return a[:, p:].reshape(a.shape[0], *m.layout.grid)
+
+
+def cls_layers(result: CaptureResult) -> list[AttentionMap]:
+    """Layers whose queries include a CLS token and whose keys are the patch grid (forward order)."""
+    return [m for m in result.maps if m.kind in (SELF, CLASS) and m.layout is not None and m.layout.num_patches
+            and m.query_layout is not None and m.query_layout.cls_index is not None]
+
+
+@register_method("raw")
+def raw_cls_maps(result: CaptureResult) -> torch.Tensor:
+    """(B, layers, heads, gh, gw): ``A^h_l[cls, patches]`` for every layer with a CLS query and every head.
+
+    The layer axis lists the layers of `cls_layers` (all layers for ViT / DeiT / register models;
+    only the class-attention layers for CaiT, whose self-attention runs before CLS exists).
+    """
+    layers = cls_layers(result)
+    if not layers:
+        raise MethodNotDefinedError(
+            "raw CLS → patch maps need a CLS token; this model has none (use raw_attention with a patch "
+            "query or 'patch_mean')")
+    grid = layers[0].layout.grid
+    heads = layers[0].num_heads
+    if any(m.layout.grid != grid or m.num_heads != heads for m in layers):
+        raise MethodNotDefinedError("raw CLS maps need one patch grid and head count across layers")
+    out = []
+    for m in layers:
+        c = m.query_layout.cls_index
+        p = m.layout.num_prefix
+        a = m.weights[:, :, c, p:].float()  # (B, heads, n)
+        out.append(a.reshape(a.shape[0], heads, *grid))
+    return torch.stack(out, dim=1)
+
+
+__all__ = ["raw_attention", "raw_cls_maps", "select_heads", "get_layer", "cls_layers", "window_scatter_index"]
