@@ -1,0 +1,396 @@
+"""What the page does, as plain functions: values in (paths, names, numbers), pictures and values out.
+
+`Callbacks` holds the model manager and the session store; every public method takes the browser
+session id first, so results never cross sessions. The forward pass and capture run once per
+(session, image, model) — `analyse` — and every view after that is computed from the cache.
+Errors leave as `gr.Error` with a clear message (see `viz_app.errors`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from attention.errors import ImageError, MethodNotDefinedError, UserError
+from attention.images import LoadedImage, open_image
+
+from .errors import user_facing
+from .models import ModelManager
+from .state import Analysis, SessionStore
+from .views import (METHODS, View, compute_map, display_to_photo, draw, head_choices, layer_map, query_choices,
+                    spatial_layers)
+
+log = logging.getLogger("viz_app")
+
+Progress = Optional[Callable[[float, str], None]]
+DISPLAY_MIN, DISPLAY_MAX = 448, 640      # long side of the picture the maps are drawn on
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """sha256 of the decoded RGB pixels (row-major uint8 H x W x 3): identifies an input in API answers."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(image.convert("RGB"), np.uint8)).tobytes()).hexdigest()
+
+
+def display_copy(image: Image.Image) -> np.ndarray:
+    """The photo at display size: big photos shrink (fast re-renders), tiny ones grow (visible patches)."""
+    w, h = image.size
+    long = max(w, h)
+    target = min(max(long, DISPLAY_MIN), DISPLAY_MAX)
+    if target == long:
+        return np.asarray(image.convert("RGB"))
+    f = target / long
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    resample = Image.Resampling.NEAREST if f >= 2 else Image.Resampling.LANCZOS
+    return np.asarray(image.convert("RGB").resize(size, resample))
+
+
+def _noop(frac: float, desc: str) -> None:
+    pass
+
+
+class Callbacks:
+    def __init__(self, manager: Optional[ModelManager] = None, store: Optional[SessionStore] = None,
+                 export_root: Optional[str] = None):
+        self.manager = manager if manager is not None else ModelManager()
+        self.store = store if store is not None else SessionStore()
+        self.export_root = export_root or os.path.join(tempfile.gettempdir(), "viz_app_exports")
+        self.forwards = 0           # analyses computed (not served from the cache)
+
+    # ------------------------------------------------------------------ images and analyses
+    @staticmethod
+    def decode(image) -> LoadedImage:
+        """An upload (path, bytes, array or PIL image) -> upright RGB, or `ImageError` saying what is wrong."""
+        if image is None or (isinstance(image, str) and not image.strip()):
+            raise ImageError("no image: upload a photo, paste one from the clipboard, take one with the webcam, "
+                             "or click an example")
+        if isinstance(image, dict):                      # a FileData-like dict from the API
+            image = image.get("path") or image.get("url")
+        name = os.path.basename(image) if isinstance(image, str) else None
+        return open_image(image, name)
+
+    def find(self, session: str, model_name: str, sha: Optional[str]) -> Optional[Analysis]:
+        if not sha:
+            return None
+        return self.store.get(session, self.manager.spec(model_name).name, sha)
+
+    def _analyse(self, session: str, image, model_name: str, progress: Progress = None) -> Analysis:
+        progress = progress or _noop
+        progress(0.02, "reading the image")
+        loaded_image = image if isinstance(image, LoadedImage) else self.decode(image)
+        photo = loaded_image.image
+        sha = pixels_sha256(photo)
+        name = self.manager.spec(model_name).name
+        hit = self.store.get(session, name, sha)
+        if hit is not None:
+            return hit
+        loaded = self.manager.get(name, progress)
+        progress(0.5, f"running {name} and capturing its attention")
+        prepared = loaded.prepare(photo)
+        result = loaded.capture(prepared, dtype=torch.float16)
+        self.forwards += 1
+        notes = list(loaded_image.notes)
+        if loaded.num_classes and result.logits.shape[-1] == loaded.num_classes:
+            predictions = loaded.top_k(result.logits, 5)[0]
+        else:
+            predictions = []
+            notes.append(f"{name} has no classification head (a feature model, e.g. DINOv2): no predictions; raw "
+                         f"attention and rollout work, class-specific methods need a classifier")
+        progress(0.9, "drawing")
+        analysis = Analysis(name, sha, photo, display_copy(photo), prepared, result, predictions,
+                            class_names=list(loaded.class_names), notes=notes)
+        self.store.put(session, analysis)
+        return analysis
+
+    @user_facing
+    def analyse(self, session: str, image, model_name: str, progress: Progress = None) -> Analysis:
+        """Decode, run the model once with capture, cache the result for this session."""
+        return self._analyse(session, image, model_name, progress)
+
+    def _get(self, session: str, model_name: str, sha: Optional[str], image=None,
+             progress: Progress = None) -> Analysis:
+        a = self.find(session, model_name, sha)
+        if a is not None:
+            return a
+        if image is None:
+            raise UserError("this image's results are no longer in the cache: analyse the image again")
+        return self._analyse(session, image, model_name, progress)
+
+    # ------------------------------------------------------------------ predictions and defaults
+    @staticmethod
+    def label_values(analysis: Analysis) -> dict[str, float]:
+        """Top-5 for `gr.Label` ({name: probability}); equal names get their class index appended."""
+        out: dict[str, float] = {}
+        for p in analysis.predictions:
+            label = p["label"] if p["label"] not in out else f"{p['label']} (#{p['index']})"
+            out[label] = float(p["probability"])
+        return out
+
+    @staticmethod
+    def target_from_label(analysis: Analysis, label: str) -> int:
+        """Class index of a label clicked in the predictions."""
+        label = str(label)
+        for p in analysis.predictions:
+            if label in (p["label"], f"{p['label']} (#{p['index']})"):
+                return int(p["index"])
+        m = re.search(r"\(#(\d+)\)$", label)
+        if m:
+            return int(m.group(1))
+        if label in analysis.class_names:
+            return analysis.class_names.index(label)
+        raise UserError(f"unknown class {label!r} for this model")
+
+    @staticmethod
+    def default_view(analysis: Analysis, base: Optional[View] = None) -> View:
+        """A view that exists for this model: rollout where defined, else raw attention of the last layer."""
+        from attention.methods.rollout import rollout_layers
+        base = base or View()
+        try:
+            rollout_layers(analysis.result)
+            method = base.method
+        except MethodNotDefinedError:
+            method = "raw" if base.method in ("rollout", "grad_rollout") else base.method
+        queries = query_choices(analysis.result)
+        query = base.query if base.query in queries else queries[0]
+        if query == "auto" and "cls+dist" in queries:
+            query = "cls+dist"     # distilled DeiT predicts with the mean of both heads: look at both rows
+        _, _, m = layer_map(analysis.result, base.layer)
+        head = base.head if base.head in head_choices(m) else "mean"
+        return base.with_(method=method, query=query, head=head, click=None if query != "patch" else base.click)
+
+    @staticmethod
+    def controls(analysis: Analysis, view: View) -> dict:
+        """What the view controls should offer for this model and layer."""
+        n = len(spatial_layers(analysis.result))
+        pos, _, m = layer_map(analysis.result, view.layer)
+        return {"num_layers": n, "layer": pos, "heads": head_choices(m), "queries": query_choices(analysis.result),
+                "layer_name": m.name, "num_heads": m.num_heads}
+
+    # ------------------------------------------------------------------ views
+    def _map(self, analysis: Analysis, view: View):
+        mapped = compute_map(analysis, view, model=lambda: self.manager.get(analysis.model_key),
+                             grad_lock=self.manager.grad_lock(analysis.model_key))
+        return mapped
+
+    def _render(self, session: str, analysis: Analysis, view: View) -> tuple[np.ndarray, str]:
+        mapped = self._map(analysis, view)
+        picture = draw(analysis, mapped, view)
+        if view.method in ("grad_rollout", "gradcam"):
+            self.store.touch(session, analysis)
+        return picture, mapped.caption
+
+    @user_facing
+    def render(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
+               progress: Progress = None) -> tuple[np.ndarray, str]:
+        """The picture and caption of `view` (from the cache; `image` is only used if it was evicted)."""
+        analysis = self._get(session, model_name, sha, image, progress)
+        return self._render(session, analysis, view)
+
+    @user_facing
+    def click(self, session: str, model_name: str, sha: Optional[str], view: View, x: float, y: float) -> View:
+        """A click at (x, y) on the displayed picture -> the view of where that patch attends."""
+        analysis = self._get(session, model_name, sha)
+        py, px = display_to_photo(analysis, x, y)
+        method = view.method if view.method in ("raw", "rollout") else "raw"
+        if method == "rollout":
+            try:
+                from attention.methods.rollout import rollout_layers
+                rollout_layers(analysis.result)
+            except MethodNotDefinedError:
+                method = "raw"
+        new = view.with_(method=method, query="patch", click=(py, px))
+        self._map(analysis, new)     # raises a clear error for a click outside the model's view
+        return new
+
+    # ------------------------------------------------------------------ layer x head grid
+    @user_facing
+    def grid(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
+             progress: Progress = None):
+        """(sheet picture, SheetLayout, caption): every layer x head for the current query."""
+        from attention.render import grid_sheet
+        from .views import layer_heads
+        analysis = self._get(session, model_name, sha, image, progress)
+        maps, names, qtext, patch_note = layer_heads(analysis, view)
+        heads = max(m.shape[0] for m in maps)
+        cell = int(min(112, max(44, 1240 // (heads + 1))))
+        sheet, layout = grid_sheet(analysis.display, maps, analysis.prepared.geometry, cell_size=cell,
+                                   cmap=view.cmap, alpha=max(float(view.alpha), 0.5), mode=view.mode,
+                                   norm=view.norm, return_layout=True)
+        caption = (f"**{len(maps)} layers × {heads} heads** of {analysis.model_key}, {qtext}{patch_note}. "
+                   f"Rows are layers (L0 = first), columns heads; the last column is the mean over heads. "
+                   f"Each cell is normalised on its own. Click a cell to open it.")
+        return sheet, layout, caption
+
+    @staticmethod
+    def grid_cell(layout, x: float, y: float) -> Optional[tuple[int, str]]:
+        """(layer, head) of the sheet cell under a click, head "mean" for the fused column; None outside."""
+        from attention.render import FUSED
+        if layout is None:
+            return None
+        cell = layout.cell_at(x, y)
+        if cell is None:
+            return None
+        layer, head = cell
+        return int(layer), ("mean" if head == FUSED else str(int(head)))
+
+    # ------------------------------------------------------------------ compare
+    @user_facing
+    def compare(self, session: str, image, sha: Optional[str], model_a: str, view_a: View, model_b: str,
+                view_b: View, progress: Progress = None):
+        """Two settings (or two models) side by side on the same image: ((pic, caption), (pic, caption))."""
+        out = []
+        for k, (model_name, view) in enumerate(((model_a, view_a), (model_b, view_b))):
+            step = (lambda f, d, k=k: progress(0.5 * k + 0.5 * f, d)) if progress else None
+            analysis = self._get(session, model_name, sha, image, step)
+            view = self.default_view(analysis, view)
+            pic, caption = self._render(session, analysis, view)
+            top = analysis.predictions[0] if analysis.predictions else None
+            said = f"predicts **{top['label']}** ({top['probability']:.1%})" if top else "has no classifier"
+            out.append((pic, f"{caption}  \n`{analysis.model_key}` {said}"))
+        return out[0], out[1]
+
+    # ------------------------------------------------------------------ diagnostics and faithfulness
+    @user_facing
+    def diagnostics(self, session: str, model_name: str, sha: Optional[str], image=None, progress: Progress = None):
+        """(entropy fig, distance fig, prefix-mass fig, ranking rows, summary) for the image's heads."""
+        from .analysis_plots import diagnostics_figures
+        analysis = self._get(session, model_name, sha, image, progress)
+        if progress and ("diagnostics",) not in analysis.derived:
+            progress(0.3, "entropy, attention distance and prefix mass of every head")
+        return analysis.cached(("diagnostics",), lambda: diagnostics_figures(analysis))
+
+    @user_facing
+    def faithfulness(self, session: str, model_name: str, sha: Optional[str], view: View, steps: int = 20,
+                     image=None, progress: Progress = None, with_random: bool = True):
+        """(figure, markdown): deletion / insertion curves of the view's map and their AUCs."""
+        from .analysis_plots import faithfulness_figure
+        analysis = self._get(session, model_name, sha, image, progress)
+        mapped = self._map(analysis, view)
+        loaded = self.manager.get(analysis.model_key)
+        return faithfulness_figure(analysis, loaded, mapped, view, int(steps), progress, with_random)
+
+    # ------------------------------------------------------------------ downloads
+    @user_facing
+    def export(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
+               progress: Progress = None) -> list[str]:
+        """Write the overlay PNG, the grid sheet PNG, and the npz + json of the CLI's export contract."""
+        from attention.export import export_arrays, export_metadata, write_export
+        from attention.render.files import save_png
+        progress = progress or _noop
+        analysis = self._get(session, model_name, sha, image, progress)
+        loaded = self.manager.get(analysis.model_key, progress)
+        folder = os.path.join(self.export_root, hashlib.sha256(session.encode()).hexdigest()[:16])
+        os.makedirs(folder, exist_ok=True)
+        _remove_old_files(self.export_root)
+        stem = f"attention_{re.sub(r'[^A-Za-z0-9_.-]+', '_', analysis.model_key)}_{analysis.image_sha[:10]}"
+        progress(0.2, "writing the npz (every attention tensor)")
+        arrays, skipped = export_arrays(loaded, analysis.prepared, analysis.result)
+        meta = export_metadata(loaded, analysis.prepared, analysis.result, None, analysis.notes, skipped)
+        meta["input_sha256"] = analysis.image_sha
+        meta["attention_dtype"] = str(analysis.result.maps[0].weights.dtype).replace("torch.", "") \
+            if analysis.result.maps else None
+        meta["view"] = {k: v for k, v in asdict(view).items()}
+        npz, js = write_export(folder, stem, arrays, meta)
+        progress(0.6, "drawing the overlay and the grid sheet")
+        picture, _ = self._render(session, analysis, view)
+        overlay_png = save_png(os.path.join(folder, f"{stem}_overlay.png"), picture)
+        sheet, _, _ = self.grid(session, model_name, analysis.image_sha, view)
+        grid_png = save_png(os.path.join(folder, f"{stem}_grid.png"), sheet)
+        return [overlay_png, grid_png, npz, js]
+
+    # ------------------------------------------------------------------ API endpoints
+    def _api_meta(self, analysis: Analysis, view: View, caption: str, cached: bool, t0: float) -> dict:
+        pos, _, m = layer_map(analysis.result, view.layer)
+        target = (analysis.top1 if analysis.predictions else None) if view.target is None else int(view.target)
+        return {
+            "model": analysis.model_key,
+            "input_sha256": analysis.image_sha,
+            "image_size": [analysis.photo.width, analysis.photo.height],
+            "predictions": analysis.predictions,
+            "method": view.method,
+            "layer": pos,
+            "layer_name": m.name,
+            "num_layers": len(spatial_layers(analysis.result)),
+            "head": view.head,
+            "query": view.query,
+            "target": target,
+            "target_label": analysis.class_names[target] if target is not None and 0 <= target < len(
+                analysis.class_names) else None,
+            "prefix_tokens": list(analysis.result.tokens.prefix_names),
+            "grid": list(analysis.result.tokens.grid) if analysis.result.tokens.grid else None,
+            "caption": caption,
+            "notes": analysis.notes,
+            "cached": cached,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+
+    @user_facing
+    def predict(self, session: str, image, model_name: str, progress: Progress = None):
+        """(top-5 {label: p}, heatmap picture, metadata) with the model's default map."""
+        t0 = time.perf_counter()
+        before = self.forwards
+        analysis = self._analyse(session, image, model_name, progress)
+        view = self.default_view(analysis)
+        picture, caption = self._render(session, analysis, view)
+        meta = self._api_meta(analysis, view, caption, self.forwards == before, t0)
+        return self.label_values(analysis), picture, meta
+
+    @user_facing
+    def attention_map(self, session: str, image, model_name: str, method: str = "rollout", layer: int = -1,
+                      head: str = "mean", query: str = "auto", target: Optional[int] = None,
+                      colormap: str = "inferno", opacity: float = 0.5, mode: str = "smooth",
+                      mass_threshold: float = 0.0, progress: Progress = None):
+        """(picture, metadata) for explicit settings; ``query`` may be "row,col" for a patch."""
+        t0 = time.perf_counter()
+        before = self.forwards
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        analysis = self._analyse(session, image, model_name, progress)
+        click = None
+        q = (query or "auto").strip()
+        if re.fullmatch(r"\s*\d+\s*,\s*\d+\s*", q):
+            r, c = (int(v) for v in q.split(","))
+            click = _patch_centre(analysis, layer, r, c)
+            q = "patch"
+        view = View(method=method, layer=int(layer), head=str(head), query=q, click=click,
+                    target=None if target in (None, "", -1) else int(target), cmap=colormap, alpha=float(opacity),
+                    mode=mode, mass=float(mass_threshold) if mass_threshold else None)
+        if view.target is not None and not 0 <= view.target < len(analysis.class_names):
+            raise UserError(f"target class {view.target} is out of range 0..{len(analysis.class_names) - 1}")
+        picture, caption = self._render(session, analysis, view)
+        return picture, self._api_meta(analysis, view, caption, self.forwards == before, t0)
+
+
+def _remove_old_files(root: str, max_age_s: float = 3600.0) -> None:
+    """Exports older than an hour go (Gradio has copied what it serves to its own cache)."""
+    now = time.time()
+    for folder, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(folder, f)
+            try:
+                if now - os.path.getmtime(path) > max_age_s:
+                    os.remove(path)
+            except OSError:
+                pass
+
+
+def _patch_centre(analysis: Analysis, layer: int, row: int, col: int) -> tuple[float, float]:
+    """Original-photo (y, x) of the centre of patch (row, col) of a layer's grid (for "row,col" queries)."""
+    from attention.render import patch_pixels
+    from .views import _query_grid, _stride
+    _, _, m = layer_map(analysis.result, layer)
+    grid = _query_grid(m)
+    if grid is None:
+        raise MethodNotDefinedError(f"layer {m.name} has no patch queries")
+    if not (0 <= row < grid[0] and 0 <= col < grid[1]):
+        raise UserError(f"patch ({row}, {col}) is outside the {grid[0]}x{grid[1]} grid")
+    y0, y1, x0, x1 = patch_pixels(analysis.prepared.geometry, grid, row, col, _stride(analysis.result, grid))
+    return (y0 + y1 - 1) / 2.0, (x0 + x1 - 1) / 2.0

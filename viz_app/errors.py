@@ -1,0 +1,42 @@
+"""Turning exceptions into messages in the page: a `gr.Error` with a clear text, never a traceback.
+
+`UserError` (a bad file, an unknown model, a method undefined for this model) carries its own
+message. Anything else is a bug or a resource problem: the traceback goes to the server log and the
+page says what failed in one line.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import gradio as gr
+
+from attention.errors import UserError
+
+log = logging.getLogger("viz_app")
+
+
+def as_gr_error(e: BaseException) -> gr.Error:
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, UserError):
+        return gr.Error(str(e), print_exception=False)
+    if isinstance(e, MemoryError):
+        return gr.Error("out of memory: try a smaller model or image, or close other tabs", print_exception=False)
+    log.error("unexpected error", exc_info=e)
+    text = str(e).splitlines()[0] if str(e) else ""
+    return gr.Error(f"Unexpected error ({type(e).__name__}{': ' + text if text else ''}). "
+                    f"The details are in the server log.", print_exception=False)
+
+
+def user_facing(fn):
+    """Decorator: any exception leaves as a `gr.Error` with a readable message."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes one message in the page
+            raise as_gr_error(e) from None
+    return wrapper

@@ -1,0 +1,276 @@
+"""The app's model manager: which models can be picked, lazy loading, a small LRU of loaded models.
+
+- Loading is lazy and happens once per name: concurrent requests for the same model wait on one
+  load (per-name lock); a failed load raises a `UserError` and leaves every loaded model in place,
+  so the model that was serving keeps serving.
+- At most `max_models` models stay in memory (least recently used goes first).
+- Custom models (your own checkpoint + labels for a known architecture) are registered under a
+  display name and can be reloaded after eviction: their files are copied to a private folder.
+- The default model: deit_small_patch16_224 where the hub can be reached (or it is cached), else
+  demo-vit, with a notice that says why and how to get the ImageNet models.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from attention.errors import CheckpointError, ModelNotFoundError, ModelUnavailableError, UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ONLINE = "deit_small_patch16_224"
+FALLBACK = "demo-vit"
+IMAGENET_MODELS = (
+    "deit_small_patch16_224",
+    "vit_base_patch16_224",
+    "deit_tiny_distilled_patch16_224",
+    "deit_base_distilled_patch16_224",
+    "vit_small_patch14_reg4_dinov2",
+    "swin_tiny_patch4_window7_224",
+    "torchvision:vit_b_16",
+)
+DEMO_MODELS = ("demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attnpool")
+# architectures offered for "your own checkpoint" (any timm name or torchvision:vit_* also works)
+CUSTOM_ARCHS = ("vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224", "deit_small_patch16_224",
+                "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "torchvision:vit_b_16") + DEMO_MODELS
+
+HOW_TO_GET_IMAGENET = (
+    "To use the ImageNet models (deit_small_patch16_224, vit_base_patch16_224, ...), run the app once on a "
+    "machine with internet access (weights are downloaded once and cached in the Hugging Face cache), or copy "
+    "that cache here (HF_HOME), or load your own checkpoint under 'Your own model'.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load one entry of the picker."""
+
+    name: str                      # what the picker shows
+    arch: str                      # what `load_model` gets
+    checkpoint: Optional[str] = None
+    labels: Optional[str] = None
+
+
+def demo_available() -> list[str]:
+    from attention.models import demo_names
+    return demo_names()
+
+
+def hub_status() -> tuple[bool, str]:
+    """(can download?, why not). Never takes more than the probe's few seconds."""
+    from attention.models.hub import PROBE_TIMEOUT_S, endpoint, offline, reachable
+    if offline():
+        return False, "HF_HUB_OFFLINE=1 is set, so nothing is downloaded"
+    answer: list[bool] = []
+    # a thread with a deadline: name resolution has no timeout of its own and may hang on some networks
+    probe = threading.Thread(target=lambda: answer.append(reachable(endpoint())), daemon=True)
+    probe.start()
+    probe.join(PROBE_TIMEOUT_S + 1.0)
+    if not (answer and answer[0]):
+        return False, f"the Hugging Face hub ({endpoint()}) cannot be reached from this machine"
+    return True, ""
+
+
+def is_cached(name: str) -> bool:
+    """Are the pretrained weights of timm model `name` in the local cache (no network)?"""
+    try:
+        import timm
+        from attention.models.hub import cached_file
+        cfg = timm.models.get_pretrained_cfg(name.split(".")[0])
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        return bool(repo) and cached_file(repo) is not None
+    except Exception:  # noqa: BLE001 - a cache look-up problem only means "not cached"
+        return False
+
+
+def weights_cached(name: str) -> bool:
+    """Pretrained weights of a picker entry are on this machine (timm: HF cache; torchvision: torch hub)."""
+    if name.startswith("torchvision:"):
+        try:
+            import torch.hub
+            from torchvision import models as tvm
+            url = tvm.get_model_weights(name.split(":", 1)[1]).DEFAULT.url
+            return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url)))
+        except Exception:  # noqa: BLE001
+            return False
+    return is_cached(name)
+
+
+def choose_default(probe: Callable[[], tuple[bool, str]] = hub_status) -> tuple[str, str]:
+    """(model name, notice) for the start page. The notice is empty when nothing needs saying."""
+    if is_cached(DEFAULT_ONLINE):
+        return DEFAULT_ONLINE, ""
+    ok, why = probe()
+    if ok:
+        return DEFAULT_ONLINE, ""
+    if FALLBACK not in demo_available():
+        return FALLBACK, (f"Offline: {why}, and the bundled demo model is missing too (train it with "
+                          f"`python -m attention.demo train --arch demo-vit`). {HOW_TO_GET_IMAGENET}")
+    return FALLBACK, (f"Running on the bundled demo model **demo-vit** (a small ViT trained on synthetic shapes: "
+                      f"circle, square, triangle, cross, star) because {why}. {HOW_TO_GET_IMAGENET}")
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:10]
+
+
+class ModelManager:
+    """Thread-safe lazy loader with an LRU of at most `max_models` loaded models."""
+
+    def __init__(self, max_models: int = 2, pretrained: bool = True, loader: Optional[Callable] = None):
+        from attention.models import load_model
+        self.max_models = max_models
+        self.pretrained = pretrained
+        self._load_model = loader or load_model
+        self._loaded: "OrderedDict[str, object]" = OrderedDict()
+        self._specs: dict[str, ModelSpec] = {}
+        self._custom: list[str] = []
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+        self._grad_locks: dict[str, threading.Lock] = {}
+        self._files: Optional[str] = None      # private copies of uploaded checkpoints (made on first use)
+        self.loads = 0                 # how many real loads happened (tests, logs)
+
+    # ------------------------------------------------------------------ the picker
+    def choices(self) -> list[str]:
+        demos = [d for d in demo_available() if d in DEMO_MODELS] + [
+            d for d in demo_available() if d not in DEMO_MODELS]
+        listed = list(self._custom) + list(IMAGENET_MODELS) + demos
+        return listed + [n for n in self.loaded_names() if n not in listed]
+
+    def choice_pairs(self) -> list[tuple[str, str]]:
+        """(label, name) for the picker: ImageNet models whose weights are not cached say so."""
+        return [(self.label(n), n) for n in self.choices()]
+
+    def label(self, name: str) -> str:
+        if name in IMAGENET_MODELS and not self.is_loaded(name) and not weights_cached(name):
+            return f"{name} (download needed)"
+        if name in self._specs:
+            return name
+        if name.startswith("demo-"):
+            return f"{name} (bundled, shapes)"
+        return name
+
+    def spec(self, name: str) -> ModelSpec:
+        name = (name or "").strip()
+        if not name:
+            raise ModelNotFoundError("no model chosen: pick one in the model list")
+        return self._specs.get(name) or ModelSpec(name, name)
+
+    # ------------------------------------------------------------------ loading
+    def is_loaded(self, name: str) -> bool:
+        with self._lock:
+            return name in self._loaded
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def get(self, name: str, progress: Optional[Callable[[float, str], None]] = None):
+        """The loaded model `name`, loading it on first use (once, even under concurrent calls)."""
+        spec = self.spec(name)
+        with self._lock:
+            if spec.name in self._loaded:
+                self._loaded.move_to_end(spec.name)
+                return self._loaded[spec.name]
+            lock = self._name_locks.setdefault(spec.name, threading.Lock())
+        with lock:
+            with self._lock:
+                if spec.name in self._loaded:
+                    return self._loaded[spec.name]
+            if progress:
+                progress(0.1, f"loading {spec.name} (first use; later uses are instant)")
+            loaded = self._load(spec)
+            with self._lock:
+                self._loaded[spec.name] = loaded
+                self._loaded.move_to_end(spec.name)
+                while len(self._loaded) > self.max_models:
+                    old, _ = self._loaded.popitem(last=False)
+                    log.info("unloaded model %s (LRU, max %d)", old, self.max_models)
+            return loaded
+
+    def _load(self, spec: ModelSpec):
+        try:
+            loaded = self._load_model(spec.arch, checkpoint=spec.checkpoint, labels=spec.labels,
+                                      pretrained=self.pretrained)
+        except UserError:
+            raise
+        except KeyError as e:       # timm: unknown model name
+            raise ModelNotFoundError(f"unknown model {spec.arch!r}: {e.args[0] if e.args else e}") from None
+        except (RuntimeError, ValueError, TypeError, OSError) as e:
+            raise CheckpointError(f"{spec.name} could not be loaded: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        self.loads += 1
+        if spec.name != loaded.name:
+            loaded.name = spec.name
+        log.info("loaded model %s", spec.name)
+        return loaded
+
+    def grad_lock(self, name: str) -> threading.Lock:
+        """One lock per model for backward passes (they share the model's parameters)."""
+        with self._lock:
+            return self._grad_locks.setdefault(name, threading.Lock())
+
+    # ------------------------------------------------------------------ your own model
+    def register(self, arch: str, checkpoint: Optional[str], labels: Optional[str] = None,
+                 name: Optional[str] = None, progress: Optional[Callable[[float, str], None]] = None) -> str:
+        """Load `arch` with your checkpoint (and labels); on success it joins the picker. Returns its name."""
+        arch = (arch or "").strip()
+        if not arch:
+            raise ModelNotFoundError("enter the architecture your checkpoint was trained with, e.g. "
+                                     "vit_base_patch16_224, torchvision:vit_b_16 or demo-vit")
+        if not checkpoint:
+            raise CheckpointError("choose a checkpoint file (.safetensors, .pth, .pt or .bin) to upload")
+        ck = self._keep(checkpoint)
+        lb = self._keep(labels) if labels else None
+        if name is None:
+            extra = f" + {os.path.basename(labels)}" if labels else ""
+            name = f"{arch} · {os.path.basename(checkpoint)}{extra} [{_file_digest(ck)[:6]}]"
+        spec = ModelSpec(name, arch, ck, lb)
+        if progress:
+            progress(0.1, f"loading {os.path.basename(checkpoint)} into {arch}")
+        loaded = self._load(spec)            # a failure changes nothing: the serving models stay
+        with self._lock:
+            self._specs[name] = spec
+            self._loaded[name] = loaded
+            self._loaded.move_to_end(name)
+            while len(self._loaded) > self.max_models:
+                self._loaded.popitem(last=False)
+            if name not in self._custom:
+                self._custom.insert(0, name)
+        return name
+
+    def add_spec(self, spec: ModelSpec) -> None:
+        """Register a named model without loading it (the command line's --checkpoint / --labels)."""
+        with self._lock:
+            self._specs[spec.name] = spec
+            if spec.checkpoint or spec.labels:
+                if spec.name not in self._custom:
+                    self._custom.insert(0, spec.name)
+
+    def _keep(self, path: str) -> str:
+        """A private copy of an uploaded file (Gradio may delete its temporary uploads)."""
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{os.path.basename(path) or path}: no such file (upload it again)")
+        if self._files is None:
+            self._files = tempfile.mkdtemp(prefix="viz_app_models_")
+        folder = os.path.join(self._files, _file_digest(path))   # keeps the file's own name for messages
+        dest = os.path.join(folder, os.path.basename(path))
+        if not os.path.exists(dest):
+            os.makedirs(folder, exist_ok=True)
+            shutil.copyfile(path, dest)
+        return dest
+
+
+__all__ = ["ModelManager", "ModelSpec", "choose_default", "hub_status", "IMAGENET_MODELS", "DEMO_MODELS",
+           "CUSTOM_ARCHS", "DEFAULT_ONLINE", "FALLBACK", "ModelUnavailableError"]

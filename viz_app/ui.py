@@ -1,0 +1,285 @@
+"""The page: components and their wiring. All work happens in `viz_app.callbacks`; the handlers here only
+translate between Gradio's values (updates, SelectData, Request, Progress) and the callbacks' plain ones."""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import gradio as gr
+
+from .callbacks import Callbacks
+from .handlers import DefaultModel, Handlers
+from .examples import example_files
+from .models import CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, ModelManager
+from .state import SessionStore
+from .views import COLORMAPS, METHODS, MODES, NORMS, View
+
+log = logging.getLogger("viz_app")
+
+CSS = """
+#heatmap img, #grid img { image-rendering: auto; }
+#notice { border-left: 4px solid #f59e0b; padding-left: 8px; }
+.caption p { margin: 0.2em 0; }
+"""
+
+INTRO = """# What does the model look at?
+Pick an image (upload, paste, webcam, or an example) and a model. The picture shows where the model's attention goes;
+**click a patch** of it to see where that patch attends, **click a class** in the predictions to explain that class.
+"""
+
+METHOD_HELP = """**Raw attention**: one layer's attention weights from the chosen query (CLS by default) to every patch.
+**Rollout** (Abnar & Zuidema 2020): attention multiplied through the layers up to the chosen one, residuals included.
+**Gradient-weighted** (Chefer et al. 2021): rollout of attention × its gradient for the chosen class — class-specific.
+**Grad-CAM**: gradients of the class score on the last block's activations — class-specific."""
+
+API_HELP = """### Scripting the app (`gradio_client`)
+Two named endpoints (see also "Use via API" at the bottom of the page):
+
+* `/predict` (image, model) → top-5 predictions, the model's default heatmap (PNG), metadata
+* `/attention_map` (image, model, method, layer, head, query, target, colormap, opacity, mode, mass_threshold)
+  → picture, metadata. `method`: raw | rollout | grad_rollout | gradcam; `layer`: 0-based, -1 = last;
+  `head`: mean | max | min | a head number; `query`: auto | cls | dist | cls+dist | reg0… | patch_mean | "row,col";
+  `target`: class index, -1 = top-1; `model`: "" = the app's default.
+
+The metadata's `input_sha256` is the sha256 of the decoded RGB pixels (uint8, H×W×3, EXIF rotation applied), so
+each answer can be matched to its request. The same client session reuses the forward pass (`"cached": true`).
+
+```python
+from gradio_client import Client, handle_file
+client = Client("http://127.0.0.1:7860/")
+labels, heatmap_png, meta = client.predict(handle_file("cat.jpg"), "demo-vit", api_name="/predict")
+picture_png, meta = client.predict(handle_file("cat.jpg"), model="demo-vit", method="raw", layer=3,
+                                   head="1", query="4,5", api_name="/attention_map")
+```
+"""
+
+
+def photo_input(**kwargs) -> gr.Image:
+    """A `gr.Image` that hands over the uploaded file untouched (its path), so that
+    `attention.images.open_image` decodes it: EXIF rotation, 16-bit, transparency, and a clear message for
+    files that are not images. (An instance override: a subclass would make Gradio write a .pyi stub.)"""
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    default = component.preprocess
+
+    def preprocess(payload):
+        if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return default(payload)
+
+    component.preprocess = preprocess
+    return component
+
+
+def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[str] = None,
+               notice: Optional[str] = None, examples_dir: Optional[str] = None) -> gr.Blocks:
+    """The whole app. ``default_model=None``: decided at the first page load (no network at build time)."""
+    cb = callbacks if callbacks is not None else Callbacks(ModelManager(), SessionStore())
+    default = DefaultModel(default_model, notice)
+    from attention.models.hub import offline
+    initial_model = default_model or (FALLBACK if offline() else DEFAULT_ONLINE)
+    examples = example_files(examples_dir)
+
+    with gr.Blocks(title="Attention explorer", fill_width=True) as demo:
+        model_state = gr.State(initial_model)
+        sha_state = gr.State(None)
+        view_state = gr.State(View())
+        layout_state = gr.State(None)
+
+        gr.Markdown(INTRO)
+        notice_md = gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
+
+        with gr.Row(equal_height=False):
+            # ------------------------------------------------------------ input, model, predictions
+            with gr.Column(scale=4, min_width=320):
+                image_in = photo_input(sources=["upload", "clipboard", "webcam"],
+                                    label="Image (upload, paste or webcam)", elem_id="input-image", height=320)
+                gallery = gr.Gallery(value=[(p, c) for p, c in examples], label="Examples (click one)",
+                                     columns=5, rows=2, height=200, allow_preview=False, object_fit="cover",
+                                     elem_id="examples", buttons=[])
+                model_dd = gr.Dropdown(cb.manager.choice_pairs(), value=initial_model, label="Model",
+                                       allow_custom_value=True, elem_id="model",
+                                       info="ImageNet models download once; demo-* models are bundled "
+                                            "(synthetic shapes)")
+                with gr.Accordion("Your own model (checkpoint + labels)", open=False):
+                    arch_dd = gr.Dropdown(list(CUSTOM_ARCHS), value=CUSTOM_ARCHS[0], allow_custom_value=True,
+                                          label="Architecture (timm name, torchvision:vit_b_16 or demo-*)", elem_id="arch")
+                    ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin)",
+                                        file_types=[".safetensors", ".pth", ".pt", ".bin"], type="filepath",
+                                        elem_id="ckpt-file")
+                    labels_file = gr.File(label="Class names (optional: .txt one per line, or a .json list)",
+                                          file_types=[".txt", ".json"], type="filepath", elem_id="labels-file")
+                    custom_btn = gr.Button("Load my model", elem_id="custom-btn")
+                preds = gr.Label(num_top_classes=5, label="Top-5 predictions (click a class to explain it)",
+                                 elem_id="predictions")
+                target_md = gr.Markdown("", elem_classes=["caption"])
+                reset_target = gr.Button("Explain the top-1 class again", size="sm")
+                notes_md = gr.Markdown("", elem_classes=["caption"])
+
+            # ------------------------------------------------------------ views
+            with gr.Column(scale=6, min_width=480):
+                with gr.Tabs() as tabs:
+                    with gr.Tab("Attention", id="attention"):
+                        heatmap = gr.Image(label="Attention on the photo (click a patch: where does it attend?)",
+                                           interactive=False, format="png", elem_id="heatmap", height=480,
+                                           buttons=["download", "fullscreen"])
+                        caption = gr.Markdown("", elem_classes=["caption"], elem_id="caption")
+                        with gr.Row():
+                            method = gr.Radio([(v, k) for k, v in METHODS.items()], value="rollout", label="Method",
+                                              elem_id="method")
+                        with gr.Row():
+                            layer = gr.Slider(0, 11, value=11, step=1, label="Layer (0 = first)", elem_id="layer")
+                            head = gr.Dropdown([("mean over heads", "mean")], value="mean", label="Head",
+                                               elem_id="head")
+                            query = gr.Dropdown([("CLS (default)", "auto")], value="auto", label="Query",
+                                                elem_id="query")
+                        with gr.Row():
+                            cmap = gr.Dropdown(list(COLORMAPS), value="inferno", label="Colormap")
+                            alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+                            mode = gr.Radio(list(MODES), value="smooth", label="Upsampling")
+                            norm = gr.Radio(list(NORMS), value="minmax", label="Colour scale")
+                        with gr.Row():
+                            mass = gr.Slider(0.0, 0.95, value=0.0, step=0.05,
+                                             label="Mass threshold (keep the patches holding this share; 0 = off)")
+                            contour = gr.Checkbox(False, label="Outline")
+                        gr.Markdown(METHOD_HELP, elem_classes=["caption"])
+
+                    with gr.Tab("Layer × head grid", id="grid") as grid_tab:
+                        grid_btn = gr.Button("Show the grid for this image", variant="primary")
+                        gr.Markdown("Every layer (rows) × head (columns) for the current query — **click a cell "
+                                    "to open that layer and head**.")
+                        grid_img = gr.Image(show_label=False, interactive=False, format="png", elem_id="grid",
+                                            buttons=["download", "fullscreen"])
+                        grid_md = gr.Markdown("", elem_classes=["caption"], elem_id="grid-md")
+
+                    with gr.Tab("Compare", id="compare"):
+                        gr.Markdown("Two settings side by side on the same image: two heads, layers, methods or "
+                                    "models.")
+                        with gr.Row():
+                            cmp_controls = []
+                            cmp_outputs = []
+                            for side, (m0, l0) in (("A", ("rollout", -1)), ("B", ("raw", -1))):
+                                with gr.Column():
+                                    c_model = gr.Dropdown(cb.manager.choice_pairs(), value=initial_model,
+                                                          allow_custom_value=True, label=f"{side}: model")
+                                    c_method = gr.Dropdown([(v, k) for k, v in METHODS.items()], value=m0,
+                                                           label=f"{side}: method")
+                                    with gr.Row():
+                                        c_layer = gr.Number(l0, precision=0, label="layer (-1 = last)")
+                                        c_head = gr.Dropdown(["mean", "max", "min"] + [str(i) for i in range(16)],
+                                                             value="mean", allow_custom_value=True, label="head")
+                                    c_img = gr.Image(interactive=False, format="png", label=f"{side}",
+                                                     elem_id=f"compare-{side.lower()}", height=360,
+                                                     buttons=["download", "fullscreen"])
+                                    c_md = gr.Markdown("", elem_classes=["caption"])
+                                    cmp_controls += [c_model, c_method, c_layer, c_head]
+                                    cmp_outputs += [c_img, c_md]
+                        cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+
+                    with gr.Tab("Head diagnostics", id="diagnostics"):
+                        diag_btn = gr.Button("Compute head statistics", variant="primary", elem_id="diag-btn")
+                        diag_md = gr.Markdown("", elem_classes=["caption"], elem_id="diag-md")
+                        with gr.Row():
+                            ent_plot = gr.Plot(show_label=False)
+                            dist_plot = gr.Plot(show_label=False)
+                        with gr.Row():
+                            mass_plot = gr.Plot(show_label=False)
+                            rank_df = gr.Dataframe(headers=["layer", "head", "entropy (norm.)", "mean distance (px)",
+                                                            "prefix mass", "register mass"],
+                                                   label="Heads ranked (most focused first)", interactive=False,
+                                                   max_height=340)
+
+                    with gr.Tab("Faithfulness", id="faithfulness"):
+                        gr.Markdown("Delete (or insert) patches in the order of the current map and follow the "
+                                    "probability of the explained class. A faithful map: steep deletion, fast "
+                                    "insertion.")
+                        with gr.Row():
+                            f_steps = gr.Slider(5, 40, value=20, step=1, label="Steps")
+                            f_random = gr.Checkbox(True, label="Also a random patch order (reference)")
+                        f_btn = gr.Button("Run deletion / insertion", variant="primary", elem_id="faith-btn")
+                        f_plot = gr.Plot(show_label=False, elem_id="faith-plot")
+                        f_md = gr.Markdown("", elem_classes=["caption"], elem_id="faith-md")
+
+                    with gr.Tab("Downloads", id="downloads"):
+                        gr.Markdown("The current overlay (PNG), the layer × head sheet (PNG), and every attention "
+                                    "tensor as `.npz` + `.json` in the format of `python -m attention export`.")
+                        dl_btn = gr.Button("Prepare downloads", variant="primary", elem_id="prepare-downloads")
+                        dl_files = gr.File(label="Files", file_count="multiple", interactive=False,
+                                           elem_id="downloads")
+
+                    with gr.Tab("About / API", id="about"):
+                        gr.Markdown(API_HELP)
+
+        # ---------------------------------------------------------------- hidden API endpoints
+        with gr.Column(visible=False):
+            api_image = photo_input(label="image")
+            api_model = gr.Textbox("", label="model")
+            api_method = gr.Textbox("rollout", label="method")
+            api_layer = gr.Number(-1, precision=0, label="layer")
+            api_head = gr.Textbox("mean", label="head")
+            api_query = gr.Textbox("auto", label="query")
+            api_target = gr.Number(-1, precision=0, label="target")
+            api_cmap = gr.Textbox("inferno", label="colormap")
+            api_alpha = gr.Number(0.5, label="opacity")
+            api_mode = gr.Textbox("smooth", label="mode")
+            api_mass = gr.Number(0.0, label="mass_threshold")
+            api_label = gr.Label(num_top_classes=5, label="predictions")
+            api_pic = gr.Image(format="png", label="heatmap")
+            api_json = gr.JSON(label="metadata")
+            api_btn_predict = gr.Button("predict")
+            api_btn_map = gr.Button("attention_map")
+
+        # ================================================================= handlers
+        main_outputs = [preds, heatmap, caption, sha_state, view_state, method, layer, head, query, target_md,
+                        notes_md]
+
+        h = Handlers(cb, default, examples)
+
+        # ================================================================= wiring
+        private = dict(api_visibility="private")
+        demo.load(h.on_load, None, [model_dd, model_state, notice_md, cmp_controls[0], cmp_controls[4], api_model],
+                  **private)
+        image_in.change(h.on_image, [image_in, model_state, view_state], main_outputs, show_progress="full",
+                        trigger_mode="always_last", **private)
+        gallery.select(h.on_gallery, None, image_in, **private)
+        model_dd.input(h.on_model, [model_dd, image_in, view_state, model_state], [model_dd, model_state] + main_outputs,
+                       **private)
+        custom_btn.click(h.on_custom, [arch_dd, ckpt_file, labels_file, image_in, view_state, model_state],
+                         [model_dd, model_state, cmp_controls[0], cmp_controls[4]] + main_outputs, **private)
+        control_inputs = [method, layer, head, query, cmap, alpha, mode, norm, mass, contour, view_state, sha_state,
+                          model_state, image_in]
+        control_outputs = [heatmap, caption, view_state, head]
+        for comp in (method, head, query, cmap, mode, norm, contour):
+            comp.input(h.on_controls, control_inputs, control_outputs, show_progress="minimal",
+                       trigger_mode="always_last", **private)
+        for comp in (layer, alpha, mass):
+            comp.input(h.on_controls, control_inputs, control_outputs, show_progress="hidden",
+                       trigger_mode="always_last", **private)
+            comp.release(h.on_controls, control_inputs, control_outputs, show_progress="hidden",
+                         trigger_mode="always_last", **private)
+        heatmap.select(h.on_heatmap_click, [view_state, sha_state, model_state],
+                       [heatmap, caption, view_state, method, query], **private)
+        preds.select(h.on_class, [view_state, sha_state, model_state], [heatmap, caption, view_state, method, target_md],
+                     **private)
+        reset_target.click(h.on_reset_target, [view_state, sha_state, model_state],
+                           [heatmap, caption, view_state, target_md], **private)
+        grid_inputs = [view_state, sha_state, model_state, image_in]
+        grid_btn.click(h.on_grid, grid_inputs, [grid_img, layout_state, grid_md], **private)
+        grid_tab.select(h.on_grid, grid_inputs, [grid_img, layout_state, grid_md], **private)
+        grid_img.select(h.on_grid_click, [layout_state, view_state, sha_state, model_state],
+                        [heatmap, caption, view_state, method, layer, head, tabs, grid_md], **private)
+        cmp_btn.click(h.on_compare, cmp_controls + [view_state, sha_state, image_in], cmp_outputs, **private)
+        diag_btn.click(h.on_diagnostics, [sha_state, model_state, image_in],
+                       [ent_plot, dist_plot, mass_plot, rank_df, diag_md], **private)
+        f_btn.click(h.on_faithfulness, [f_steps, f_random, view_state, sha_state, model_state, image_in],
+                    [f_plot, f_md], **private)
+        dl_btn.click(h.on_export, [view_state, sha_state, model_state, image_in], dl_files, **private)
+        api_btn_predict.click(h.api_predict, [api_image, api_model], [api_label, api_pic, api_json],
+                              api_name="predict")
+        api_btn_map.click(h.api_attention_map, [api_image, api_model, api_method, api_layer, api_head, api_query,
+                                              api_target, api_cmap, api_alpha, api_mode, api_mass],
+                          [api_pic, api_json], api_name="attention_map")
+
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.viz_callbacks = cb   # for tests and scripts
+    demo.viz_default = default
+    return demo
