@@ -29,30 +29,18 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_evaluate(a) -> int:
-    """Markdown table model x map -> accuracy, pointing game, AUROC (maps computed by
-    `attention.demo.quality.demo_maps`)."""
+    """Markdown table model x map -> accuracy, pointing game, AUROC, computed through the same path
+    as the app and the CLI (load by name, the model's preprocessing, capture, registered methods)."""
     import torch
-    from .quality import MAP_NAMES, evaluate_model
-    from .shapes import make_dataset
-    from .train import load_demo
+    from .evaluate import DEFAULT_MAPS, evaluate, markdown
     if a.threads:
         torch.set_num_threads(a.threads)
-    images, masks, labels = make_dataset(a.n, a.seed)
-    rows = ["| model | map | accuracy | pointing game | AUROC |", "|---|---|---|---|---|"]
-    results = []
-    for name in a.models:
-        model, meta = load_demo(name, a.assets)
-        arch = meta["arch"]
-        for i, map_name in enumerate(MAP_NAMES[arch]):
-            q = evaluate_model(model, arch, images, masks, labels, meta["preprocess"]["mean"],
-                               meta["preprocess"]["std"], map_name)
-            label = map_name + (" (default)" if i == 0 else "")
-            rows.append(f"| {name} | {label} | {q['accuracy']:.3f} | {q['pointing_game']:.3f} | {q['auroc']:.3f} |")
-            results.append({"model": name, "map": map_name, **q})
-    print("\n".join(rows))
+    rows = evaluate(a.models, n=a.n, seed=a.seed, maps=a.maps or DEFAULT_MAPS,
+                    progress=lambda m: print(m, file=sys.stderr))
+    print(markdown(rows))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump(rows, f, indent=2)
     return 0
 
 
@@ -92,7 +80,8 @@ def main(argv=None) -> int:
     e.add_argument("--models", nargs="+", default=list(DEMO_ARCHS))
     e.add_argument("--n", type=int, default=1000)
     e.add_argument("--seed", type=int, default=999)
-    e.add_argument("--assets", default=ASSETS_DIR)
+    e.add_argument("--maps", nargs="+", default=None,
+                   help="heatmap rollout grad_rollout gradcam last_layer_cls received (default: all defined)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--json", default=None, help="also write the results as JSON")
     e.set_defaults(func=_cmd_evaluate)

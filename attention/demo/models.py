@@ -25,12 +25,14 @@ from ..layout import ModelTokens
 DEMO_ARCHS = ("demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attnpool")
 
 _DEFAULTS = {
-    "demo-vit": {"img_size": 64, "patch_size": 8, "embed_dim": 96, "depth": 5, "num_heads": 4,
-                 "mlp_ratio": 2.0, "drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.0},
-    "demo-torch-vit": {"img_size": 64, "patch_size": 8, "dim": 96, "depth": 5, "heads": 4, "mlp_dim": 192,
-                       "dropout": 0.1, "norm_first": True},
+    "demo-vit": {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4,
+                 "mlp_ratio": 2.0, "drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.0,
+                 "stem": "conv", "stem_hidden": 32, "pos_init": "sincos", "pos_scale": 0.5},
+    "demo-torch-vit": {"img_size": 64, "patch_size": 8, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128,
+                       "dropout": 0.1, "norm_first": True, "stem": "conv", "stem_hidden": 32,
+                       "pos_init": "sincos", "pos_scale": 0.5},
     "demo-cnn-selfattn": {"img_size": 64, "channels": [16, 32, 64, 128], "gamma_init": 1.0, "dropout": 0.1},
-    "demo-cnn-attnpool": {"img_size": 64, "stem": 32, "channels": [48, 64, 128], "strides": [2, 2, 1], "hidden": 64,
+    "demo-cnn-attnpool": {"img_size": 64, "stem": 32, "channels": [32, 64], "width": 128, "hidden": 64,
                           "activation": "tanh", "dropout": 0.1},
 }
 
@@ -42,18 +44,85 @@ def default_config(arch: str) -> dict:
     return copy.deepcopy(_DEFAULTS[arch])
 
 
+def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """2-D sin-cos position embedding (MAE / ViT-22B style), (gh * gw, dim), rows in row-major order."""
+    gh, gw = grid
+    d4 = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(d4, dtype=torch.float64) / d4))
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                            indexing="ij")
+    out = []
+    for pos in (ys.reshape(-1), xs.reshape(-1)):
+        a = pos[:, None] * omega[None]
+        out += [a.sin(), a.cos()]
+    emb = torch.cat(out, 1)
+    if emb.shape[1] < dim:
+        emb = torch.cat([emb, torch.zeros(emb.shape[0], dim - emb.shape[1], dtype=emb.dtype)], 1)
+    return emb.float()
+
+
+def _init_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix: int, scale: float) -> None:
+    """Initialise a learned position embedding (1, prefix + gh*gw, dim) with scaled 2-D sin-cos
+    values for the patches (zeros for the prefix tokens); it stays a trainable parameter."""
+    with torch.no_grad():
+        pos_embed.zero_()
+        pos_embed[0, num_prefix:] = sincos_pos_embed(pos_embed.shape[-1], grid) * scale
+
+
+def hmlp_stem(patch_size: int, dim: int, hidden: int = 48) -> nn.Sequential:
+    """Hierarchical-MLP patch stem (DeiT III): 2x2 stride-2 convs with BN + GELU, stride = patch_size.
+    Each token is a function of its own p x p patch only (the windows never overlap), exactly like a
+    linear patch embedding, but non-linear - which makes a small ViT learn far faster from scratch."""
+    n = int(round(math.log2(patch_size)))
+    if 2 ** n != patch_size:
+        raise ValueError("the hmlp stem needs a power-of-two patch size")
+    layers, cin = [], 3
+    for i in range(n - 1):
+        layers += [nn.Conv2d(cin, hidden, 2, 2), nn.BatchNorm2d(hidden), nn.GELU()]
+        cin = hidden
+    layers.append(nn.Conv2d(cin, dim, 2, 2))
+    return nn.Sequential(*layers)
+
+
+def conv_stem(patch_size: int, dim: int, hidden: int = 48) -> nn.Sequential:
+    """Convolutional patch stem (Xiao et al. 2021, "Early convolutions help transformers see better"):
+    4x4 stride-2 convs with padding 1 (BN + ReLU), total stride = patch_size. Each stage's windows are
+    centred on their 2x2 output block, so token (i, j) stays centred on its p x p patch; its receptive
+    field (22 px for p = 8) overlaps the neighbouring patches a little."""
+    n = int(round(math.log2(patch_size)))
+    if 2 ** n != patch_size:
+        raise ValueError("the conv stem needs a power-of-two patch size")
+    layers, cin = [], 3
+    for i in range(n - 1):
+        layers += [nn.Conv2d(cin, hidden, 4, 2, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        cin = hidden
+    layers.append(nn.Conv2d(cin, dim, 4, 2, 1))
+    return nn.Sequential(*layers)
+
+
 # --------------------------------------------------------------------------- textbook ViT
 
 class TorchViT(nn.Module):
-    """ViT from scratch: flattened p x p patches -> nn.Linear, learned CLS token and position
-    embedding, ``nn.TransformerEncoder``, classification from the CLS output (dropout + linear)."""
+    """ViT from scratch: patch embedding, learned CLS token and position embedding,
+    ``nn.TransformerEncoder``, classification from the CLS output (dropout + linear).
 
-    def __init__(self, img_size: int = 64, patch_size: int = 8, dim: int = 96, depth: int = 5, heads: int = 4,
-                 mlp_dim: int = 192, dropout: float = 0.1, norm_first: bool = True, num_classes: int = 5):
+    ``stem="linear"`` is the textbook patch embedding (flattened p x p patches -> nn.Linear);
+    ``stem="conv"`` a small convolutional stem of total stride p (`conv_stem`), which trains many
+    times faster from scratch; either way there is one token per p x p patch."""
+
+    def __init__(self, img_size: int = 64, patch_size: int = 8, dim: int = 64, depth: int = 4, heads: int = 4,
+                 mlp_dim: int = 128, dropout: float = 0.1, norm_first: bool = True, stem: str = "linear",
+                 stem_hidden: int = 32, pos_init: str = "random", pos_scale: float = 0.5, num_classes: int = 5):
         super().__init__()
         self.patch_size = patch_size
         self.num_patches = (img_size // patch_size) ** 2
-        self.patch_embed = nn.Linear(3 * patch_size * patch_size, dim)
+        self.stem = stem
+        if stem == "linear":
+            self.patch_embed = nn.Linear(3 * patch_size * patch_size, dim)
+        elif stem == "conv":
+            self.patch_embed = conv_stem(patch_size, dim, stem_hidden)
+        else:
+            raise ValueError(f"unknown stem {stem!r}; expected 'linear' or 'conv'")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, self.num_patches + 1, dim) * 0.02)
         self.dropout = nn.Dropout(dropout)
@@ -65,6 +134,9 @@ class TorchViT(nn.Module):
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_classes)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if pos_init == "sincos":
+            g = img_size // patch_size
+            _init_pos_embed(self.pos_embed, (g, g), 1, pos_scale)
 
     def attention_tokens(self, input_hw) -> ModelTokens:
         p = self.patch_size
@@ -74,9 +146,11 @@ class TorchViT(nn.Module):
         """(B, 3, H, W) -> (B, 1 + N, dim) tokens (CLS first), position embedding added."""
         B, C, H, W = x.shape
         p = self.patch_size
-        patches = x.unfold(2, p, p).unfold(3, p, p)                     # B, C, gh, gw, p, p
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, (H // p) * (W // p), C * p * p)
-        tok = self.patch_embed(patches)
+        if self.stem == "linear":
+            patches = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # B, gh, gw, C, p, p
+            tok = self.patch_embed(patches.reshape(B, (H // p) * (W // p), C * p * p))
+        else:
+            tok = self.patch_embed(x).flatten(2).transpose(1, 2)         # B, gh*gw, dim
         tok = torch.cat([self.cls_token.expand(B, -1, -1), tok], 1)
         return self.dropout(tok + self.pos_embed)
 
@@ -95,13 +169,15 @@ class SelfAttention2d(nn.Module):
 
     records_attention = True
 
-    def __init__(self, channels: int, gamma_init: float = 1.0):
+    def __init__(self, channels: int, gamma_init: float = 1.0, attn_dropout: float = 0.0):
         super().__init__()
         self.dk = max(channels // 8, 1)
         self.query = nn.Conv2d(channels, self.dk, 1)
         self.key = nn.Conv2d(channels, self.dk, 1)
         self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
+        # attention dropout (training only), as in timm: in eval mode a hook here sees the softmax output
+        self.attn_drop = nn.Dropout(attn_dropout)
         self.stride = 8.0  # input pixels per feature cell; set by the owning model each forward
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +188,7 @@ class SelfAttention2d(nn.Module):
         v = self.value(x).flatten(2).transpose(1, 2)                    # B, hw, C
         attn = torch.softmax(torch.bmm(q, k) / math.sqrt(self.dk), dim=-1)  # B, hw (queries), hw (keys)
         record_attention(self, attn.unsqueeze(1), grid=(h, w), stride=(self.stride, self.stride))
+        attn = self.attn_drop(attn)
         attended = torch.bmm(attn, v).transpose(1, 2).reshape(B, C, h, w)
         return self.gamma * attended + x, attended
 
@@ -131,14 +208,14 @@ class CNNSelfAttention(nn.Module):
     ``gamma * attn @ v + x`` (SAGAN's output)."""
 
     def __init__(self, img_size: int = 64, channels=(16, 32, 64, 128), gamma_init: float = 1.0, dropout: float = 0.1,
-                 pool: str = "attended", num_classes: int = 5):
+                 attn_dropout: float = 0.0, pool: str = "attended", num_classes: int = 5):
         super().__init__()
         layers, cin = [], 3
         for i, c in enumerate(channels):  # a 2x2 max-pool after each of the first three stages: stride 8
             layers += [_conv_bn_relu(cin, c)] + ([nn.MaxPool2d(2)] if i < 3 else [])
             cin = c
         self.features = nn.Sequential(*layers)
-        self.attn = SelfAttention2d(cin, gamma_init)
+        self.attn = SelfAttention2d(cin, gamma_init, attn_dropout)
         self.pool = pool
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(cin, num_classes)
@@ -175,11 +252,14 @@ class AttentionPool2d(nn.Module):
 
     records_attention = True
 
-    def __init__(self, channels: int, hidden: int = 64, activation: str = "tanh"):
+    def __init__(self, channels: int, hidden: int = 64, activation: str = "tanh", attn_dropout: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden)
         self.act = nn.Tanh() if activation == "tanh" else nn.ReLU()
         self.fc2 = nn.Linear(hidden, 1)
+        # dropout on the pooling weights (training only): spreads the weight over all informative
+        # positions instead of the single best one; in eval mode a hook here sees the softmax output
+        self.attn_drop = nn.Dropout(attn_dropout)
         self.stride = 8.0  # input pixels per feature cell; set by the owning model each forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,25 +268,31 @@ class AttentionPool2d(nn.Module):
         weights = torch.softmax(self.fc2(self.act(self.fc1(feats))).squeeze(-1), dim=-1)  # B, hw
         record_attention(self, weights.view(B, 1, 1, h * w), grid=(h, w), stride=(self.stride, self.stride),
                          kind="pooling")
+        weights = self.attn_drop(weights)
         return torch.bmm(weights.unsqueeze(1), feats).squeeze(1)        # B, C
 
 
 class CNNAttentionPool(nn.Module):
-    """ResNet-style CNN (stride-2 conv stem + basic blocks, 64 px -> 8 x 8 at stride 8) -> attention
-    pooling -> dropout -> linear."""
+    """ResNet-style CNN -> attention pooling -> dropout -> linear.
 
-    def __init__(self, img_size: int = 64, stem: int = 32, channels=(48, 64, 128), strides=(2, 2, 1),
-                 hidden: int = 64, activation: str = "tanh", dropout: float = 0.1, num_classes: int = 5):
+    Stem: 2x2 stride-2 conv (64 -> 32 px); then one basic block per stage, each followed by a 2x2
+    max-pool (32 -> 16 -> 8); a 1x1 conv "neck" to the final width. All downsampling is by aligned
+    2x2 windows, so feature cell (i, j) is centred on input pixels 8i..8i+7 (no half-cell shift), and
+    the receptive field stays local (32 px), so the pooling weights can point at the object."""
+
+    def __init__(self, img_size: int = 64, stem: int = 32, channels=(32, 64), width: int = 128, hidden: int = 64,
+                 activation: str = "tanh", dropout: float = 0.1, attn_dropout: float = 0.0, num_classes: int = 5):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 2, 2, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
         blocks, cin = [], stem
-        for c, st in zip(channels, strides):
-            blocks.append(BasicBlock(cin, c, stride=st))
+        for c in channels:
+            blocks += [BasicBlock(cin, c), nn.MaxPool2d(2)]
             cin = c
+        blocks += [nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         self.layers = nn.Sequential(*blocks)
-        self.pool = AttentionPool2d(cin, hidden, activation)
+        self.pool = AttentionPool2d(width, hidden, activation, attn_dropout)
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.layers(self.stem(x))
@@ -218,11 +304,20 @@ class CNNAttentionPool(nn.Module):
 
 def _build_timm_vit(cfg: dict, num_classes: int) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
-    return VisionTransformer(img_size=cfg["img_size"], patch_size=cfg["patch_size"], in_chans=3,
+    model = VisionTransformer(img_size=cfg["img_size"], patch_size=cfg["patch_size"], in_chans=3,
                              num_classes=num_classes, global_pool="token", embed_dim=cfg["embed_dim"],
                              depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
                              class_token=True, drop_rate=cfg["drop_rate"], attn_drop_rate=cfg["attn_drop_rate"],
                              drop_path_rate=cfg["drop_path_rate"])
+    stem = cfg.get("stem", "linear")
+    if stem in ("hmlp", "conv"):
+        # still a plain VisionTransformer with timm's PatchEmbed: only its projection is replaced
+        make = hmlp_stem if stem == "hmlp" else conv_stem
+        model.patch_embed.proj = make(cfg["patch_size"], cfg["embed_dim"], cfg.get("stem_hidden", 48))
+    if cfg.get("pos_init", "random") == "sincos":
+        _init_pos_embed(model.pos_embed, tuple(model.patch_embed.grid_size), model.num_prefix_tokens,
+                        cfg.get("pos_scale", 0.5))
+    return model
 
 
 def build_model(arch: str, config: Optional[dict] = None, num_classes: int = 5) -> nn.Module:

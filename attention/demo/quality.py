@@ -128,16 +128,18 @@ def _torch_vit_attention(model: nn.Module, x: torch.Tensor):
 
 @torch.no_grad()
 def _recorded_attention(model: nn.Module, x: torch.Tensor):
-    """(logits, [recorded (B, heads, Nq, Nk)]) of a model whose modules call `record_attention`."""
-    from ..capture import CaptureSession, _current
-    from ..layout import ModelTokens
-    session = CaptureSession(model, ModelTokens(), None, False)
-    token = _current.set(session)
+    """(logits, [(B, ...) softmax outputs]) of the demo CNNs via hooks on their attention modules'
+    ``attn_drop`` (an identity dropout applied to the softmax output)."""
+    store, handles = [], []
+    for m in model.modules():
+        if getattr(m, "records_attention", False) and hasattr(m, "attn_drop"):
+            handles.append(m.attn_drop.register_forward_hook(lambda mod, i, o: store.append(o)))
     try:
         logits = model(x)
     finally:
-        _current.reset(token)
-    return logits, [m.weights for m in session.maps]
+        for h in handles:
+            h.remove()
+    return logits, store
 
 
 @torch.no_grad()
@@ -161,13 +163,13 @@ def demo_maps(model: nn.Module, arch: str, x: torch.Tensor, map_name: str = "def
                 raise ValueError(f"unknown map {map_name!r} for {arch}")
             return logits, m.reshape(-1, g, g)
         logits, layers = _recorded_attention(model, x)
-        a = layers[-1].float()
+        a = layers[-1].float()          # selfattn: (B, hw, hw); attnpool: (B, hw)
         n = a.shape[-1]
         g = int(round(n ** 0.5))
         if arch == "demo-cnn-selfattn":
-            m = a.mean(1).mean(1) if map_name in ("default", "received") else None
+            m = a.mean(1) if map_name in ("default", "received") else None   # column means
         elif arch == "demo-cnn-attnpool":
-            m = a[:, 0, 0] if map_name in ("default", "pooling") else None
+            m = a if map_name in ("default", "pooling") else None
         else:
             raise ValueError(f"unknown demo arch {arch!r}")
         if m is None:

@@ -27,18 +27,24 @@ NUM_CLASSES = len(CLASS_NAMES)
 # cv2 draws polygons with fixed-point coordinates: `_SHIFT` fractional bits.
 _SHIFT = 4
 _SCALE = 1 << _SHIFT
+_SUPERSAMPLE = 4
 
 # Target size (outer diameter in px) on a 64 px image; scaled with `size`.
 MIN_OBJECT, MAX_OBJECT = 18.0, 34.0
+# Background colours are drawn from [BG_LOW, BG_HIGH] per channel; targets are >= OBJECT_CONTRAST
+# brighter (luma) than the background under them.
+BG_LOW, BG_HIGH = 12.0, 140.0
+OBJECT_CONTRAST = 70.0
 
 
 def _shape_polygon(label: int, d: float, angle: float) -> Optional[np.ndarray]:
     """Polygon (K, 2) of class `label` with outer diameter about `d`, centred at 0, rotated by
-    `angle` radians; None for the circle (drawn with cv2.circle)."""
+    `angle` radians (the circle is a 48-gon)."""
     r = d / 2.0
     if label == 0:
-        return None
-    if label == 1:  # square: side 0.8 d
+        a = np.arange(48) * (2 * math.pi / 48)
+        pts = np.stack([r * np.cos(a), r * np.sin(a)], 1)
+    elif label == 1:  # square: side 0.8 d
         h = 0.4 * d
         pts = np.array([[-h, -h], [h, -h], [h, h], [-h, h]])
     elif label == 2:  # equilateral triangle, circumradius 0.58 d (apex up before rotation)
@@ -64,23 +70,22 @@ def _shape_polygon(label: int, d: float, angle: float) -> Optional[np.ndarray]:
 
 def shape_extent(label: int, d: float) -> float:
     """Largest distance from the centre to any point of the shape, any rotation."""
-    poly = _shape_polygon(label, d, 0.0)
-    return d / 2.0 if poly is None else float(np.sqrt((poly ** 2).sum(1)).max())
+    return float(np.sqrt((_shape_polygon(label, d, 0.0) ** 2).sum(1)).max())
 
 
 def render_object(label: int, center: tuple[float, float], diameter: float, angle: float,
                   size: int = 64) -> np.ndarray:
-    """The footprint (uint8 {0, 255}, size x size) of one object; ``center`` is (x, y) in px."""
-    mask = np.zeros((size, size), np.uint8)
+    """The footprint (uint8 {0, 255}, size x size) of one object; ``center`` is (x, y) in px, pixel
+    (i, j) spanning [j, j+1) x [i, i+1). A pixel belongs to the object when the polygon covers at
+    least half of it (rendered at 4x and area-averaged), so areas and centres match the geometry."""
+    k = _SUPERSAMPLE
+    big = np.zeros((size * k, size * k), np.uint8)
     cx, cy = center
-    poly = _shape_polygon(label, diameter, angle)
-    if poly is None:
-        cv2.circle(mask, (int(round(cx * _SCALE)), int(round(cy * _SCALE))),
-                   int(round(diameter / 2 * _SCALE)), 255, -1, cv2.LINE_8, _SHIFT)
-    else:
-        pts = np.round((poly + [cx, cy]) * _SCALE).astype(np.int32)
-        cv2.fillPoly(mask, [pts], 255, cv2.LINE_8, _SHIFT)
-    return mask
+    # a big pixel's centre is at k*x + (k-1)/2 in big-pixel index coordinates
+    pts = np.round(((_shape_polygon(label, diameter, angle) + [cx, cy]) * k - 0.5) * _SCALE).astype(np.int32)
+    cv2.fillPoly(big, [pts], 255, cv2.LINE_8, _SHIFT)
+    cover = cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+    return np.where(cover >= 128, np.uint8(255), np.uint8(0))
 
 
 _NOISE_BANKS: dict[int, np.ndarray] = {}
@@ -136,14 +141,27 @@ def _contrasting_colour(u: _Uniforms, ref, min_luma: float = 60.0, min_dist: flo
     return 255.0 - r0, 255.0 - g0, 255.0 - b0  # the inverse colour always contrasts
 
 
+def _object_colour(u: _Uniforms, ref, min_luma: float = OBJECT_CONTRAST) -> tuple[float, float, float]:
+    """A random colour at least `min_luma` brighter than `ref` (any hue): targets are always lighter
+    than the (darker) background under them, which makes the classes much faster to learn for a
+    small ViT; distractors have either polarity, so brightness alone does not find the target."""
+    l0 = _luma(*ref)
+    for _ in range(64):
+        r, g, b = u(0, 255), u(0, 255), u(0, 255)
+        if _luma(r, g, b) >= l0 + min_luma:
+            return r, g, b
+    k = min(255.0, l0 + min_luma)  # fall back: a grey that is bright enough
+    return k, k, k
+
+
 def _background(u: _Uniforms, size: int) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Float32 (size, size, 3) textured background - a colour gradient plus low-frequency
     blotches, upsampled from a coarse grid - and its mean colour."""
-    base = (u(20, 235), u(20, 235), u(20, 235))
-    other = tuple(min(max(c + u(-60, 60), 0.0), 255.0) for c in base)
+    base = (u(BG_LOW, BG_HIGH), u(BG_LOW, BG_HIGH), u(BG_LOW, BG_HIGH))
+    other = tuple(min(max(c + u(-40, 40), 0.0), 255.0) for c in base)
     cells = u.int(3, 8)
     ang = u(0, 2 * math.pi)
-    amp = u(6, 20)
+    amp = u(4, 14)
     c, s = math.cos(ang), math.sin(ang)
     lo, span = min(c, 0.0) + min(s, 0.0), max(abs(c) + abs(s), 1e-6)
     t = np.linspace(0.0, 1.0, cells)
@@ -198,7 +216,7 @@ def make_sample(rng: np.random.Generator, size: int = 64, label: Optional[int] =
 
     _draw_distractors(u, img, size, bg)
 
-    col = _contrasting_colour(u, under)
+    col = _object_colour(u, under)
     shade = u(-12, 12)
     img[on] = (col[0] + shade, col[1] + shade, col[2] + shade)  # drawn last: mask == visible object
     img += _noise(u.int(0, 3 * size), u.int(0, 3 * size), size) * u(3, 10)

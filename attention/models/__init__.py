@@ -43,6 +43,8 @@ class LoadedModel:
 
     def top_k(self, logits: torch.Tensor, k: int = 5) -> list[list[dict]]:
         """Top-k predictions per batch item: ``[{"label", "index", "probability"}, ...]``."""
+        if logits.shape[-1] == 0 or not self.class_names:  # feature extractors (e.g. DINOv2) have no classes
+            return [[] for _ in range(logits.shape[0])]
         probs = logits.float().softmax(-1)
         p, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
         return [[{"label": self.class_names[int(i)], "index": int(i), "probability": float(v)}

@@ -34,8 +34,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f"refused to load {os.path.basename(path)}: it holds Python objects other than tensors, and "
-            f"loading it could run code (only weights are accepted; torch.load(weights_only=True) said: "
+            f"refused to load {os.path.basename(path)}: it is not a plain weights file — either it holds Python "
+            f"objects other than tensors, whose loading could run code, or it is not a PyTorch checkpoint at all "
+            f"(only weights are accepted; torch.load(weights_only=True) said: "
             f"{str(e).splitlines()[0]})") from None
     except Exception as e:  # noqa: BLE001 - report any decode failure as the user's file problem
         raise CheckpointError(f"cannot read checkpoint {os.path.basename(path)}: {type(e).__name__}: "

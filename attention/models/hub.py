@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -30,11 +31,19 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Can a TCP connection to the URL's host be opened within `timeout` seconds?"""
     u = urlparse(url)
     port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        with socket.create_connection((u.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def probe():
+        try:  # the DNS lookup inside has no timeout of its own, hence the thread with a deadline
+            with socket.create_connection((u.hostname, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(answer and answer[0])
 
 
 def cache_dir() -> Optional[str]:
