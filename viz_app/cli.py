@@ -102,6 +102,8 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
     else:
         demo.viz_default.model, demo.viz_default.notice = name, notice
     print(f"Attention explorer: http://{args.host}:{args.port}  (model: {name}; Ctrl+C to stop)", flush=True)
+    from attention.images import MAX_BYTES
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
+                max_file_size=MAX_BYTES,
                 quiet=False, footer_links=["api", "gradio"])
     return 0

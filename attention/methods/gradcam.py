@@ -164,8 +164,12 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_
         targets = [ClassifierOutputTarget(int(c)) for c in t]
 
     training = [(m, m.training) for m in model.modules()]
-    saved_grads = [(p, p.grad) for p in model.parameters()]
+    saved_grads = [(p, p.grad, p.requires_grad) for p in model.parameters()]
     cam = GridGradCAM(_Logits(model), [layer], reshape_transform=reshape)
+    # Grad-CAM needs gradients w.r.t. the target activations only: with the weights frozen the
+    # library's backward skips every weight gradient (about 3x less work on ViT-B).
+    for p, _, _ in saved_grads:
+        p.requires_grad_(False)
     try:
         with torch.enable_grad():
             out = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=targets)
@@ -173,7 +177,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_
         cam.activations_and_grads.release()
         for m, flag in training:
             m.training = flag
-        for p, g in saved_grads:
+        for p, g, req in saved_grads:
+            p.requires_grad_(req)
             p.grad = g
     return torch.from_numpy(np.ascontiguousarray(out)).float()
 
