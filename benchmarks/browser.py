@@ -9,12 +9,8 @@ shows the new pixels.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
 from benchmarks.timing import load, stats
 
@@ -62,20 +58,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def _measure(page, action, timeout_ms: int = 60_000) -> float:
     page.evaluate(_ARM)
     action()
@@ -97,89 +79,71 @@ def browser(uploads: int, slider_changes: int) -> dict:
     why = unavailable()
     if why:
         return {"skipped": why}
+    from attention.models.demo_source import ASSETS, read_spec
+    from viz_app.testing import served_app
+    out: dict = {"app": "python app.py --model demo-vit", "chromium_args": ARGS,
+                 "demo_vit": {"assets": os.path.abspath(ASSETS), "training": read_spec("demo-vit").get("training")}}
+    t_start = time.perf_counter()
+    try:
+        with served_app("--model", "demo-vit", timeout=180) as url:
+            out["server_start_s"] = round(time.perf_counter() - t_start, 2)
+            return _measure_in_browser(url, uploads, slider_changes, out)
+    except Exception as e:  # noqa: BLE001 - report the failure, keep the other sections
+        return {"skipped": f"browser measurement failed: {type(e).__name__}: {str(e)[:1500]}", **out}
+
+
+def _measure_in_browser(url: str, uploads: int, slider_changes: int, out: dict) -> dict:
     import numpy as np
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
     from attention.demo.shapes import make_sample
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = tempfile.NamedTemporaryFile("w+", prefix="bench_app_", suffix=".log", delete=False)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    t_start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--model", "demo-vit", "--port", str(port)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    from attention.models.demo_source import ASSETS, read_spec
-    out: dict = {"app": "python app.py --model demo-vit", "chromium_args": ARGS,
-                 "demo_vit": {"assets": os.path.abspath(ASSETS), "training": read_spec("demo-vit").get("training")}}
-    try:
-        while not _up(url):
-            if proc.poll() is not None or time.perf_counter() - t_start > 180:
-                log.flush()
-                log.seek(0)
-                return {"skipped": f"the app did not start (exit code {proc.poll()}): {log.read()[-1500:]}"}
-            time.sleep(0.25)
-        out["server_start_s"] = round(time.perf_counter() - t_start, 2)
-        with tempfile.TemporaryDirectory(prefix="bench_upload_") as tmp, sync_playwright() as p:
-            paths = []
-            for i in range(uploads):
-                img, _, _ = make_sample(np.random.default_rng(1000 + i), 64, i % 5)
-                path = os.path.join(tmp, f"shape{i}.png")
-                Image.fromarray(img).save(path)
-                paths.append(path)
-            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            ctx = b.new_context(viewport={"width": 1480, "height": 1150})
-            page = ctx.new_page()
-            page.set_default_timeout(120_000)
-            t = time.perf_counter()
-            page.goto(url)
-            page.wait_for_selector("#input-image input[type=file]", state="attached")
-            try:   # the page's load event fills the model picker; uploading before that can be lost
-                page.wait_for_function("() => { const e = document.querySelector('#model input'); "
-                                       "return e && e.value; }", timeout=30_000)
-            except Exception:  # noqa: BLE001 - an app without the picker: go on
-                pass
+    with tempfile.TemporaryDirectory(prefix="bench_upload_") as tmp, sync_playwright() as p:
+        paths = []
+        for i in range(uploads):
+            img, _, _ = make_sample(np.random.default_rng(1000 + i), 64, i % 5)
+            path = os.path.join(tmp, f"shape{i}.png")
+            Image.fromarray(img).save(path)
+            paths.append(path)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        ctx = b.new_context(viewport={"width": 1480, "height": 1150})
+        page = ctx.new_page()
+        page.set_default_timeout(120_000)
+        t = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector("#input-image input[type=file]", state="attached")
+        try:   # the page's load event fills the model picker; uploading before that can be lost
+            page.wait_for_function("() => { const e = document.querySelector('#model input'); "
+                                   "return e && e.value; }", timeout=30_000)
+        except Exception:  # noqa: BLE001 - an app without the picker: go on
+            pass
+        _wait_idle(page)
+        out["page_load_s"] = round(time.perf_counter() - t, 2)
+        up = []
+        for path in paths:
+            up.append(_measure(page, lambda path=path: page.set_input_files("#input-image input[type=file]", path)))
+            page.wait_for_selector("#predictions [data-testid=label-output-value]")
             _wait_idle(page)
-            out["page_load_s"] = round(time.perf_counter() - t, 2)
-            up = []
-            for path in paths:
-                up.append(_measure(page, lambda path=path: page.set_input_files("#input-image input[type=file]", path)))
-                page.wait_for_selector("#predictions [data-testid=label-output-value]")
-                _wait_idle(page)
-            out["upload_to_first_heatmap"] = {"first_ms": round(up[0] * 1e3, 1),
-                                              "later": stats(up[1:]) if len(up) > 1 else None,
-                                              "note": "the first upload also loads demo-vit in the server; each "
-                                                      "upload is a new image (no cache hit)"}
-            n_layers = int(float(page.eval_on_selector("#layer input[type=range]", "e => e.max"))) + 1
-            current = int(float(page.eval_on_selector("#layer input[type=number]", "e => e.value")))
-            seq = [(current - 1 - k) % n_layers for k in range(slider_changes)]   # each differs from the last
-            number = page.locator("#layer input[type=number]")
-            sl = []
-            for v in seq:
-                def act(v=v):
-                    number.fill(str(v))
-                    number.press("Enter")
-                sl.append(_measure(page, act))
-                _wait_idle(page)
-            out["slider_to_new_heatmap"] = {**stats(sl), "layers": n_layers, "sequence": seq,
-                                            "note": "layer number typed + Enter; first visits compute rollout "
-                                                    "through that layer from the cached maps, later ones reuse it"}
-            ctx.close()
-            b.close()
-        out["load"] = load()
-        return out
-    except Exception as e:  # noqa: BLE001 - the app is being written: report the failure, keep the other sections
-        log.flush()
-        log.seek(0)
-        return {"skipped": f"browser measurement failed: {type(e).__name__}: {str(e)[:500]}",
-                "server_log_tail": log.read()[-1500:], **out}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        os.unlink(log.name)
+        out["upload_to_first_heatmap"] = {"first_ms": round(up[0] * 1e3, 1),
+                                          "later": stats(up[1:]) if len(up) > 1 else None,
+                                          "note": "the first upload also loads demo-vit in the server; each "
+                                                  "upload is a new image (no cache hit)"}
+        n_layers = int(float(page.eval_on_selector("#layer input[type=range]", "e => e.max"))) + 1
+        current = int(float(page.eval_on_selector("#layer input[type=number]", "e => e.value")))
+        seq = [(current - 1 - k) % n_layers for k in range(slider_changes)]   # each differs from the last
+        number = page.locator("#layer input[type=number]")
+        sl = []
+        for v in seq:
+            def act(v=v):
+                number.fill(str(v))
+                number.press("Enter")
+            sl.append(_measure(page, act))
+            _wait_idle(page)
+        out["slider_to_new_heatmap"] = {**stats(sl), "layers": n_layers, "sequence": seq,
+                                        "note": "layer number typed + Enter; first visits compute rollout "
+                                                "through that layer from the cached maps, later ones reuse it"}
+        ctx.close()
+        b.close()
+    out["load"] = load()
+    return out

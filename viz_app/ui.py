@@ -10,9 +10,12 @@ import gradio as gr
 from .callbacks import Callbacks
 from .handlers import DefaultModel, Handlers
 from .examples import example_files
+from . import gradio_cache
 from .models import CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, ModelManager
 from .state import SessionStore
 from .views import COLORMAPS, METHODS, MODES, NORMS, View
+
+gradio_cache.install()
 
 log = logging.getLogger("viz_app")
 

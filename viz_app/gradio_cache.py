@@ -1,0 +1,33 @@
+"""Atomic writes into Gradio's file cache.
+
+Gradio names a cached picture by the hash of its bytes and rewrites that file in place on every
+response. When two sessions get identical pictures at once (same image, same settings), one
+download can read the file while the other truncates and rewrites it, and the browser or client
+receives 0 bytes. Found by the load test (benchmarks/load.py). Our replacement writes a file only
+when it is absent, through a temporary file and an atomic rename, so a reader always sees whole
+bytes.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from gradio import processing_utils
+
+
+def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    target = (folder / f"{name}.{format}").resolve()
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    return str(target)
+
+
+def install() -> None:
+    processing_utils.save_pil_to_cache = save_pil_to_cache
