@@ -24,14 +24,13 @@ import argparse
 import contextlib
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -96,34 +95,10 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-@contextlib.contextmanager
-def serve(model: str = "demo-vit", timeout: float = 180.0, env: Optional[dict] = None) -> Iterator[tuple[str, int]]:
-    """``python app.py --model MODEL --port FREE`` with HF_HUB_OFFLINE=1; yields (url, pid)."""
-    from viz_app.testing import _up, free_port
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="viz_app_load_", suffix=".log", delete=False)
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--model", model, "--port", str(port)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        t0 = time.monotonic()
-        while not _up(url):
-            if proc.poll() is not None or time.monotonic() - t0 > timeout:
-                log.flush()
-                log.seek(0)
-                raise RuntimeError(f"the app did not start (exit code {proc.poll()}):\n{log.read()[-4000:]}")
-            time.sleep(0.5)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        os.unlink(log.name)
+def serve(model: str = "demo-vit", timeout: float = 180.0, env: Optional[dict] = None):
+    """``python app.py --model MODEL --port FREE`` with HF_HUB_OFFLINE=1; a context yielding (url, pid)."""
+    from viz_app.testing import served_app_process
+    return served_app_process("--model", model, timeout=timeout, env=env)
 
 
 # ---------------------------------------------------------------------------------------------- load

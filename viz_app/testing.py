@@ -34,6 +34,13 @@ def served_app(*args: str, timeout: float = 150.0, env: Optional[dict] = None) -
 
     On a start failure the server's output is in the exception message.
     """
+    with served_app_process(*args, timeout=timeout, env=env) as (url, _pid):
+        yield url
+
+
+@contextlib.contextmanager
+def served_app_process(*args: str, timeout: float = 150.0, env: Optional[dict] = None) -> Iterator[tuple[str, int]]:
+    """As `served_app`, yielding (URL, server process id) — the load test reads the server's memory."""
     port = free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="viz_app_server_", suffix=".log", delete=False)
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
@@ -48,7 +55,7 @@ def served_app(*args: str, timeout: float = 150.0, env: Optional[dict] = None) -
                 log.seek(0)
                 raise RuntimeError(f"the app did not start (exit code {proc.poll()}):\n{log.read()[-4000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
