@@ -101,7 +101,7 @@ def ref_normalise_rows(a):
     return a
 
 
-def ref_rollout(weights, fusion="mean", ratio=0.0, start=0, num_prefix=1, cls=0):
+def ref_rollout(weights, fusion="mean", ratio=0.0, start=0, num_prefix=1, cls=0, identity=True):
     """weights: list of (heads, N, N) numpy arrays for one image; R = a_L ... a_s, CLS row over patches."""
     N = weights[0].shape[-1]
     R = np.eye(N)
@@ -109,7 +109,7 @@ def ref_rollout(weights, fusion="mean", ratio=0.0, start=0, num_prefix=1, cls=0)
         a = ref_fuse(A, fusion)
         if ratio:
             a = ref_discard(a, ratio, cls)
-        a = ref_normalise_rows(a + np.eye(N))
+        a = ref_normalise_rows(a + np.eye(N) if identity else a)
         R = a @ R
     if cls is None:
         return R[num_prefix:, num_prefix:].mean(axis=0)
@@ -162,6 +162,22 @@ def test_rollout_matches_hand_written_formula(vit, fusion, ratio, start):
         ws = [m.weights[b].double().numpy() for m in r.maps]
         want = ref_rollout(ws, fusion, ratio, start).reshape(3, 3)
         np.testing.assert_allclose(got[b].numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("end,identity", [(0, True), (1, True), (-1, False), (0, False)])
+def test_rollout_up_to_a_layer_with_and_without_identity(vit, end, identity):
+    r = capture(vit, _x(48))
+    got = rollout(r, end_layer=end, add_identity=identity)
+    n = len(r.maps)
+    for b in range(2):
+        ws = [m.weights[b].double().numpy() for m in r.maps][: (end % n) + 1]
+        want = ref_rollout(ws, identity=identity).reshape(3, 3)
+        np.testing.assert_allclose(got[b].numpy(), want, rtol=1e-4, atol=1e-6)
+    if end == 0 and not identity:   # one layer, no residual: exactly the raw CLS row of layer 0
+        raw = r.maps[0].weights[:, :, 0, 1:].mean(1).reshape(2, 3, 3)
+        np.testing.assert_allclose(got.numpy(), raw.numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="end_layer"):
+        rollout(r, end_layer=n)
 
 
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])

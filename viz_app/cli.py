@@ -82,7 +82,7 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
     _threads()
     from .callbacks import Callbacks
     from .state import SessionStore
-    from .ui import CSS, build_demo
+    from .ui import CSS, JS, build_demo
     if demo is not None and not (args.model or args.checkpoint or args.labels or args.random_init
                                  or args.max_models != 2 or args.cache_mb != 1500):
         cb = demo.viz_callbacks
@@ -103,7 +103,7 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
         demo.viz_default.model, demo.viz_default.notice = name, notice
     print(f"Attention explorer: http://{args.host}:{args.port}  (model: {name}; Ctrl+C to stop)", flush=True)
     from attention.images import MAX_BYTES
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, js=JS, show_error=True,
                 max_file_size=MAX_BYTES,
                 quiet=False, footer_links=["api", "gradio"])
     return 0

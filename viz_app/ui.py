@@ -10,6 +10,8 @@ import gradio as gr
 from .callbacks import Callbacks
 from .handlers import DefaultModel, Handlers
 from .examples import example_files
+from .learn_tab import LEARN_CSS, LEARN_JS, build_learn_tab
+from .lesson import Lesson
 from . import gradio_cache
 from .models import CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, ModelManager
 from .state import SessionStore
@@ -23,7 +25,8 @@ CSS = """
 #heatmap img, #grid img { image-rendering: auto; }
 #notice { border-left: 4px solid #f59e0b; padding-left: 8px; }
 .caption p { margin: 0.2em 0; }
-"""
+""" + LEARN_CSS
+JS = LEARN_JS
 
 INTRO = """# What does the model look at?
 Pick an image (upload, paste, webcam, or an example) and a model. The picture shows where the model's attention goes;
@@ -93,7 +96,7 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
 
         with gr.Row(equal_height=False):
             # ------------------------------------------------------------ input, model, predictions
-            with gr.Column(scale=4, min_width=320):
+            with gr.Column(scale=4, min_width=320, elem_id="input-column"):
                 image_in = photo_input(sources=["upload", "clipboard", "webcam"],
                                     label="Image (upload, paste or webcam)", elem_id="input-image", height=320)
                 gallery = gr.Gallery(value=[(p, c) for p, c in examples], label="Examples (click one)",
@@ -208,6 +211,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                         dl_btn = gr.Button("Prepare downloads", variant="primary", elem_id="prepare-downloads")
                         dl_files = gr.File(label="Files", file_count="multiple", interactive=False,
                                            elem_id="downloads")
+
+                    build_learn_tab(Lesson(cb), image_in, model_state, sha_state)
 
                     with gr.Tab("About / API", id="about"):
                         gr.Markdown(API_HELP)

@@ -228,20 +228,6 @@ def _window_received(m, head) -> torch.Tensor:
     return {"mean": per_head.mean, "max": lambda dim: per_head.amax(dim), "min": lambda dim: per_head.amin(dim)}[head](dim=0)
 
 
-def _first_layer_rollout(m, fusion: str, query) -> torch.Tensor:
-    """Rollout through the first layer only, ``q^T (Â + I) / rowsum`` (the library needs two layers)."""
-    from attention.methods.fusion import fuse_heads
-    from attention.methods.queries import query_weights, resolve_query
-    from attention.methods.rollout import chain_ops, finish, joint_layout, propagate
-    full = joint_layout([m])
-    query = resolve_query(full, query)
-    ops = chain_ops([m], full, [fuse_heads(m.weights, fusion)], identity=True)
-    for op in ops:
-        op.scale = 1.0 / op.row_sums().clamp_min(1e-12)
-    q0 = query_weights(full, query, "this model")[None]
-    return finish(propagate(ops, q0), full)
-
-
 def _rollout(analysis: Analysis, view: View) -> MapResult:
     from attention.methods.rollout import rollout, rollout_layers
     result = analysis.result
@@ -255,14 +241,7 @@ def _rollout(analysis: Analysis, view: View) -> MapResult:
     query, patch = _query_for(analysis, m, view)
     key = ("rollout", fusion, upto, query if isinstance(query, str) else tuple(query))
 
-    def compute():
-        if upto == 1:
-            return _np(_first_layer_rollout(layers[0], fusion, query)[0])
-        drop = {id(lm) for lm in layers[upto:]}
-        sub = result if not drop else CaptureResult(
-            result.input, result.logits, [mm for mm in result.maps if id(mm) not in drop], result.tokens)
-        return _np(rollout(sub, head_fusion=fusion, query=query)[0])
-    heat = analysis.cached(key, compute)
+    heat = analysis.cached(key, lambda: _np(rollout(result, head_fusion=fusion, query=query, end_layer=upto - 1)[0]))
     grid = tuple(heat.shape)
     note = "" if isinstance(parse_head(view.head), str) else " (rollout fuses the heads: mean used)"
     return MapResult(heat, _stride(result, grid), patch,

@@ -218,7 +218,7 @@ def finish(v: torch.Tensor, full: TokenLayout) -> torch.Tensor:
 
 def rollout_tokens(result: CaptureResult, head_fusion: str = "mean", discard_ratio: float = 0.0,
                    start_layer: int = 0, add_identity: bool = True,
-                   query: Query = "auto") -> tuple[torch.Tensor, TokenLayout]:
+                   query: Query = "auto", end_layer: Optional[int] = None) -> tuple[torch.Tensor, TokenLayout]:
     """(B, T) row ``qᵀ R`` over *all* tokens of the joint layout (prefix tokens first), and that layout.
 
     Every row of R sums to 1, so this vector does too; `rollout` keeps its patch part.
@@ -227,9 +227,13 @@ def rollout_tokens(result: CaptureResult, head_fusion: str = "mean", discard_rat
     full = joint_layout(layers)
     query = resolve_query(full, query)
     q0 = query_weights(full, query, "this model")
-    layers = layers[start_layer:]
+    n = len(layers)
+    end = n - 1 if end_layer is None else (end_layer + n if end_layer < 0 else end_layer)
+    if not 0 <= end < n:
+        raise ValueError(f"end_layer {end_layer} is outside the {n} chained layers")
+    layers = layers[start_layer:end + 1]
     if not layers:
-        raise ValueError(f"start_layer {start_layer} is past the last layer")
+        raise ValueError(f"start_layer {start_layer} is past end layer {end}")
     mats = []
     for m in layers:
         a = fuse_heads(m.weights.detach(), head_fusion)
@@ -246,14 +250,16 @@ def rollout_tokens(result: CaptureResult, head_fusion: str = "mean", discard_rat
 
 @register_method("rollout")
 def rollout(result: CaptureResult, head_fusion: str = "mean", discard_ratio: float = 0.0,
-            start_layer: int = 0, add_identity: bool = True, query: Query = "auto") -> torch.Tensor:
+            start_layer: int = 0, add_identity: bool = True, query: Query = "auto",
+            end_layer: Optional[int] = None) -> torch.Tensor:
     """(B, gh, gw) rollout map ``qᵀ Ã_L ⋯ Ã_s`` over the patches; see the module docstring for the formula.
 
-    ``head_fusion``: "mean" | "max" | "min"; ``discard_ratio`` in [0, 1); ``start_layer``: index of
-    the first chained layer; ``query``: "auto" (CLS, else the mean over patch rows), "cls", "dist",
+    ``head_fusion``: "mean" | "max" | "min"; ``discard_ratio`` in [0, 1); ``start_layer`` / ``end_layer``:
+    indices (among the chained layers; negative counts from the end) of the first and last layer
+    multiplied (None: the last, L); ``query``: "auto" (CLS, else the mean over patch rows), "cls", "dist",
     "cls+dist", "reg0", "prefix_mean", "patch_mean" or a patch (row, col).
     """
-    v, full = rollout_tokens(result, head_fusion, discard_ratio, start_layer, add_identity, query)
+    v, full = rollout_tokens(result, head_fusion, discard_ratio, start_layer, add_identity, query, end_layer)
     return finish(v, full)
 
 

@@ -1,0 +1,244 @@
+"""The Learn tab: a lesson on attention, step by step, on the image and model chosen on the left.
+
+Layout and wiring only; the computations are in `viz_app.lesson` (steps 1-5) and
+`viz_app.training` (step 6, "watch it learn").
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from .handlers import _session
+from .lesson import Lesson, QueryChoice
+
+LEARN_CSS = """
+.kbd-hidden { display: none !important; }
+body.presenter .prose, body.presenter .prose p, body.presenter .prose li { font-size: 1.45rem !important; line-height: 1.5; }
+body.presenter label span, body.presenter button { font-size: 1.25rem !important; }
+body.presenter #input-column { display: none !important; }
+body.presenter .katex { font-size: 1.3em !important; }
+#learn-pick img { image-rendering: pixelated; cursor: crosshair; }
+"""
+
+# Shift + arrow keys move the lesson's query patch (when no text field has the focus).
+LEARN_JS = """
+() => {
+  document.addEventListener('keydown', (e) => {
+    if (!e.shiftKey || e.ctrlKey || e.altKey || e.metaKey) return;
+    const t = e.target;
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    const ids = {ArrowUp: 'learn-up', ArrowDown: 'learn-down', ArrowLeft: 'learn-left', ArrowRight: 'learn-right'};
+    const id = ids[e.key];
+    if (!id) return;
+    const b = document.querySelector('#' + id);
+    if (b) { e.preventDefault(); b.click(); }
+  });
+}
+"""
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+INTRO = """### A lesson on attention, on this image and this model
+Six steps, in order (the tabs below). Every number is the model's own: computed from its weights on this image and checked against
+the attention captured in the forward pass. **Presenter tips:** large text below; every picture has a download
+button (PNG for slides) and full-screen; presenter mode gives large text and the full width; **Shift + arrow keys** move the query patch; all controls work from the
+keyboard (Tab, arrows, Enter)."""
+
+
+def _md(value: str = "", **kw) -> gr.Markdown:
+    return gr.Markdown(value, latex_delimiters=LATEX, **kw)
+
+
+def _pic(label: str, elem_id: str, height=None) -> gr.Image:
+    return gr.Image(label=label, interactive=False, format="png", elem_id=elem_id, height=height,
+                    buttons=["download", "fullscreen"])
+
+
+class LearnHandlers:
+    """Gradio-side handlers of the Learn tab (Requests, updates, SelectData -> plain `Lesson` calls)."""
+
+    def __init__(self, lesson: Lesson):
+        self.lesson = lesson
+
+    @staticmethod
+    def _choice(layer, head, token, row, col, temperature) -> QueryChoice:
+        return QueryChoice(int(layer), int(head), str(token or "patch"), int(row), int(col),
+                           float(temperature or 1.0))
+
+    def on_image(self, model, sha, image, layer, head, token, row, col, request: gr.Request):
+        """A new image or model: the controls' ranges and the patch picker (cheap; steps run on demand)."""
+        if not sha and image is None:
+            return (gr.skip(),) * 7
+        session = _session(request)
+        c = self.lesson.controls(session, model, sha, image)
+        gh, gw = c["grid"]
+        choice = self._choice(min(int(layer), c["layers"] - 1) if c["layers"] else 0,
+                              min(int(head), max(c["heads"] - 1, 0)),
+                              token if token in ["patch"] + c["prefix"] else "patch",
+                              min(int(row), gh - 1), min(int(col), gw - 1), 1.0)
+        tokens = [("a patch (click it)", "patch")] + [(p.upper(), p) for p in c["prefix"]]
+        pick = self.lesson.picker(session, model, sha, choice, image) if c["layers"] else None
+        return (pick,
+                gr.update(maximum=max(c["layers"] - 1, 0), value=choice.layer if choice.layer >= 0 else
+                          max(c["layers"] - 1, 0), interactive=c["layers"] > 1),
+                gr.update(maximum=max(c["heads"] - 1, 0), value=choice.head, interactive=c["heads"] > 1),
+                gr.update(choices=tokens, value=choice.token),
+                gr.update(maximum=gh - 1, value=choice.row),
+                gr.update(maximum=gw - 1, value=choice.col),
+                "")
+
+    def on_steps(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        session = _session(request)
+        choice = self._choice(layer, head, token, row, col, temperature)
+        pick = self.lesson.picker(session, model, sha, choice, image)
+        return [pick] + self.lesson.query_steps(session, model, sha, choice, image)
+
+    def on_temperature(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        choice = self._choice(layer, head, token, row, col, temperature)
+        return self.lesson.temperature(_session(request), model, sha, choice, image)
+
+    def on_pick(self, model, sha, image, pick, evt: gr.SelectData, request: gr.Request):
+        if pick is None:
+            raise gr.Error("no image yet: pick one on the left")
+        x, y = evt.index
+        row, col = self.lesson.click(_session(request), model, sha, pick.shape[:2], x, y, image)
+        return "patch", row, col
+
+    def on_move(self, dr: int, dc: int):
+        """A keyboard move of the query patch by (dr, dc), kept inside the grid."""
+        def move(model, sha, image, row, col, request: gr.Request):
+            c = self.lesson.controls(_session(request), model, sha, image)
+            gh, gw = c["grid"]
+            return "patch", min(max(int(row) + dr, 0), gh - 1), min(max(int(col) + dc, 0), gw - 1)
+        return move
+
+    def on_slide(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        choice = self._choice(layer, head, token, row, col, temperature)
+        return self.lesson.slide(_session(request), model, sha, choice, image)
+
+    def on_heads(self, model, sha, image, layer, head, token, row, col, request: gr.Request):
+        choice = self._choice(layer, head, token, row, col, 1.0)
+        return self.lesson.heads(_session(request), model, sha, choice, image)
+
+    def on_tokens(self, model, sha, image, request: gr.Request):
+        return self.lesson.tokens(_session(request), model, sha, image)
+
+    def on_layers(self, model, sha, image, request: gr.Request):
+        return self.lesson.across_layers(_session(request), model, sha, image)
+
+    def on_special(self, model, sha, image, request: gr.Request):
+        return self.lesson.special_tokens(_session(request), model, sha, image)
+
+
+def build_learn_tab(lesson: Lesson, image_in, model_state, sha_state, training_section=None):
+    """The Learn tab's components and wiring (call inside the page's `gr.Tabs`)."""
+    h = LearnHandlers(lesson)
+    private = dict(api_visibility="private")
+    with gr.Tab("Learn", id="learn") as learn_tab:
+        with gr.Row():
+            _md(INTRO)
+            presenter = gr.Checkbox(False, label="Presenter mode (large text, full width)", elem_id="presenter",
+                                    scale=0, min_width=240,
+                                    info="hides the input column; untick it to change the image or model")
+        with gr.Tabs():
+            # ---------------------------------------------------------------- 1 image to tokens
+            with gr.Tab("1 · Tokens", id="learn-tokens") as tab_tokens:
+                tok_btn = gr.Button("Show how this image becomes tokens", variant="primary", elem_id="learn-tok-btn")
+                with gr.Row():
+                    tok_img = _pic("Patches and the token sequence", "learn-tokens-img")
+                    pos_img = _pic("Position embeddings: similarity of each patch's to all others", "learn-pos-img")
+                tok_md = _md(elem_id="learn-tokens-md")
+
+            # ---------------------------------------------------------------- 2 one query
+            with gr.Tab("2 · One query", id="learn-query") as tab_query:
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=300):
+                        pick = gr.Image(label="The query patch (click another one)", interactive=False,
+                                        format="png", elem_id="learn-pick", height=340, buttons=["fullscreen"])
+                        token = gr.Radio([("a patch (click it)", "patch")], value="patch", label="Query token",
+                                         elem_id="learn-token")
+                        with gr.Row():
+                            row = gr.Slider(0, 7, value=3, step=1, label="Patch row", elem_id="learn-row")
+                            col = gr.Slider(0, 7, value=3, step=1, label="Patch column", elem_id="learn-col")
+                        with gr.Row():
+                            layer = gr.Slider(0, 3, value=3, step=1, label="Layer", elem_id="learn-layer")
+                            head = gr.Slider(0, 3, value=0, step=1, label="Head", elem_id="learn-head")
+                        temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05,
+                                                label="Temperature T (1 = the model)", elem_id="learn-temperature")
+                        run_btn = gr.Button("Show the steps", variant="primary", elem_id="learn-run")
+                        slide_btn = gr.Button("One picture of all four steps (for a slide)", elem_id="learn-slide-btn")
+                        with gr.Row(elem_classes=["kbd-hidden"]):
+                            moves = {k: gr.Button(k, elem_id=f"learn-{k}") for k in ("up", "down", "left", "right")}
+                        status_md = _md(elem_id="learn-status")
+                    with gr.Column(scale=5):
+                        step_outputs = []
+                        for k, label in enumerate(["1 · scores q·k", "2 · scale, temperature, softmax",
+                                                   "3 · attention weights", "4 · weighted sum of values"]):
+                            with gr.Row(equal_height=False):
+                                with gr.Column(scale=3, min_width=320):
+                                    img = _pic(label, f"learn-step{k + 1}-img", height=420)
+                                with gr.Column(scale=2, min_width=240):
+                                    md = _md(elem_id=f"learn-step{k + 1}-md")
+                            step_outputs += [img, md]
+                        slide_img = _pic("All four steps", "learn-slide")
+
+            # ---------------------------------------------------------------- 3 many heads
+            with gr.Tab("3 · Heads", id="learn-heads") as tab_heads:
+                _md("The query, layer and patch of step 2, in **every head** of that layer; and each head's mean "
+                    "attention distance against depth.")
+                heads_btn = gr.Button("Show all heads", variant="primary", elem_id="learn-heads-btn")
+                heads_img = _pic("One query, every head", "learn-heads-img")
+                with gr.Row():
+                    depth_img = _pic("Mean attention distance vs. depth", "learn-depth-img")
+                    heads_md = _md(elem_id="learn-heads-md")
+
+            # ---------------------------------------------------------------- 4 across layers
+            with gr.Tab("4 · Layers", id="learn-layers") as tab_layers:
+                layers_btn = gr.Button("Compare raw attention and rollout", variant="primary", elem_id="learn-layers-btn")
+                layers_img = _pic("Raw attention and rollout, layer by layer", "learn-layers-img")
+                layers_md = _md(elem_id="learn-layers-md")
+
+            # ---------------------------------------------------------------- 5 special tokens
+            with gr.Tab("5 · Special tokens", id="learn-special") as tab_special:
+                special_btn = gr.Button("Show the special tokens", variant="primary", elem_id="learn-special-btn")
+                with gr.Row():
+                    prefix_img = _pic("CLS / DIST / register tokens", "learn-prefix-img")
+                    norms_img = _pic("Token norms: high-norm tokens", "learn-norms-img")
+                special_md = _md(elem_id="learn-special-md")
+
+            # ---------------------------------------------------------------- 6 watch it learn
+            with gr.Tab("6 · Watch it learn", id="learn-train") as tab_train:
+                if training_section is not None:
+                    training_section()
+
+    # ==================================================================== wiring
+    presenter.change(None, presenter, None, js="(v) => { document.body.classList.toggle('presenter', v); return []; }",
+                     **private)
+    base = [model_state, sha_state, image_in]
+    q_in = base + [layer, head, token, row, col]
+    sha_state.change(h.on_image, q_in, [pick, layer, head, token, row, col, status_md], **private)
+    steps = dict(fn=h.on_steps, inputs=q_in + [temperature], outputs=[pick] + step_outputs,
+                 trigger_mode="always_last", **private)
+    run_btn.click(**steps)
+    tab_query.select(**steps)
+    for comp in (layer, head, row, col):
+        comp.release(**steps)
+    token.input(**steps)
+    temperature.release(h.on_temperature, q_in + [temperature], step_outputs[2:6], trigger_mode="always_last",
+                        show_progress="hidden", **private)
+    pick.select(h.on_pick, base + [pick], [token, row, col], **private).then(**steps)
+    for name, (dr, dc) in {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}.items():
+        moves[name].click(h.on_move(dr, dc), base + [row, col], [token, row, col], **private).then(**steps)
+    slide_btn.click(h.on_slide, q_in + [temperature], slide_img, **private)
+    heads_in = q_in
+    for trigger in (heads_btn.click, tab_heads.select):
+        trigger(h.on_heads, heads_in, [heads_img, depth_img, heads_md], **private)
+    for trigger in (tok_btn.click, tab_tokens.select, learn_tab.select):
+        trigger(h.on_tokens, base, [tok_img, pos_img, tok_md], **private)
+    for trigger in (layers_btn.click, tab_layers.select):
+        trigger(h.on_layers, base, [layers_img, layers_md], **private)
+    for trigger in (special_btn.click, tab_special.select):
+        trigger(h.on_special, base, [prefix_img, norms_img, special_md], **private)
+    return learn_tab
+
+
+__all__ = ["build_learn_tab", "LearnHandlers", "LEARN_CSS", "LEARN_JS"]
