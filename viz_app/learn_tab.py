@@ -223,8 +223,9 @@ def build_learn_tab(lesson: Lesson, image_in, model_state, sha_state, training_s
     for comp in (layer, head, row, col):
         comp.release(**steps)
     token.input(**steps)
-    temperature.release(h.on_temperature, q_in + [temperature], step_outputs[2:6], trigger_mode="always_last",
-                        show_progress="hidden", **private)
+    for event in (temperature.input, temperature.release):
+        event(h.on_temperature, q_in + [temperature], step_outputs[2:6], trigger_mode="always_last",
+              show_progress="hidden", **private)
     pick.select(h.on_pick, base + [pick], [token, row, col], **private).then(**steps)
     for name, (dr, dc) in {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}.items():
         moves[name].click(h.on_move(dr, dc), base + [row, col], [token, row, col], **private).then(**steps)

@@ -140,12 +140,14 @@ class Lesson:
         """(tokens picture, position-embedding picture, Markdown)."""
         from attention.lesson.tokens import position_picture, position_similarity, token_sequence, tokens_picture
         a = self.analysis(session, model_name, sha, image)
-        model = self.cb.manager.get(a.model_key).model
+        loaded = self.cb.manager.get(a.model_key)
+        model = loaded.model
         try:
             seq = token_sequence(model, a.prepared)
         except MethodNotDefinedError as e:
             return message_picture(str(e)), None, f"**Not defined for this model.** {e}"
-        pic = tokens_picture(a.prepared, seq)
+        config = getattr(loaded.preprocess, "config", {})     # de-normalise: the exact pixels fed to the model
+        pic = tokens_picture(a.prepared, seq, config.get("mean"), config.get("std"))
         try:
             pos = position_picture(position_similarity(model, seq.grid))
         except MethodNotDefinedError as e:
@@ -298,7 +300,6 @@ class Lesson:
         try:
             pa = prefix_attention(a.result)
             prefix_pic = special_tokens_picture(pa)
-            parts.append(pa.summary() if hasattr(pa, "summary") else "")
         except MethodNotDefinedError as e:
             prefix_pic = message_picture(str(e))
             parts.append(str(e))
@@ -306,7 +307,7 @@ class Lesson:
             tn = a.cached(("lesson", "token_norms"), lambda: token_norms(model, a.prepared.tensor))
             flags = high_norm_tokens(tn)
             norm_pic = norms_picture(tn, flags)
-            parts.append(flags.summary() if hasattr(flags, "summary") else "")
+            parts.append(flags.describe().replace("\n", "  \n"))
         except MethodNotDefinedError as e:
             norm_pic = message_picture(str(e))
             parts.append(str(e))
