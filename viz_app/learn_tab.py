@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import gradio as gr
 
+from attention.lesson.learning import LESSON_RECIPE
+
+from .errors import as_gr_error
 from .handlers import _session
 from .lesson import Lesson, QueryChoice
+from .training import MAX_STEPS, MIN_STEPS, TrainingRoom, describe
 
 LEARN_CSS = """
 .kbd-hidden { display: none !important; }
@@ -35,6 +39,7 @@ LEARN_JS = """
 }
 """
 
+LESSON_STEPS = LESSON_RECIPE["steps"]
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 INTRO = """### A lesson on attention, on this image and this model
@@ -56,8 +61,8 @@ def _pic(label: str, elem_id: str, height=None) -> gr.Image:
 class LearnHandlers:
     """Gradio-side handlers of the Learn tab (Requests, updates, SelectData -> plain `Lesson` calls)."""
 
-    def __init__(self, lesson: Lesson):
-        self.lesson = lesson
+    def __init__(self, lesson: Lesson, room: TrainingRoom):
+        self.lesson, self.room = lesson, room
 
     @staticmethod
     def _choice(layer, head, token, row, col, temperature) -> QueryChoice:
@@ -129,9 +134,50 @@ class LearnHandlers:
         return self.lesson.special_tokens(_session(request), model, sha, image)
 
 
-def build_learn_tab(lesson: Lesson, image_in, model_state, sha_state, training_section=None):
-    """The Learn tab's components and wiring (call inside the page's `gr.Tabs`)."""
-    h = LearnHandlers(lesson)
+    # ------------------------------------------------------------------ step 6: watch it learn
+    def _training_view(self, session: str, seen):
+        """(status, curves, probes or skip, timer, seen) for the session's run; the probe picture is only
+        redrawn when a new snapshot arrived (drawing costs CPU the training needs)."""
+        from attention.lesson.learning_pictures import curves_picture, probes_picture
+        st = self.room.state(session)
+        if st is None:
+            return describe(None), None, None, gr.Timer(active=False), 0
+        run = self.room.run_of(session)
+        n = len(st.snapshots)
+        probes = probes_picture(run.probes, st.snapshots) if n != seen or not st.active else gr.skip()
+        return describe(st), curves_picture(st), probes, gr.Timer(active=st.active), n
+
+    def on_train_start(self, steps, request: gr.Request):
+        session = _session(request)
+        try:
+            self.room.start(session, int(steps))
+        except Exception as e:  # noqa: BLE001
+            raise as_gr_error(e) from None
+        return self._training_view(session, -1)
+
+    def on_train_tick(self, seen, request: gr.Request):
+        return self._training_view(_session(request), seen)
+
+    def on_train_stop(self, seen, request: gr.Request):
+        session = _session(request)
+        self.room.stop(session)
+        return self._training_view(session, seen)
+
+    def on_train_save(self, request: gr.Request):
+        try:
+            name = self.room.save(_session(request))
+        except Exception as e:  # noqa: BLE001
+            raise as_gr_error(e) from None
+        gr.Info(f"Saved: {name} is now the model of every tab")
+        choices = self.room.manager.choice_pairs()
+        return (gr.update(choices=choices, value=name), name,
+                f"Saved as **{name}** and selected in the Model menu: every tab now shows its attention.")
+
+
+def build_learn_tab(lesson: Lesson, room: TrainingRoom, image_in, model_state, sha_state, model_dd):
+    """The Learn tab's components and wiring (call inside the page's `gr.Tabs`). Returns the event of
+    "save and use", for the page to re-analyse the current image with the saved model."""
+    h = LearnHandlers(lesson, room)
     private = dict(api_visibility="private")
     with gr.Tab("Learn", id="learn") as learn_tab:
         with gr.Row():
@@ -206,9 +252,22 @@ def build_learn_tab(lesson: Lesson, image_in, model_state, sha_state, training_s
                 special_md = _md(elem_id="learn-special-md")
 
             # ---------------------------------------------------------------- 6 watch it learn
-            with gr.Tab("6 · Watch it learn", id="learn-train") as tab_train:
-                if training_section is not None:
-                    training_section()
+            with gr.Tab("6 · Watch it learn", id="learn-train"):
+                _md("Train the demo ViT **from scratch, here, on the CPU**, on freshly drawn shapes, and watch its "
+                    "attention on a few fixed probe images move from diffuse (random weights) to the object. The other "
+                    "tabs keep working meanwhile (a little slower).")
+                with gr.Row():
+                    train_steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=LESSON_STEPS, step=10,
+                                            label="Training steps (batches of 32 images)", elem_id="learn-train-steps")
+                    train_start = gr.Button("Start", variant="primary", elem_id="learn-train-start")
+                    train_stop = gr.Button("Stop", variant="stop", elem_id="learn-train-stop")
+                    train_save = gr.Button("Save and use this model", elem_id="learn-train-save")
+                train_md = _md(describe(None), elem_id="learn-train-md")
+                with gr.Row():
+                    train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves")
+                    train_probes = _pic("Attention (rollout) on the probes as training goes", "learn-train-probes")
+                train_timer = gr.Timer(1.5, active=False)
+                train_seen = gr.State(0)
 
     # ==================================================================== wiring
     presenter.change(None, presenter, None, js="(v) => { document.body.classList.toggle('presenter', v); return []; }",
@@ -239,7 +298,11 @@ def build_learn_tab(lesson: Lesson, image_in, model_state, sha_state, training_s
         trigger(h.on_layers, base, [layers_img, layers_md], **private)
     for trigger in (special_btn.click, tab_special.select):
         trigger(h.on_special, base, [prefix_img, norms_img, special_md], **private)
-    return learn_tab
+    train_out = [train_md, train_curves, train_probes, train_timer, train_seen]
+    train_start.click(h.on_train_start, train_steps, train_out, **private)
+    train_timer.tick(h.on_train_tick, train_seen, train_out, show_progress="hidden", **private)
+    train_stop.click(h.on_train_stop, train_seen, train_out, **private)
+    return train_save.click(h.on_train_save, None, [model_dd, model_state, train_md], **private)
 
 
 __all__ = ["build_learn_tab", "LearnHandlers", "LEARN_CSS", "LEARN_JS"]

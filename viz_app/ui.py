@@ -12,6 +12,7 @@ from .handlers import DefaultModel, Handlers
 from .examples import example_files
 from .learn_tab import LEARN_CSS, LEARN_JS, build_learn_tab
 from .lesson import Lesson
+from .training import TrainingRoom
 from . import gradio_cache
 from .models import CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, ModelManager
 from .state import SessionStore
@@ -212,7 +213,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                         dl_files = gr.File(label="Files", file_count="multiple", interactive=False,
                                            elem_id="downloads")
 
-                    build_learn_tab(Lesson(cb), image_in, model_state, sha_state)
+                    lesson_saved = build_learn_tab(Lesson(cb), TrainingRoom(cb.manager), image_in, model_state,
+                                                   sha_state, model_dd)
 
                     with gr.Tab("About / API", id="about"):
                         gr.Markdown(API_HELP)
@@ -275,6 +277,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         grid_tab.select(h.on_grid, grid_inputs, [grid_img, layout_state, grid_md], **private)
         grid_img.select(h.on_grid_click, [layout_state, view_state, sha_state, model_state],
                         [heatmap, caption, view_state, method, layer, head, tabs, grid_md], **private)
+        lesson_saved.then(h.on_model, [model_dd, image_in, view_state, model_state],
+                          [model_dd, model_state] + main_outputs, **private)
         cmp_btn.click(h.on_compare, cmp_controls + [view_state, sha_state, image_in], cmp_outputs, **private)
         diag_btn.click(h.on_diagnostics, [sha_state, model_state, image_in],
                        [ent_plot, dist_plot, mass_plot, rank_df, diag_md], **private)
