@@ -7,43 +7,23 @@ to $VIZ_APP_SCREENSHOTS when set (the README's docs/screenshots/).
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from attention.demo.shapes import CLASS_NAMES, make_sample
-from attention.models import demo_names
+from browser_support import ARGS, CHROMIUM, MARKS, screenshot_saver, src, wait_idle, wait_new_src
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 LABEL = CLASS_NAMES.index("star")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-    pytest.mark.skipif("demo-vit" not in demo_names(), reason="assets/demo-vit.safetensors/.json missing "
-                                                             "(python -m attention.demo train --arch demo-vit)"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("screenshots")
-    readme = os.environ.get("VIZ_APP_SCREENSHOTS")
-
-    def save(page_or_locator, name: str, for_readme: bool = True, **kw):
-        path = folder / f"{name}.png"
-        page_or_locator.screenshot(path=str(path), **kw)
-        if readme and for_readme:
-            os.makedirs(readme, exist_ok=True)
-            shutil.copyfile(path, os.path.join(readme, f"{name}.png"))
-        return path
-    return save
+    return screenshot_saver(tmp_path_factory.mktemp("screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -91,20 +71,6 @@ def changed(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of pixels that differ visibly between two pictures of the same size."""
     assert a.shape == b.shape
     return float((np.abs(a - b).max(-1) > 8).mean())
-
-
-def src(pg, selector: str) -> str:
-    return pg.eval_on_selector(selector, "e => e.src")
-
-
-def wait_new_src(pg, selector: str, old: str) -> None:
-    pg.wait_for_function("([sel, old]) => { const e = document.querySelector(sel); return e && e.src && e.src !== old; }",
-                         arg=[selector, old])
-
-
-def wait_idle(pg) -> None:
-    """No Gradio progress indicator left on the page."""
-    pg.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')")
 
 
 def test_upload_predicts_the_shape(page, shots):

@@ -6,42 +6,23 @@ Screenshots go to $VIZ_APP_SCREENSHOTS when set (the README's docs/screenshots/)
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from attention.demo.shapes import CLASS_NAMES, make_sample
-from attention.models import demo_names
+from browser_support import ARGS, CHROMIUM, MARKS, screenshot_saver, src, wait_idle, wait_new_src
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 LABEL = CLASS_NAMES.index("star")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-    pytest.mark.skipif("demo-vit" not in demo_names(), reason="assets/demo-vit.* missing"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("screenshots")
-    readme = os.environ.get("VIZ_APP_SCREENSHOTS")
-
-    def save(target, name: str, **kw):
-        path = folder / f"{name}.png"
-        target.screenshot(path=str(path), **kw)
-        if readme:
-            os.makedirs(readme, exist_ok=True)
-            shutil.copyfile(path, os.path.join(readme, f"{name}.png"))
-        return path
-    return save
+    return screenshot_saver(tmp_path_factory.mktemp("screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -64,19 +45,6 @@ def page(tmp_path_factory):
         yield pg
         context.close()
         browser.close()
-
-
-def src(pg, selector: str) -> str:
-    return pg.eval_on_selector(selector, "e => e.src")
-
-
-def wait_new_src(pg, selector: str, old) -> None:
-    pg.wait_for_function("([sel, old]) => { const e = document.querySelector(sel); return e && e.src && e.src !== old; }",
-                         arg=[selector, old])
-
-
-def wait_idle(pg) -> None:
-    pg.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')")
 
 
 def number(pg, elem_id: str) -> float:

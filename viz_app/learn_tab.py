@@ -54,7 +54,8 @@ def _md(value: str = "", **kw) -> gr.Markdown:
 
 
 def _pic(label: str, elem_id: str, height=None) -> gr.Image:
-    return gr.Image(label=label, interactive=False, format="png", elem_id=elem_id, height=height,
+    # the pictures carry their own titles; Gradio's label badge would cover them
+    return gr.Image(label=label, show_label=False, interactive=False, format="png", elem_id=elem_id, height=height,
                     buttons=["download", "fullscreen"])
 
 

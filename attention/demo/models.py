@@ -29,7 +29,7 @@ _DEFAULTS = {
                  "mlp_ratio": 2.0, "drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.0,
                  "stem": "conv", "stem_hidden": 32, "pos_init": "sincos", "pos_scale": 0.5},
     "demo-torch-vit": {"img_size": 64, "patch_size": 8, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128,
-                       "dropout": 0.1, "norm_first": True, "stem": "conv", "stem_hidden": 32,
+                       "dropout": 0.0, "norm_first": True, "stem": "conv", "stem_hidden": 32,
                        "pos_init": "sincos", "pos_scale": 0.5},
     "demo-cnn-selfattn": {"img_size": 64, "channels": [16, 32, 64, 128], "gamma_init": 1.0, "dropout": 0.1},
     "demo-cnn-attnpool": {"img_size": 64, "stem": 32, "channels": [32, 64], "width": 128, "hidden": 64,

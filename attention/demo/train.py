@@ -29,10 +29,10 @@ IMG_SIZE = 64
 VAL_SEED = 777        # held-out validation set written into the JSON (training never uses it)
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets")
 
-# Shipped-weights recipes: steps / batch / lr chosen to fit ~4-7 min on 2 CPU cores.
+# Shipped-weights recipes: steps / batch / lr chosen to fit ~4-10 min on 2 CPU cores.
 RECIPES = {
     "demo-vit": {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup": 100},
-    "demo-torch-vit": {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup": 100},
+    "demo-torch-vit": {"steps": 2000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup": 100},
     "demo-cnn-selfattn": {"steps": 1200, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "warmup": 50},
     "demo-cnn-attnpool": {"steps": 1200, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "warmup": 50},
 }
