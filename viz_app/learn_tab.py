@@ -259,7 +259,8 @@ def build_learn_tab(lesson: Lesson, room: TrainingRoom, image_in, model_state, s
                     "tabs keep working meanwhile (a little slower).")
                 with gr.Row():
                     train_steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=LESSON_STEPS, step=10,
-                                            label="Training steps (batches of 32 images)", elem_id="learn-train-steps")
+                                            label=f"Training steps (batches of {LESSON_RECIPE['batch_size']} images)",
+                                            elem_id="learn-train-steps")
                     train_start = gr.Button("Start", variant="primary", elem_id="learn-train-start")
                     train_stop = gr.Button("Stop", variant="stop", elem_id="learn-train-stop")
                     train_save = gr.Button("Save and use this model", elem_id="learn-train-save")

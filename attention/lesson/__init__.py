@@ -6,3 +6,6 @@ from .tokens import (PositionSimilarity, TokenSequence, model_input_image, posit
                      position_similarity, token_sequence, tokens_picture)
 from .special_tokens import (HighNormTokens, PrefixAttention, TokenNorms, high_norm_tokens,  # noqa: F401
                              norms_picture, prefix_attention, special_tokens_picture, token_norms)
+# Watch it learn (attention.lesson.learning)
+from .learning import (LESSON_RECIPE, History, Probes, ProbeSnapshot, TrainingRun,  # noqa: F401
+                       TrainingState, probe_set, probe_snapshot)
