@@ -70,6 +70,28 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float,
+                   check_finite: bool = False, step: Optional[int] = None) -> tuple[float, float]:
+    """One training step at learning rate `lr` on the batch (x, y): cross-entropy, gradients clipped to
+    norm 1, ``opt.step()``. Returns (loss, batch accuracy). ``check_finite``: raise FloatingPointError,
+    before the weights change, when the loss or the gradient norm is not finite (`step`: for the message)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    value = float(loss.detach())
+    where = f" at step {step}" if step is not None else ""
+    if check_finite and not math.isfinite(value):
+        raise FloatingPointError(f"the loss became {value}{where}; try a smaller learning rate")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+    if check_finite and not math.isfinite(norm):
+        raise FloatingPointError(f"the gradient became {norm}{where}; try a smaller learning rate")
+    opt.step()
+    return value, float((logits.argmax(1) == y).float().mean())
+
+
 def train(arch: str, steps: Optional[int] = None, seed: int = 0, batch_size: Optional[int] = None, *,
           lr: Optional[float] = None, weight_decay: Optional[float] = None, warmup: Optional[int] = None,
           config: Optional[dict] = None, num_classes: int = len(CLASS_NAMES), size: int = IMG_SIZE,
@@ -118,17 +140,10 @@ def train(arch: str, steps: Optional[int] = None, seed: int = 0, batch_size: Opt
                 history["stopped"] = True
                 break
             cur_lr = _lr_at(step, steps, lr, warmup)
-            for g in opt.param_groups:
-                g["lr"] = cur_lr
             x, y = batch_tensors(seed, step, batch_size, size)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            run_loss += float(loss.detach())
-            run_acc += float((logits.argmax(1) == y).float().mean())
+            l, a = optimizer_step(model, opt, x, y, cur_lr)
+            run_loss += l
+            run_acc += a
             run_n += 1
             history["steps_done"] = step + 1
             if (step + 1) % callback_every == 0 or step + 1 == steps:
@@ -206,5 +221,5 @@ def train_and_save(arch: str, out_dir: str = ASSETS_DIR, name: Optional[str] = N
     return meta
 
 
-__all__ = ["MEAN", "STD", "RECIPES", "recipe", "train", "train_and_save", "batch_tensors", "metadata",
+__all__ = ["MEAN", "STD", "RECIPES", "recipe", "optimizer_step", "train", "train_and_save", "batch_tensors", "metadata",
            "save_model", "load_demo"]

@@ -37,14 +37,14 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..capture import capture
 from ..demo.models import build_model, default_config
 from ..demo.quality import cell_fractions, evaluate_maps, evaluate_model, to_tensor
 from ..demo.shapes import CLASS_NAMES, make_dataset
-from ..demo.train import MEAN, STD, VAL_SEED, _lr_at, _param_groups, batch_tensors, metadata, save_model
+from ..demo.train import (MEAN, STD, VAL_SEED, _lr_at, _param_groups, batch_tensors, metadata, optimizer_step,
+                          save_model)
 from ..methods.raw import raw_attention
 from ..methods.rollout import rollout
 
@@ -318,23 +318,8 @@ class TrainingRun:
                     break
                 cur_lr = _lr_at(step, steps, r["lr"], r["warmup"])
                 x, y = batch_tensors(self.seed, step, bs)
-                with self._model_lock:
-                    for g in opt.param_groups:
-                        g["lr"] = cur_lr
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
-                    l = float(loss.detach())
-                    if not math.isfinite(l):   # before the update: the model keeps its last finite weights
-                        raise FloatingPointError(f"the loss became {l} at step {step + 1}; "
-                                                 f"try a smaller learning rate")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-                    if not math.isfinite(gnorm):
-                        raise FloatingPointError(f"the gradient became {gnorm} at step {step + 1}; "
-                                                 f"try a smaller learning rate")
-                    opt.step()
-                a = float((logits.argmax(1) == y).float().mean())
+                with self._model_lock:   # a failure is raised before the update: the weights stay finite
+                    l, a = optimizer_step(model, opt, x, y, cur_lr, check_finite=True, step=step + 1)
                 done = step + 1
                 with self._lock:
                     self._step = done

@@ -22,7 +22,7 @@ def curves_picture(state: TrainingState) -> np.ndarray:
     ax.set_xlabel("training step", fontsize=LABEL_SIZE)
     ax.set_ylabel("cross-entropy loss", fontsize=LABEL_SIZE, color="#1f77b4")
     ax.set_xlim(0, max(state.total_steps, 1))
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.08 * max(h.loss) if h.loss else 2.0)
     ax.tick_params(labelsize=TEXT_SIZE)
     ax2 = ax.twinx()
     if h.step:
@@ -95,8 +95,7 @@ def probes_picture(probes: Probes, snapshots: Sequence[ProbeSnapshot], columns: 
     if not shown:
         fig.suptitle("press Start: the maps appear here", fontsize=TITLE_SIZE - 4)
     else:
-        fig.suptitle("rollout on the probes during training (green frame: peak on the object)",
-                     fontsize=TITLE_SIZE - 4)
+        fig.suptitle("rollout during training\n(green: peak on the object)", fontsize=TITLE_SIZE - 4)
     return figure_to_rgb(fig)
 
 
