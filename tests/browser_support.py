@@ -1,8 +1,10 @@
 """What the browser tests share: Debian's Chromium through Playwright, screenshots, waiting for pictures."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from typing import Iterator
 
 import pytest
 
@@ -47,3 +49,23 @@ def wait_new_src(pg, selector: str, old) -> None:
 def wait_idle(pg) -> None:
     """No Gradio progress indicator left on the page."""
     pg.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')")
+
+
+@contextlib.contextmanager
+def app_page(url: str, upload: str, *, height: int = 1100, timeout_ms: int = 90_000, **context_kw) -> Iterator:
+    """A Chromium page on the app at `url` with the image `upload` analysed (the heatmap is shown)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1480, "height": height}, **context_kw)
+        try:
+            pg = context.new_page()
+            pg.set_default_timeout(timeout_ms)
+            pg.goto(url)
+            pg.wait_for_selector("#input-image input[type=file]", state="attached")
+            pg.set_input_files("#input-image input[type=file]", str(upload))
+            pg.wait_for_selector("#heatmap img")
+            yield pg
+        finally:
+            context.close()
+            browser.close()

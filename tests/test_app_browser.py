@@ -14,16 +14,11 @@ import pytest
 from PIL import Image
 
 from attention.demo.shapes import CLASS_NAMES, make_sample
-from browser_support import ARGS, CHROMIUM, MARKS, screenshot_saver, src, wait_idle, wait_new_src
+from browser_support import MARKS, app_page, src, wait_idle, wait_new_src
 
 LABEL = CLASS_NAMES.index("star")
 
 pytestmark = MARKS
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    return screenshot_saver(tmp_path_factory.mktemp("screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +30,12 @@ def server():
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
     img, _, _ = make_sample(np.random.default_rng(11), 64, LABEL)
     path = tmp_path_factory.mktemp("upload") / f"{CLASS_NAMES[LABEL]}.png"
     Image.fromarray(img).save(path)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1480, "height": 1150}, accept_downloads=True)
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(server)
-        pg.wait_for_selector("#input-image input[type=file]", state="attached")
-        pg.set_input_files("#input-image input[type=file]", str(path))
-        pg.wait_for_selector("#heatmap img")
+    with app_page(server, path, height=1150, timeout_ms=60_000, accept_downloads=True) as pg:
         pg.wait_for_selector("#predictions [data-testid=label-output-value]")
         yield pg
-        context.close()
-        browser.close()
-
 
 def heatmap_pixels(pg) -> np.ndarray:
     """The pixels of the picture the heatmap element shows (the served PNG, exact)."""

@@ -20,13 +20,7 @@ from attention.capture import AttentionCapture
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_intra_op_thread():
-    """These models are tiny: one intra-op thread is much faster than two on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_intra_op_thread")
 
 
 def state(model):

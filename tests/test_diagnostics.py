@@ -13,12 +13,7 @@ from attention.diagnostics import head_stats, looks_at_registers, most_global, m
 from attention.layout import ModelTokens, TokenLayout
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_intra_op_thread")
 
 
 def _make(name, **kw):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from attention.demo.shapes import CLASS_NAMES, make_sample
-from browser_support import ARGS, CHROMIUM, MARKS, screenshot_saver, src, wait_idle, wait_new_src
+from browser_support import MARKS, app_page, src, wait_idle, wait_new_src
 
 LABEL = CLASS_NAMES.index("star")
 
@@ -21,31 +21,13 @@ pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    return screenshot_saver(tmp_path_factory.mktemp("screenshots"))
-
-
-@pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
     from viz_app.testing import served_app
     img, _, _ = make_sample(np.random.default_rng(11), 64, LABEL)
     path = tmp_path_factory.mktemp("upload") / "star.png"
     Image.fromarray(img).save(path)
-    with served_app("--model", "demo-vit") as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1480, "height": 1100})
-        pg = context.new_page()
-        pg.set_default_timeout(90_000)
-        pg.goto(url)
-        pg.wait_for_selector("#input-image input[type=file]", state="attached")
-        pg.set_input_files("#input-image input[type=file]", str(path))
-        pg.wait_for_selector("#heatmap img")
+    with served_app("--model", "demo-vit") as url, app_page(url, path) as pg:
         yield pg
-        context.close()
-        browser.close()
-
 
 def number(pg, elem_id: str) -> float:
     return float(pg.locator(f"#{elem_id} input[type=number]").input_value())

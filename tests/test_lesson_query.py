@@ -23,12 +23,7 @@ from attention.methods.raw import raw_attention
 from attention.models import load_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_intra_op_thread")
 
 
 def _x(shape, seed=0):

@@ -23,13 +23,7 @@ from attention.models import load_model
 SHORT = dict(seed=0, steps=200, batch_size=32, lr=2e-3, warmup=100, snapshot_every=50, probes=10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_intra_op_thread():
-    """As in the app (`python -m viz_app` runs cores // 2 threads): one thread is fastest on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_intra_op_thread")
 
 
 def new_thread_num_threads() -> int:

@@ -21,13 +21,7 @@ from attention.methods.rollout import discard_smallest, rollout, rollout_tokens
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two OpenMP threads on two shared, busy cores spin against each other (10-100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_intra_op_thread")
 
 
 def _make(name, **kw):
