@@ -40,7 +40,7 @@ def set_number(pg, elem_id: str, value) -> None:
 
 
 def test_open_the_learn_tab_shows_the_tokens(page, shots):
-    page.get_by_role("tab", name="Learn").click()
+    page.get_by_role("tab", name="Learn", exact=True).click()
     page.wait_for_selector("#learn-tokens-img img")
     page.wait_for_function("() => document.querySelector('#learn-tokens-md').innerText.includes('65 tokens')")
     wait_idle(page)
@@ -129,17 +129,32 @@ def test_presenter_mode_enlarges_text(page):
     assert page.locator("#input-column").is_visible()
 
 
+def bar_percent(pg) -> float:
+    return float(pg.locator("#learn-train-bar [role=progressbar]").get_attribute("aria-valuenow"))
+
+
 def test_watch_it_learn_start_stop_save_and_use(page, shots):
     page.get_by_role("tab", name="6 · Watch it learn").click()
     set_number(page, "learn-train-steps", 400)
     page.locator("#learn-train-start").click()
     page.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('running')")
     page.wait_for_selector("#learn-train-probes img")
-    # a few timer ticks later: training has moved on and the curves are drawn
+    # a few timer ticks later: training has moved on, the bar and the curves follow
     page.wait_for_function("() => { const m = document.querySelector('#learn-train-md').innerText.match(/step (\\d+) \\/ 400/);"
-                           " return m && +m[1] >= 30; }")
+                           " return m && +m[1] >= 20; }")
     page.wait_for_selector("#learn-train-curves img")
-    shots(page, "learn_train", full_page=True)
+    assert bar_percent(page) > 0
+
+    # the other tabs keep answering while it trains
+    page.get_by_role("tab", name="Attention", exact=True).click()
+    old = src(page, "#heatmap img")
+    set_number(page, "layer", 2)
+    wait_new_src(page, "#heatmap img", old)
+    page.wait_for_function("() => document.querySelector('#caption').innerText.includes('through layer 2')")
+    page.get_by_role("tab", name="Learn", exact=True).click()
+    page.get_by_role("tab", name="6 · Watch it learn").click()
+    assert "running" in page.locator("#learn-train-md").inner_text()
+
     page.locator("#learn-train-stop").click()
     page.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('stopped')")
     text = page.locator("#learn-train-md").inner_text()
@@ -147,7 +162,33 @@ def test_watch_it_learn_start_stop_save_and_use(page, shots):
     assert 0 < step < 400, text
     page.wait_for_timeout(3000)                   # stopped for good: the step count no longer moves
     assert f"step {step} / 400" in page.locator("#learn-train-md").inner_text()
+    assert bar_percent(page) == pytest.approx(100 * step / 400, abs=1)
     page.locator("#learn-train-save").click()
     page.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('Saved as')")
     page.wait_for_function("() => document.querySelector('#model input').value.includes('trained here')")
     assert f"({step} steps)" in page.locator("#model input").input_value()
+
+
+def test_one_run_at_a_time_and_closing_a_tab_frees_the_slot(page):
+    other = page.context.new_page()                 # a second browser tab: its own session
+    other.goto(page.url)
+    other.wait_for_selector("#input-image input[type=file]", state="attached")
+    for pg in (other, page):
+        pg.get_by_role("tab", name="Learn", exact=True).click()
+        pg.get_by_role("tab", name="6 · Watch it learn").click()
+    other.locator("#learn-train-start").click()
+    other.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('running')")
+    page.locator("#learn-train-start").click()
+    page.wait_for_selector(".toast-body:has-text('another browser tab is training')")
+    assert "running" not in page.locator("#learn-train-md").inner_text()
+    other.close()                                    # the tab goes: its run stops, the slot frees
+    for _ in range(20):
+        page.wait_for_timeout(1000)
+        page.locator("#learn-train-start").click()
+        page.wait_for_timeout(800)
+        if "running" in page.locator("#learn-train-md").inner_text():
+            break
+    else:
+        raise AssertionError("closing the training tab did not free the training slot")
+    page.locator("#learn-train-stop").click()
+    page.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('stopped')")

@@ -12,7 +12,7 @@ from attention.lesson.learning import LESSON_RECIPE
 from .errors import as_gr_error
 from .handlers import _session
 from .lesson import Lesson, QueryChoice
-from .training import MAX_STEPS, MIN_STEPS, TrainingRoom, describe
+from .training import MAX_STEPS, MIN_STEPS, TrainingRoom, describe, progress_bar
 
 LEARN_CSS = """
 .kbd-hidden { display: none !important; }
@@ -20,6 +20,8 @@ body.presenter .prose, body.presenter .prose p, body.presenter .prose li { font-
 body.presenter label span, body.presenter button { font-size: 1.25rem !important; }
 body.presenter #input-column { display: none !important; }
 body.presenter .katex { font-size: 1.3em !important; }
+.train-bar { height: 22px; background: #e5e7eb; border-radius: 11px; overflow: hidden; }
+.train-bar > div { height: 100%; background: #f97316; transition: width 0.8s linear; }
 #learn-pick img { image-rendering: pixelated; cursor: crosshair; }
 """
 
@@ -142,11 +144,11 @@ class LearnHandlers:
         from attention.lesson.learning_pictures import curves_picture, probes_picture
         st = self.room.state(session)
         if st is None:
-            return describe(None), None, None, gr.Timer(active=False), 0
+            return progress_bar(None), describe(None), None, None, gr.Timer(active=False), 0
         run = self.room.run_of(session)
         n = len(st.snapshots)
         probes = probes_picture(run.probes, st.snapshots) if n != seen or not st.active else gr.skip()
-        return describe(st), curves_picture(st), probes, gr.Timer(active=st.active), n
+        return progress_bar(st), describe(st), curves_picture(st), probes, gr.Timer(active=st.active), n
 
     def on_train_start(self, steps, request: gr.Request):
         session = _session(request)
@@ -164,6 +166,10 @@ class LearnHandlers:
         self.room.stop(session)
         return self._training_view(session, seen)
 
+    def on_unload(self, request: gr.Request):
+        """The browser tab closed or reloaded: its training run, if any, stops (freeing the one slot)."""
+        self.room.stop(_session(request))
+
     def on_train_save(self, request: gr.Request):
         try:
             name = self.room.save(_session(request))
@@ -175,7 +181,7 @@ class LearnHandlers:
                 f"Saved as **{name}** and selected in the Model menu: every tab now shows its attention.")
 
 
-def build_learn_tab(lesson: Lesson, room: TrainingRoom, image_in, model_state, sha_state, model_dd):
+def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, image_in, model_state, sha_state, model_dd):
     """The Learn tab's components and wiring (call inside the page's `gr.Tabs`). Returns the event of
     "save and use", for the page to re-analyse the current image with the saved model."""
     h = LearnHandlers(lesson, room)
@@ -264,6 +270,7 @@ def build_learn_tab(lesson: Lesson, room: TrainingRoom, image_in, model_state, s
                     train_start = gr.Button("Start", variant="primary", elem_id="learn-train-start")
                     train_stop = gr.Button("Stop", variant="stop", elem_id="learn-train-stop")
                     train_save = gr.Button("Save and use this model", elem_id="learn-train-save")
+                train_bar = gr.HTML(progress_bar(None), elem_id="learn-train-bar")
                 train_md = _md(describe(None), elem_id="learn-train-md")
                 with gr.Row():
                     train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves")
@@ -300,10 +307,11 @@ def build_learn_tab(lesson: Lesson, room: TrainingRoom, image_in, model_state, s
         trigger(h.on_layers, base, [layers_img, layers_md], **private)
     for trigger in (special_btn.click, tab_special.select):
         trigger(h.on_special, base, [prefix_img, norms_img, special_md], **private)
-    train_out = [train_md, train_curves, train_probes, train_timer, train_seen]
+    train_out = [train_bar, train_md, train_curves, train_probes, train_timer, train_seen]
     train_start.click(h.on_train_start, train_steps, train_out, **private)
     train_timer.tick(h.on_train_tick, train_seen, train_out, show_progress="hidden", **private)
     train_stop.click(h.on_train_stop, train_seen, train_out, **private)
+    demo.unload(h.on_unload)
     return train_save.click(h.on_train_save, None, [model_dd, model_state, train_md], **private)
 
 

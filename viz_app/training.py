@@ -50,6 +50,13 @@ def describe(state: Optional[TrainingState]) -> str:
     return text
 
 
+def progress_bar(state: Optional[TrainingState]) -> str:
+    """HTML of a progress bar (the page's CSS styles ``.train-bar``); its width is the share of steps done."""
+    pct = 0.0 if state is None else 100.0 * state.progress
+    return (f'<div class="train-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+            f'aria-valuenow="{pct:.0f}"><div style="width: {pct:.1f}%"></div></div>')
+
+
 class TrainingRoom:
     """The app's single training slot; every method takes the browser session id first."""
 
@@ -126,4 +133,4 @@ def _ensure(path: str) -> str:
     return path
 
 
-__all__ = ["TrainingRoom", "describe", "MIN_STEPS", "MAX_STEPS"]
+__all__ = ["TrainingRoom", "describe", "progress_bar", "MIN_STEPS", "MAX_STEPS"]

@@ -213,8 +213,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                         dl_files = gr.File(label="Files", file_count="multiple", interactive=False,
                                            elem_id="downloads")
 
-                    lesson_saved = build_learn_tab(Lesson(cb), TrainingRoom(cb.manager), image_in, model_state,
-                                                   sha_state, model_dd)
+                    lesson_saved = build_learn_tab(demo, Lesson(cb), TrainingRoom(cb.manager), image_in,
+                                                   model_state, sha_state, model_dd)
 
                     with gr.Tab("About / API", id="about"):
                         gr.Markdown(API_HELP)
