@@ -69,3 +69,14 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert any(n.startswith("rollout") for n in names)
     assert all(t["verdict"] in ("met", "missed", "n/a") for t in res["targets"])
     assert md.read_text().startswith("# Benchmark results")
+
+
+def test_lesson_benchmark_prints_its_table():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-m", "benchmarks.lesson", "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| demo-vit |")]
+    assert len(rows) == 7, p.stdout
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
+    assert "watch it learn: 20 steps" in p.stdout
