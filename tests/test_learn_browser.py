@@ -6,6 +6,7 @@ Screenshots go to $VIZ_APP_SCREENSHOTS when set (the README's docs/screenshots/)
 """
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -26,7 +27,7 @@ def page(tmp_path_factory):
     img, _, _ = make_sample(np.random.default_rng(11), 64, LABEL)
     path = tmp_path_factory.mktemp("upload") / "star.png"
     Image.fromarray(img).save(path)
-    with served_app("--model", "demo-vit") as url, app_page(url, path) as pg:
+    with served_app("--model", "demo-vit") as url, app_page(url, path, accept_downloads=True) as pg:
         yield pg
 
 def number(pg, elem_id: str) -> float:
@@ -85,6 +86,22 @@ def test_temperature_slider_changes_the_weights_not_the_scores(page, shots):
     shots(page, "learn_query", full_page=True)
     set_number(page, "learn-temperature", 1)
     page.wait_for_function("() => document.querySelector('#learn-step3-md').innerText.includes('exactly')")
+
+
+def test_one_click_exports_a_figure_as_png(page, tmp_path):
+    wait_idle(page)
+    page.locator("#learn-step3-img").hover()
+    button = page.locator("#learn-step3-img").get_by_role("button", name=re.compile("download", re.I))
+    if button.count() == 0:
+        button = page.locator("#learn-step3-img a[download]")
+    with page.expect_download() as info:
+        button.first.click()
+    path = tmp_path / "figure.png"
+    info.value.save_as(path)
+    shown = page.request.get(src(page, "#learn-step3-img img")).body()
+    saved = Image.open(path)
+    assert saved.format == "PNG" and saved.size[0] > 400
+    assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(Image.open(io.BytesIO(shown)).convert("RGB")))
 
 
 def test_keyboard_moves_the_query_patch(page):
