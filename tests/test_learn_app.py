@@ -97,3 +97,18 @@ def test_one_training_run_at_a_time_and_save_and_use(cb):
     assert room.run_of("student").wait(120).status == "finished"
     with pytest.raises(UserError, match="between"):
         room.start("student", 5)
+
+
+def test_lesson_results_count_in_the_session_cache_bytes(cb):
+    lesson = Lesson(cb)
+    a = cb.analyse("tab-m", _photo("square", 4), "demo-vit")
+    bytes0, entry0 = cb.store.stats()["bytes"], a.nbytes()
+    for layer in (0, 1):
+        lesson.query_steps("tab-m", "demo-vit", a.image_sha, QueryChoice(layer=layer))
+    projs = [a.derived[("lesson", "projections", k)] for k in (0, 1)]
+    held = sum(t.element_size() * t.nelement() for p in projs for t in (p.q, p.k, p.v, p.captured))
+    assert held > 0
+    assert a.nbytes() - entry0 >= held                               # the entry measures what the lesson keeps
+    assert cb.store.stats()["bytes"] - bytes0 == a.nbytes() - entry0  # and the store's bound sees it
+    assert not any(isinstance(v, torch.Tensor) and v.numel() > 10 * projs[0].captured.numel()
+                   for p in projs for v in vars(p).values())          # no whole capture kept per layer

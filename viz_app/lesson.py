@@ -134,6 +134,12 @@ class Lesson:
             raise UserError("no image yet: pick one on the left (upload, paste, webcam or an example)")
         return self.cb._get(session, model_name, sha, image)
 
+    def cached(self, session: str, a: Analysis, key, compute):
+        """``a.cached`` for the lesson's derived data; the session cache re-measures the entry (byte bound)."""
+        value = a.cached(("lesson",) + tuple(key), compute)
+        self.cb.store.touch(session, a)
+        return value
+
     # ------------------------------------------------------------------ step 1: image to tokens
     @user_facing
     def tokens(self, session: str, model_name: str, sha: Optional[str], image=None):
@@ -163,20 +169,20 @@ class Lesson:
         return pic, pos, md
 
     # ------------------------------------------------------------------ step 2: one query, step by step
-    def projections(self, a: Analysis, layer: int) -> LayerProjections:
+    def projections(self, session: str, a: Analysis, layer: int) -> LayerProjections:
         model = self.cb.manager.get(a.model_key).model
 
         def compute():
             return layer_projections(model, a.prepared.tensor, layer)
         n = len(self.layers(a))
-        return a.cached(("lesson", "projections", layer % max(n, 1)), compute)
+        return self.cached(session, a, ("projections", layer % max(n, 1)), compute)
 
     @staticmethod
     def layers(a: Analysis) -> list:
         return self_attention_layers(a.result)
 
-    def step(self, a: Analysis, choice: QueryChoice) -> QueryStep:
-        proj = self.projections(a, choice.layer)
+    def step(self, session: str, a: Analysis, choice: QueryChoice) -> QueryStep:
+        proj = self.projections(session, a, choice.layer)
         head = min(max(0, int(choice.head)), proj.num_heads - 1)
         return proj.step(head, choice.query())
 
@@ -211,7 +217,7 @@ class Lesson:
     def query_steps(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None):
         """[scores pic, md, softmax pic, md, weights pic, md, output pic, md] for the chosen query."""
         a = self.analysis(session, model_name, sha, image)
-        step = self.step(a, choice)
+        step = self.step(session, a, choice)
         view = model_view(a)
         T = float(choice.temperature)
         return [scores_picture(step, view), explain_scores(step),
@@ -223,7 +229,7 @@ class Lesson:
     def temperature(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None):
         """Only what the temperature changes: [softmax pic, md, weights pic, md]."""
         a = self.analysis(session, model_name, sha, image)
-        step = self.step(a, choice)
+        step = self.step(session, a, choice)
         T = float(choice.temperature)
         return [softmax_picture(step, T), explain_softmax(step, T),
                 weights_picture(step, model_view(a), T), explain_weights(step, T)]
@@ -232,7 +238,7 @@ class Lesson:
     def slide(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None) -> np.ndarray:
         """All four steps in one picture (for a slide)."""
         a = self.analysis(session, model_name, sha, image)
-        step = self.step(a, choice)
+        step = self.step(session, a, choice)
         view = model_view(a)
         T = float(choice.temperature)
         top = stack_pictures([scores_picture(step, view), weights_picture(step, view, T)], vertical=False)
@@ -253,7 +259,7 @@ class Lesson:
         query = choice.query()
         dist = query_distance(layers[k], query)
         pic = heads_picture(a.result, index, query, model_view(a), distances=dist)
-        stats = a.cached(("lesson", "head_stats"), lambda: head_stats(a.result))
+        stats = self.cached(session, a, ("head_stats",), lambda: head_stats(a.result))
         depth = distance_vs_depth_picture(stats, layers[k].layout, highlight_layer=k)
         d = stats.mean_distance
         u = uniform_distance(layers[k].layout)
@@ -273,7 +279,7 @@ class Lesson:
     def across_layers(self, session: str, model_name: str, sha: Optional[str], image=None):
         """(raw vs rollout picture, Markdown)."""
         a = self.analysis(session, model_name, sha, image)
-        maps = a.cached(("lesson", "layer_maps"), lambda: layer_maps(a.result))
+        maps = self.cached(session, a, ("layer_maps",), lambda: layer_maps(a.result))
         pic = raw_vs_rollout_picture(maps, model_view(a))
 
         def peak(m):
@@ -304,7 +310,7 @@ class Lesson:
             prefix_pic = message_picture(str(e))
             parts.append(str(e))
         try:
-            tn = a.cached(("lesson", "token_norms"), lambda: token_norms(model, a.prepared.tensor))
+            tn = self.cached(session, a, ("token_norms",), lambda: token_norms(model, a.prepared.tensor))
             flags = high_norm_tokens(tn)
             norm_pic = norms_picture(tn, flags)
             parts.append(flags.describe().replace("\n", "  \n"))

@@ -10,6 +10,7 @@ session id, so one browser tab can never read another tab's images or maps.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ def _nbytes(value) -> int:
         return sum(_nbytes(v) for v in value)
     if isinstance(value, dict):
         return sum(_nbytes(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):   # e.g. the lesson's cached steps
+        return sum(_nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
     return 0
 
 

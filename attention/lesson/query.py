@@ -38,7 +38,8 @@ QueryToken = Union[int, str, tuple[int, int]]
 
 @dataclass(frozen=True)
 class LayerProjections:
-    """q, k, v (B, heads, N, d) of one self-attention layer, float64, from the forward that gave ``result``."""
+    """q, k, v (B, heads, N, d) of one self-attention layer, float64, and the attention captured in the same
+    forward pass."""
 
     layer: int                      # index among the model's self-attention layers
     name: str
@@ -50,7 +51,6 @@ class LayerProjections:
     captured: torch.Tensor          # (B, heads, N, N) the captured attention of this layer
     attention_error: float          # max |softmax(q kᵀ scale) - captured|
     output_error: Optional[float]   # max |proj(concat_h Σ_j a_j v_j) - layer output| (None: not checkable)
-    result: CaptureResult
 
     @property
     def num_heads(self) -> int:
@@ -261,7 +261,7 @@ def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerPro
         q, k, v, scale, project, out = how(module, rec)
         q, k, v = (t.detach().double() for t in (q, k, v))
         attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
-        captured = m.weights.detach()
+        captured = m.weights.detach().clone()    # this layer only: the rest of the capture is not kept
         att_err = float((attn - captured.double()).abs().max())
         if att_err > TOLERANCE:
             raise MethodNotDefinedError(
@@ -274,7 +274,7 @@ def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerPro
             out_err = float((rebuilt.double() - out.detach().double()).abs().max())
         except Exception:     # an exotic projection: the attention check above still holds
             out_err = None
-    return LayerProjections(layer, name, m.layout, q, k, v, scale, captured, att_err, out_err, result)
+    return LayerProjections(layer, name, m.layout, q, k, v, scale, captured, att_err, out_err)
 
 
 __all__ = ["LayerProjections", "QueryStep", "layer_projections", "self_attention_layers", "softmax",
