@@ -1,11 +1,25 @@
-"""Lesson steps for the "Learn" tab (issue #8): UI-free data + RGB pictures with the model's real numbers."""
+"""The Learn tab's lesson steps (UI-free): the model's real numbers, and RGB pictures of them.
 
-# From image to tokens / special tokens (attention.lesson.tokens, attention.lesson.special_tokens)
-from .figure import figure_to_rgb, message_picture, new_figure, stack_pictures  # noqa: F401
-from .tokens import (PositionSimilarity, TokenSequence, model_input_image, position_picture,  # noqa: F401
-                     position_similarity, token_sequence, tokens_picture)
-from .special_tokens import (HighNormTokens, PrefixAttention, TokenNorms, high_norm_tokens,  # noqa: F401
-                             norms_picture, prefix_attention, special_tokens_picture, token_norms)
-# Watch it learn (attention.lesson.learning)
-from .learning import (LESSON_RECIPE, History, Probes, ProbeSnapshot, TrainingRun,  # noqa: F401
-                       TrainingState, probe_set, probe_snapshot)
+- `query`: one query step by step (q, k, v from the layer's weights, checked against the capture);
+  `query_pictures` draws it.
+- `tokens`: from image to tokens, position embeddings; `special_tokens`: CLS / DIST / registers,
+  token norms and high-norm tokens.
+- `heads`: every head for one query, mean attention distance vs depth; `layers`: raw vs rollout.
+- `learning`: "watch it learn", training demo-vit in a background thread; `learning_pictures` draws it.
+- `figure`: matplotlib figures as RGB arrays (no pyplot: thread-safe).
+"""
+from .figure import figure_to_rgb, message_picture, new_figure, stack_pictures
+from .learning import (LESSON_RECIPE, History, Probes, ProbeSnapshot, TrainingRun, TrainingState, probe_set,
+                       probe_snapshot)
+from .query import LayerProjections, QueryStep, layer_projections, self_attention_layers
+from .special_tokens import (HighNormTokens, PrefixAttention, TokenNorms, high_norm_tokens, norms_picture,
+                             prefix_attention, special_tokens_picture, token_norms)
+from .tokens import (PositionSimilarity, TokenSequence, model_input_image, position_picture, position_similarity,
+                     token_sequence, tokens_picture)
+
+__all__ = ["figure_to_rgb", "message_picture", "new_figure", "stack_pictures", "LESSON_RECIPE", "History", "Probes",
+           "ProbeSnapshot", "TrainingRun", "TrainingState", "probe_set", "probe_snapshot", "LayerProjections",
+           "QueryStep", "layer_projections", "self_attention_layers", "HighNormTokens", "PrefixAttention", "TokenNorms",
+           "high_norm_tokens", "norms_picture", "prefix_attention", "special_tokens_picture", "token_norms",
+           "PositionSimilarity", "TokenSequence", "model_input_image", "position_picture", "position_similarity",
+           "token_sequence", "tokens_picture"]
