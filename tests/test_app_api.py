@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from PIL import Image
 
 from attention.demo.shapes import CLASS_NAMES, make_sample
 from attention.models import demo_names
+from concurrency import run_in_threads
 
 needs_demo = pytest.mark.skipif("demo-vit" not in demo_names(),
                                 reason="assets/demo-vit.safetensors/.json missing (python -m attention.demo train "
@@ -84,21 +84,14 @@ def test_attention_map_settings_and_cache(url, images):
 @needs_demo
 def test_concurrent_requests_get_their_own_answers(url, images):
     from gradio_client import handle_file
-    results, errors = {}, []
+    results = {}
 
     def run(k):
-        try:
-            c = client(url)
-            for _ in range(2):
-                _, _, meta = c.predict(handle_file(images[k]), "demo-vit", api_name="/predict")
-                results.setdefault(k, []).append(meta["input_sha256"])
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+        c = client(url)
+        for _ in range(2):
+            _, _, meta = c.predict(handle_file(images[k]), "demo-vit", api_name="/predict")
+            results.setdefault(k, []).append(meta["input_sha256"])
+    errors = run_in_threads(run, range(3))
     assert not errors, errors
     for k in range(3):
         assert results[k] == [pixels_sha(images[k])] * 2

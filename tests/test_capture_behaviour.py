@@ -16,6 +16,7 @@ from torch import nn
 
 from attention import capture
 from attention.capture import AttentionCapture
+from concurrency import run_in_threads
 
 TOL = 1e-5
 
@@ -79,12 +80,7 @@ def _run_threads(model, inputs, refs, reps=25):
             failures.append((i, "exception", repr(e)))
             barrier.abort()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
+    failures += [(i, "exception", repr(e)) for i, e in run_in_threads(worker, range(len(inputs))).items()]
     return failures
 
 

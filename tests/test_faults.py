@@ -18,6 +18,7 @@ from PIL import Image
 
 from attention.capture import capture
 from attention.models import demo_names
+from concurrency import run_in_threads
 
 capture_mod = importlib.import_module("attention.capture")   # the module (the package exports the function)
 
@@ -155,7 +156,7 @@ def test_interrupted_capture_while_another_capture_runs(vit_tiny):
     model = vit_tiny
     flags_before, hooks_before = fused_flags(model), hook_counts(model)
     both_inside = threading.Barrier(2, timeout=30)
-    results, errors = {}, {}
+    results = {}
 
     def gate(module, args):
         if threading.current_thread().name in ("good", "bad"):
@@ -165,18 +166,13 @@ def test_interrupted_capture_while_another_capture_runs(vit_tiny):
 
     handle = model.blocks[3].register_forward_pre_hook(gate)
 
-    def run(name, seed):
-        try:
-            results[name] = capture(model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed)))
-        except BaseException as e:  # noqa: BLE001
-            errors[name] = e
+    seeds = {"good": 1, "bad": 2}
+
+    def run(name):
+        results[name] = capture(model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seeds[name])))
 
     try:
-        threads = [threading.Thread(target=run, args=(n, s), name=n) for n, s in (("good", 1), ("bad", 2))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        errors = run_in_threads(run, seeds, timeout=60)
     finally:
         handle.remove()
     assert isinstance(errors.get("bad"), KeyboardInterrupt) and "good" not in errors
@@ -258,24 +254,17 @@ def test_two_sessions_at_the_same_time_never_see_each_others_results(callbacks):
         if threading.current_thread().name in images:
             together.wait()
 
-    out, errors = {s: [] for s in images}, []
+    out = {s: [] for s in images}
 
     def session(name):
-        try:
-            for k in range(3):
-                sess = f"{name}-{k}"                  # a new session each round: a real forward pass each time
-                labels, picture, meta = cb.predict(sess, images[name], TINY)
-                out[name].append((sess, labels, picture, meta, cb.find(sess, TINY, meta["input_sha256"])))
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        for k in range(3):
+            sess = f"{name}-{k}"                  # a new session each round: a real forward pass each time
+            labels, picture, meta = cb.predict(sess, images[name], TINY)
+            out[name].append((sess, labels, picture, meta, cb.find(sess, TINY, meta["input_sha256"])))
 
     handle = loaded.model.blocks[6].register_forward_pre_hook(both_forwards_overlap)
     try:
-        threads = [threading.Thread(target=session, args=(s,), name=s) for s in images]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        errors = run_in_threads(session, images)
     finally:
         handle.remove()
     assert not errors, errors
@@ -351,19 +340,11 @@ def test_clients_that_disconnect_mid_request_leave_the_server_working(tmp_path):
                     # leaving the block closes the connection before the answer was read
 
         # the server still answers correctly, to several sessions at once (no lock or hook left behind)
-        answers, errors = {}, []
+        answers = {}
 
         def ask(k):
-            try:
-                c = Client(url, verbose=False)
-                answers[k] = c.predict(handle_file(paths[k % 2]), "demo-vit", api_name="/predict")
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
-        threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+            answers[k] = Client(url, verbose=False).predict(handle_file(paths[k % 2]), "demo-vit", api_name="/predict")
+        errors = run_in_threads(ask, range(4))
         assert not errors and len(answers) == 4, errors
         for k, (labels, heatmap, meta) in answers.items():
             want = ref_answers[k % 2]
