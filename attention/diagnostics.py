@@ -78,7 +78,7 @@ class _Groups:
     registers: list[int]
 
 
-def _centres(layout: TokenLayout) -> torch.Tensor:
+def token_centres(layout: TokenLayout) -> torch.Tensor:
     """(num_tokens, 2) pixel centres of the layout's tokens (prefix tokens: 0)."""
     gh, gw = layout.grid
     sy, sx = layout.stride
@@ -128,7 +128,7 @@ def _groups(m: AttentionMap) -> Optional[_Groups]:
         qpos = torch.zeros(Q, 2, dtype=torch.float64)
         sel = torch.full((Q,), 1.0 / Q, dtype=torch.float64)
     else:
-        qpatch, qpos = _patch_mask(QL), _centres(QL)
+        qpatch, qpos = _patch_mask(QL), token_centres(QL)
         sel = torch.zeros(QL.num_tokens, dtype=torch.float64)
         if QL.cls_index is not None:
             sel[QL.cls_index] = 1.0
@@ -136,7 +136,7 @@ def _groups(m: AttentionMap) -> Optional[_Groups]:
             sel[qpatch] = 1.0 / qpatch.sum()
         else:
             sel[:] = 1.0 / QL.num_tokens
-    return _Groups(P, kpatch[None], _centres(L)[None], cell[None], tuple(L.grid), qpatch[None], qpos[None], sel[None],
+    return _Groups(P, kpatch[None], token_centres(L)[None], cell[None], tuple(L.grid), qpatch[None], qpos[None], sel[None],
                    list(range(L.num_prefix)), list(L.registers))
 
 
@@ -260,4 +260,4 @@ def looks_at_registers(stats: HeadStats, k: int = 5) -> list[tuple[int, int, flo
     return _rank(stats.register_mass, k, True)
 
 
-__all__ = ["HeadStats", "head_stats", "most_object_focused", "most_global", "most_local", "looks_at_registers"]
+__all__ = ["HeadStats", "head_stats", "token_centres", "most_object_focused", "most_global", "most_local", "looks_at_registers"]

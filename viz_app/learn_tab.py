@@ -5,6 +5,8 @@ Layout and wiring only; the computations are in `viz_app.lesson` (steps 1-5) and
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from attention.lesson.learning import LESSON_RECIPE
@@ -59,6 +61,26 @@ def _pic(label: str, elem_id: str, height=None) -> gr.Image:
     # the pictures carry their own titles; Gradio's label badge would cover them
     return gr.Image(label=label, show_label=False, interactive=False, format="png", elem_id=elem_id, height=height,
                     buttons=["download", "fullscreen"])
+
+
+@dataclass
+class PictureStep:
+    """A lesson tab that shows pictures and an explanation when opened or when its button is pressed."""
+
+    tab: gr.Tab
+    button: gr.Button
+    outputs: list            # the pictures, then the Markdown
+
+
+def _picture_step(title: str, tab_id: str, button_text: str, pictures: list[tuple[str, str]]) -> PictureStep:
+    """The tab `title` (id `tab_id`): a button, the pictures side by side (label, elem_id), the explanation
+    (elem_id ``<tab_id>-md``); call inside the lesson's `gr.Tabs`."""
+    with gr.Tab(title, id=tab_id) as tab:
+        button = gr.Button(button_text, variant="primary", elem_id=f"{tab_id}-btn")
+        with gr.Row():
+            images = [_pic(label, elem_id) for label, elem_id in pictures]
+        md = _md(elem_id=f"{tab_id}-md")
+    return PictureStep(tab, button, images + [md])
 
 
 class LearnHandlers:
@@ -193,13 +215,10 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, image_i
                                     scale=0, min_width=240,
                                     info="hides the input column; untick it to change the image or model")
         with gr.Tabs():
-            # ---------------------------------------------------------------- 1 image to tokens
-            with gr.Tab("1 · Tokens", id="learn-tokens") as tab_tokens:
-                tok_btn = gr.Button("Show how this image becomes tokens", variant="primary", elem_id="learn-tok-btn")
-                with gr.Row():
-                    tok_img = _pic("Patches and the token sequence", "learn-tokens-img")
-                    pos_img = _pic("Position embeddings: similarity of each patch's to all others", "learn-pos-img")
-                tok_md = _md(elem_id="learn-tokens-md")
+            tokens_step = _picture_step("1 · Tokens", "learn-tokens", "Show how this image becomes tokens",
+                                        [("Patches and the token sequence", "learn-tokens-img"),
+                                         ("Position embeddings: similarity of each patch's to all others",
+                                          "learn-pos-img")])
 
             # ---------------------------------------------------------------- 2 one query
             with gr.Tab("2 · One query", id="learn-query") as tab_query:
@@ -244,19 +263,11 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, image_i
                     depth_img = _pic("Mean attention distance vs. depth", "learn-depth-img")
                     heads_md = _md(elem_id="learn-heads-md")
 
-            # ---------------------------------------------------------------- 4 across layers
-            with gr.Tab("4 · Layers", id="learn-layers") as tab_layers:
-                layers_btn = gr.Button("Compare raw attention and rollout", variant="primary", elem_id="learn-layers-btn")
-                layers_img = _pic("Raw attention and rollout, layer by layer", "learn-layers-img")
-                layers_md = _md(elem_id="learn-layers-md")
-
-            # ---------------------------------------------------------------- 5 special tokens
-            with gr.Tab("5 · Special tokens", id="learn-special") as tab_special:
-                special_btn = gr.Button("Show the special tokens", variant="primary", elem_id="learn-special-btn")
-                with gr.Row():
-                    prefix_img = _pic("CLS / DIST / register tokens", "learn-prefix-img")
-                    norms_img = _pic("Token norms: high-norm tokens", "learn-norms-img")
-                special_md = _md(elem_id="learn-special-md")
+            layers_step = _picture_step("4 · Layers", "learn-layers", "Compare raw attention and rollout",
+                                        [("Raw attention and rollout, layer by layer", "learn-layers-img")])
+            special_step = _picture_step("5 · Special tokens", "learn-special", "Show the special tokens",
+                                         [("CLS / DIST / register tokens", "learn-prefix-img"),
+                                          ("Token norms: high-norm tokens", "learn-norms-img")])
 
             # ---------------------------------------------------------------- 6 watch it learn
             with gr.Tab("6 · Watch it learn", id="learn-train"):
@@ -301,12 +312,10 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, image_i
     heads_in = q_in
     for trigger in (heads_btn.click, tab_heads.select):
         trigger(h.on_heads, heads_in, [heads_img, depth_img, heads_md], **private)
-    for trigger in (tok_btn.click, tab_tokens.select, learn_tab.select):
-        trigger(h.on_tokens, base, [tok_img, pos_img, tok_md], **private)
-    for trigger in (layers_btn.click, tab_layers.select):
-        trigger(h.on_layers, base, [layers_img, layers_md], **private)
-    for trigger in (special_btn.click, tab_special.select):
-        trigger(h.on_special, base, [prefix_img, norms_img, special_md], **private)
+    learn_tab.select(h.on_tokens, base, tokens_step.outputs, **private)
+    for step, fn in ((tokens_step, h.on_tokens), (layers_step, h.on_layers), (special_step, h.on_special)):
+        for trigger in (step.button.click, step.tab.select):
+            trigger(fn, base, step.outputs, **private)
     train_out = [train_bar, train_md, train_curves, train_probes, train_timer, train_seen]
     train_start.click(h.on_train_start, train_steps, train_out, **private)
     train_timer.tick(h.on_train_tick, train_seen, train_out, show_progress="hidden", **private)

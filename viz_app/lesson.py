@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 
 from attention.errors import MethodNotDefinedError, UserError
-from attention.lesson.figure import message_picture, stack_pictures
+from attention.lesson.figure import message_picture
 from attention.lesson.heads import distance_vs_depth_picture, heads_picture, query_distance, uniform_distance
 from attention.lesson.layers import layer_maps, raw_vs_rollout_picture
 from attention.lesson.query import LayerProjections, QueryStep, entropy_bits, layer_projections, self_attention_layers
-from attention.lesson.query_pictures import output_picture, scores_picture, softmax_picture, weights_picture
+from attention.lesson.query_pictures import (output_picture, query_steps_picture, scores_picture, softmax_picture,
+                                             weights_picture)
 
 from .callbacks import Callbacks
 from .errors import user_facing
@@ -80,10 +81,6 @@ def picker_cell(shape: tuple[int, int], grid: tuple[int, int], x: float, y: floa
     return min(gh - 1, max(0, int(y * gh / h))), min(gw - 1, max(0, int(x * gw / w)))
 
 
-def _fmt_token(step: QueryStep, j: int) -> str:
-    return step.token_name(j)
-
-
 def explain_scores(step: QueryStep) -> str:
     s = step.scores
     j = int(np.argmax(s))
@@ -91,7 +88,7 @@ def explain_scores(step: QueryStep) -> str:
             f"$$q_i = W_Q x_i,\\quad k_j = W_K x_j,\\quad v_j = W_V x_j \\quad (d = {step.head_dim} \\text{{ per head}})$$ "
             f"The score of key $j$ for query $i$ = {step.token_name(step.query)} is the dot product "
             f"$$s_j = q_i \\cdot k_j = \\sum_{{c=1}}^{{{step.head_dim}}} q_{{i,c}}\\, k_{{j,c}}$$ "
-            f"Here the scores run from **{s.min():.2f}** to **{s.max():.2f}** (highest: {_fmt_token(step, j)}). "
+            f"Here the scores run from **{s.min():.2f}** to **{s.max():.2f}** (highest: {step.token_name(j)}). "
             f"High score = this key matches what the query is looking for.")
 
 
@@ -108,7 +105,7 @@ def explain_softmax(step: QueryStep, temperature: float) -> str:
 
 def explain_weights(step: QueryStep, temperature: float) -> str:
     err = float(np.abs(step.weights - step.captured).max())
-    top = ", ".join(f"{_fmt_token(step, j)} {100 * a:.1f}%" for j, a in step.top_contributors(3))
+    top = ", ".join(f"{step.token_name(j)} {100 * a:.1f}%" for j, a in step.top_contributors(3))
     head = ("These are exactly the model's attention weights" if abs(temperature - 1.0) < 1e-9 else
             f"At $T = {temperature:g}$ these are *not* the model's weights (set $T = 1$ to see those)")
     return (f"**Step 3 — attention weights.** {head}. Most weight: {top}.  \n"
@@ -238,12 +235,7 @@ class Lesson:
     def slide(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None) -> np.ndarray:
         """All four steps in one picture (for a slide)."""
         a = self.analysis(session, model_name, sha, image)
-        step = self.step(session, a, choice)
-        view = model_view(a)
-        T = float(choice.temperature)
-        top = stack_pictures([scores_picture(step, view), weights_picture(step, view, T)], vertical=False)
-        bottom = stack_pictures([softmax_picture(step, T), output_picture(step)], vertical=False)
-        return stack_pictures([top, bottom])
+        return query_steps_picture(self.step(session, a, choice), model_view(a), float(choice.temperature))
 
     # ------------------------------------------------------------------ step 3: many heads
     @user_facing

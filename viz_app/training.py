@@ -92,26 +92,24 @@ class TrainingRoom:
             self._run.start()
             return self._run.state()
 
-    def _own(self, session: str) -> Optional[TrainingRun]:
+    def run_of(self, session: str) -> Optional[TrainingRun]:
+        """The session's run (None if it has none, or the slot belongs to another session)."""
         with self._lock:
-            return self._run if self._run is not None and self._owner == session else None
+            return self._run if self._owner == session else None
 
     def stop(self, session: str) -> Optional[TrainingState]:
-        run = self._own(session)
+        run = self.run_of(session)
         if run is None:
             return None
         return run.stop()
 
     def state(self, session: str) -> Optional[TrainingState]:
-        run = self._own(session)
+        run = self.run_of(session)
         return None if run is None else run.state()
-
-    def run_of(self, session: str) -> Optional[TrainingRun]:
-        return self._own(session)
 
     def save(self, session: str) -> str:
         """Save the session's model and add it to the model picker; returns its name there."""
-        run = self._own(session)
+        run = self.run_of(session)
         if run is None:
             raise UserError("nothing to save: start a training run first")
         with self._lock:

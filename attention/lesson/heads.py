@@ -12,7 +12,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..capture import AttentionMap, CaptureResult
-from ..diagnostics import HeadStats
+from ..diagnostics import HeadStats, token_centres
 from ..layout import TokenLayout
 from ..methods.queries import Query, query_indices
 from .figure import LABEL_SIZE, TEXT_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
@@ -20,10 +20,7 @@ from .figure import LABEL_SIZE, TEXT_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
 
 def _centres(layout: TokenLayout) -> np.ndarray:
     """(gh * gw, 2) patch centres (y, x) in input pixels."""
-    gh, gw = layout.grid
-    sy, sx = layout.stride
-    ys, xs = np.meshgrid((np.arange(gh) + 0.5) * sy, (np.arange(gw) + 0.5) * sx, indexing="ij")
-    return np.stack([ys.ravel(), xs.ravel()], 1)
+    return token_centres(layout)[layout.num_prefix:].numpy()
 
 
 def uniform_distance(layout: TokenLayout) -> float:
