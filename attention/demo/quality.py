@@ -50,18 +50,29 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - P * (P + 1) / 2.0) / (P * Nn))
 
 
+def _as_maps(maps) -> np.ndarray:
+    return np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps, np.float64)
+
+
+def pointing_hits(maps, masks) -> np.ndarray:
+    """(N,) bool: the highest cell of each (gh, gw) map touches the object of its (H, W) mask (pointing game)."""
+    maps = _as_maps(maps)
+    N = maps.shape[0]
+    fr = cell_fractions(masks, maps.shape[1:]).reshape(N, -1)
+    return fr[np.arange(N), maps.reshape(N, -1).argmax(1)] > 0
+
+
 def evaluate_maps(maps, masks, labels=None, logits=None, *, pos_threshold: float = 0.5,
                   ignore_partial: bool = True) -> dict:
     """Score (N, gh, gw) maps against (N, H, W) masks; with `labels` and `logits` (N, C) also accuracy.
 
     Returns {"n", "accuracy" (or None), "pointing_game", "auroc", "auroc_n"} with per-image
     values averaged (images without positive or negative cells are skipped for AUROC)."""
-    maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps, np.float64)
+    maps = _as_maps(maps)
     N, gh, gw = maps.shape
-    frac = cell_fractions(masks, (gh, gw))
     flat = maps.reshape(N, -1)
-    fr = frac.reshape(N, -1)
-    hit = fr[np.arange(N), flat.argmax(1)] > 0
+    fr = cell_fractions(masks, (gh, gw)).reshape(N, -1)
+    hit = pointing_hits(maps, masks)
     aucs = []
     for i in range(N):
         pos = fr[i] >= pos_threshold
@@ -203,5 +214,5 @@ def to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-__all__ = ["cell_fractions", "auroc", "evaluate_maps", "rollout", "demo_maps", "evaluate_model", "to_tensor",
+__all__ = ["cell_fractions", "auroc", "pointing_hits", "evaluate_maps", "rollout", "demo_maps", "evaluate_model", "to_tensor",
            "MAP_NAMES"]

@@ -9,7 +9,7 @@ at the end it takes a `ProbeSnapshot` of a fixed set of probe images (`probe_set
 * ``rollout``: attention rollout of the CLS token (``rollout(capture(model, x))``), (P, gh, gw);
 * ``last_cls``: the last layer's CLS -> patch attention, mean over the heads, (P, gh, gw);
 * ``pointing_game``: fraction of probes whose rollout argmax cell touches the object mask
-  (`attention.demo.quality.evaluate_maps`); ``object_mass``: mean share of the rollout mass on the cells
+  (`attention.demo.quality.pointing_hits`); ``object_mass``: mean share of the rollout mass on the cells
   the object touches (chance level: the share of those cells, ``Probes.object_cells``);
 * the predictions and class probabilities.
 
@@ -41,7 +41,7 @@ from torch import nn
 
 from ..capture import capture
 from ..demo.models import build_model, default_config
-from ..demo.quality import cell_fractions, evaluate_maps, evaluate_model, to_tensor
+from ..demo.quality import cell_fractions, evaluate_model, pointing_hits, to_tensor
 from ..demo.shapes import CLASS_NAMES, make_dataset
 from ..demo.train import (MEAN, STD, VAL_SEED, _lr_at, _param_groups, batch_tensors, metadata, optimizer_step,
                           save_model)
@@ -174,16 +174,14 @@ def probe_snapshot(model: nn.Module, probes: Probes, step: int) -> ProbeSnapshot
     last = raw_attention(res, layer=-1, head="mean", query="cls").float()
     probs = res.logits.float().softmax(-1)
     pred = probs.argmax(-1).numpy()
-    ev = evaluate_maps(roll, probes.masks)
-    cells = probes.object_cells(tuple(roll.shape[-2:]))
     r = roll.numpy()
-    flat = r.reshape(len(r), -1)
-    hits = tuple(bool(v) for v in cells.reshape(len(r), -1)[np.arange(len(r)), flat.argmax(1)])
+    hits = pointing_hits(r, probes.masks)
+    cells = probes.object_cells(tuple(r.shape[-2:]))
     mass = float(np.mean((r * cells).sum((1, 2)) / np.maximum(r.sum((1, 2)), 1e-12)))
     return ProbeSnapshot(
         step=int(step), rollout=_frozen(r), last_cls=_frozen(last.numpy()),
-        pointing_game=float(ev["pointing_game"]), hits=hits, object_mass=mass,
-        last_cls_pointing_game=float(evaluate_maps(last, probes.masks)["pointing_game"]),
+        pointing_game=float(hits.mean()), hits=tuple(bool(h) for h in hits), object_mass=mass,
+        last_cls_pointing_game=float(pointing_hits(last, probes.masks).mean()),
         predictions=tuple(int(p) for p in pred), probabilities=_frozen(probs.numpy()),
         accuracy=float((pred == probes.labels).mean()))
 
