@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Rectangle
-from PIL import Image
 from torch import nn
 
 from ..adapters import model_tokens
 from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
 from ..preprocess import PreparedImage
+from ..render.grid import view_thumbnail
 from .figure import LABEL_SIZE, SMALL_SIZE, TEXT_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
 
 # colours of the token kinds (also used by the special-tokens step)
@@ -264,11 +264,7 @@ def model_input_image(image: ImageLike, mean: Optional[Sequence[float]] = None,
         return (rgb.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
     H, W = x.shape[-2:]
     if isinstance(image, PreparedImage):
-        top, left, bottom, right = image.geometry.box
-        photo = image.image.convert("RGB")
-        out = photo.transform((int(W), int(H)), Image.Transform.EXTENT, (left, top, right, bottom),
-                              resample=Image.Resampling.BILINEAR)
-        return np.asarray(out, dtype=np.uint8).copy()
+        return view_thumbnail(image.image, image.geometry, (int(H), int(W)))
     lo, hi = float(x.min()), float(x.max())  # a bare tensor: stretch to [0, 1] for display only
     rgb = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
     return (rgb.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
