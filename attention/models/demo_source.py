@@ -37,7 +37,9 @@ def read_spec(name: str) -> dict:
         return json.load(f)
 
 
-def load(name: str, checkpoint=None, labels=None, pretrained=True) -> LoadedModel:
+def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None) -> LoadedModel:
+    if img_size is not None:
+        raise CheckpointError("--img-size is for timm ViTs; demo models run at their own input size")
     from ..demo.models import build_model
     spec = read_spec(name)
     class_names = spec["class_names"]

@@ -23,7 +23,9 @@ def _claims(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def load(name: str, checkpoint=None, labels=None, pretrained=True) -> LoadedModel:
+def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None) -> LoadedModel:
+    if img_size is not None:
+        raise CheckpointError("--img-size is for timm ViTs; torchvision models run at their own input size")
     arch = name[len(PREFIX):]
     if arch not in builders():
         raise ModelNotFoundError(f"unknown torchvision model {arch!r}; choose one of: {', '.join(builders())}")
