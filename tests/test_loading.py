@@ -144,7 +144,7 @@ def test_missing_files_unknown_models_and_bad_labels(tmp_path, finetuned_vit):
         load_model("torchvision:resnet_x")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"this is not a safetensors file")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint garbage.safetensors"):
+    with pytest.raises(CheckpointError, match="garbage.safetensors is a text file, not a checkpoint"):
         load_model("vit_tiny_patch16_224", checkpoint=str(garbage))
     path = tmp_path / "m.pth"
     torch.save(finetuned_vit.state_dict(), path)
@@ -313,3 +313,27 @@ def test_headless_export_through_the_cli(tmp_path, photo):
     assert meta["predictions"] == [] and meta["num_classes"] == 0
     d = np.load(out / f"{stem}.npz")
     np.testing.assert_allclose(d["logits"], _logits(ref, torch.from_numpy(d["input"])).numpy(), atol=1e-5)
+
+
+def test_bad_checkpoint_files_get_specific_messages(tmp_path, finetuned_vit):
+    """A text file named .pth used to give `IndexError: pop from empty list`-style internals."""
+    cases = {"notes.pth": (b"my notes, not weights\n", "notes.pth is a text file, not a checkpoint"),
+             "empty.pth": (b"", "empty.pth is empty"),
+             "page.safetensors": (b"<!DOCTYPE html><html>login</html>", "is a web page"),
+             "lfs.bin": (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "Git LFS pointer")}
+    for name, (data, msg) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=msg):
+            load_model("vit_tiny_patch16_224", checkpoint=str(tmp_path / name))
+    good = tmp_path / "good.pth"
+    torch.save(finetuned_vit.state_dict(), good)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cut.pth: it is truncated or corrupt"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(cut))
+    st = tmp_path / "good.safetensors"
+    _save(finetuned_vit, st)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cut.safetensors: it is truncated or corrupt"):
+        load_model("vit_tiny_patch16_224", checkpoint=str(cut))

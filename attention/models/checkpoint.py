@@ -26,8 +26,12 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
     ext = os.path.splitext(path)[1].lower()
+    kind = sniff(path)
+    problem = _not_weights(kind, os.path.basename(path), ext)
+    if problem:
+        raise CheckpointError(problem)
     try:
-        if ext == ".safetensors":
+        if kind == "safetensors":
             from safetensors.torch import load_file
             raw = load_file(path, device="cpu")
         else:
@@ -39,9 +43,66 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             f"(only weights are accepted; torch.load(weights_only=True) said: "
             f"{str(e).splitlines()[0]})") from None
     except Exception as e:  # noqa: BLE001 - report any decode failure as the user's file problem
-        raise CheckpointError(f"cannot read checkpoint {os.path.basename(path)}: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        said = str(e).splitlines()[0].split(". ")[0][:200] if str(e) else ""
+        if kind in ("zip", "pickle", "safetensors"):
+            raise CheckpointError(f"cannot read checkpoint {os.path.basename(path)}: it is truncated or corrupt "
+                                  f"({type(e).__name__}: {said}) — an incomplete upload or download?") from None
+        raise CheckpointError(f"cannot read checkpoint {os.path.basename(path)}: {type(e).__name__}: {said}") from None
     return unwrap_state_dict(raw, path)
+
+
+def sniff(path: str) -> str:
+    """What a file is, from its first bytes: "empty", "safetensors", "zip" (torch.save's format),
+    "pickle" (legacy torch.save), "html", "lfs" (a Git LFS pointer), "text", "onnx" or "unknown"."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        size = os.fstat(f.fileno()).st_size
+    if not head:
+        return "empty"
+    if len(head) >= 9 and head[8:9] == b"{":
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n <= size - 8:
+            return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if b"\x00" not in head:
+        try:
+            text = head.decode("utf-8").lstrip().lower()
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            if text.startswith("version https://git-lfs"):
+                return "lfs"
+            if text.startswith(("<!doctype html", "<html", "<?xml", "<head", "<body")):
+                return "html"
+            return "text"
+    if path.lower().endswith(".onnx"):
+        return "onnx"
+    return "unknown"
+
+
+def _not_weights(kind: str, base: str, ext: str) -> str:
+    """A specific message for files that cannot be a checkpoint, else ''."""
+    if kind == "empty":
+        return f"{base} is empty (0 bytes): the upload or download did not finish"
+    if kind == "text":
+        return f"{base} is a text file, not a checkpoint (weights are binary: .safetensors, .pth, .pt, .bin)"
+    if kind == "html":
+        return (f"{base} is a web page (HTML), not a checkpoint — probably a download that saved an error or "
+                f"login page instead of the file")
+    if kind == "lfs":
+        return (f"{base} is a Git LFS pointer, not the weights: fetch the real file (`git lfs pull`) and "
+                f"load that")
+    if kind == "onnx" or ext == ".onnx":
+        return f"{base} is an ONNX model, not a PyTorch checkpoint: load it as a model with --model onnx:PATH"
+    if ext == ".safetensors" and kind != "safetensors":
+        return f"{base} is not a safetensors file (its header is not a safetensors header)"
+    if kind == "unknown":
+        return (f"{base} is not a checkpoint this tool can read: neither safetensors nor a torch.save file "
+                f"(.pth / .pt / .bin)")
+    return ""
 
 
 def unwrap_state_dict(raw, path: str = "checkpoint") -> dict[str, torch.Tensor]:
