@@ -8,7 +8,7 @@ crop steps. Later stages use it to draw a map on the original photo exactly wher
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from PIL import Image
@@ -68,7 +68,10 @@ def geometry_of(steps: list, original_hw: tuple[int, int]) -> Geometry:
         if isinstance(t, T.CenterCrop) or name == "ImageClassification":
             size = t.size if isinstance(t, T.CenterCrop) else t.crop_size
             ch, cw = (size, size) if isinstance(size, int) else (tuple(size) * 2)[:2]
-            top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+            if getattr(t, "floor_offsets", False):   # transformers' centre crop: floor((H - h) / 2)
+                top, left = (h - ch) // 2, (w - cw) // 2
+            else:                                     # torchvision's: round((H - h) / 2)
+                top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
             oy, ox = oy + top * sy, ox + left * sx
             h, w = ch, cw
         elif not (isinstance(t, (T.Resize, T.Normalize, T.ToTensor, T.PILToTensor, T.ConvertImageDtype))
@@ -89,10 +92,15 @@ class PreparedImage:
 class Preprocessor:
     """Callable: PIL image -> `PreparedImage`. ``config`` is a timm-style data config."""
 
-    def __init__(self, transform: Callable, config: dict):
+    def __init__(self, transform: Callable, config: dict, steps: Optional[list] = None):
+        """``steps``: the resize / crop steps to follow for the geometry when ``transform`` is not a
+        torchvision ``Compose`` of them (e.g. a Hugging Face image processor doing the same)."""
         self.transform = transform
         self.config = dict(config)
-        self.steps = list(transform.transforms) if isinstance(transform, T.Compose) else [transform]
+        if steps is not None:
+            self.steps = list(steps)
+        else:
+            self.steps = list(transform.transforms) if isinstance(transform, T.Compose) else [transform]
         geometry_of(self.steps, (300, 400))  # fail now, not on the first photo
 
     @classmethod
@@ -117,4 +125,6 @@ class Preprocessor:
     def describe(self) -> dict:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
         d["steps"] = [repr(t) for t in self.steps]
+        if not isinstance(self.transform, T.Compose):
+            d["transform"] = repr(self.transform)
         return d

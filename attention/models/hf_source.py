@@ -1,1 +1,327 @@
-"""placeholder"""
+"""Hugging Face transformers vision models: ``hf:ORG/NAME`` (the hub, cached by huggingface_hub) or a
+folder written by ``save_pretrained`` (``hf:PATH`` or the plain folder path).
+
+- The model class is the one the folder was saved from (``config.architectures``): an
+  ``...ForImageClassification`` (ViT, DeiT incl. ``...WithTeacher``, BEiT, DINOv2 (+ registers),
+  Swin, CLIP / SigLIP vision classifiers) has predictions, labels from ``config.id2label``; a bare
+  backbone (``Dinov2Model``, ``CLIPVisionModel``, ...) loads headless. A full CLIP / SigLIP
+  checkpoint is loaded as its vision tower.
+- Always ``attn_implementation="eager"``: transformers 5.x defaults to SDPA, whose
+  ``output_attentions=True`` gives nothing; with eager the softmax exists as a tensor and the
+  model's own ``output_attentions`` weights are an independent check of the capture.
+- Preprocessing is the saved image processor itself (so the pixels are exactly what transformers
+  feeds the model); the photo ↔ input geometry is followed from its resize and centre-crop settings
+  (resize to ``height × width`` or shortest edge, crop offsets ``floor((H - h) / 2)`` as transformers
+  crops).
+- Weights are never partially loaded: missing or mismatched keys are refused with a listing. No
+  code is imported from the folder or the hub (``trust_remote_code`` stays off).
+"""
+from __future__ import annotations
+
+import os
+
+from torchvision import transforms as T
+
+from ..errors import CheckpointError, ModelNotFoundError, ModelUnavailableError
+from ..preprocess import Preprocessor
+from . import LoadedModel, ModelSource, no_classifier, register_source
+from .checkpoint import load_strict, read_state_dict
+from .hub import PROBE_TIMEOUT_S, cache_dir, endpoint, offline, reachable
+from .labels import class_names_for, read_labels
+
+PREFIX = "hf:"
+WEIGHT_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors", "model.safetensors.index.json",
+                   "model-*.safetensors"]
+# full two-tower checkpoints: the image tower is what has attention over the picture
+VISION_TOWERS = {"CLIPModel": "CLIPVisionModel", "SiglipModel": "SiglipVisionModel",
+                 "Siglip2Model": "Siglip2VisionModel", "CLIPVisionModelWithProjection": "CLIPVisionModelWithProjection"}
+
+
+def is_model_folder(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def _claims(name: str) -> bool:
+    return name.startswith(PREFIX) or is_model_folder(os.path.expanduser(name))
+
+
+def _unavailable(name: str, why: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"the Hugging Face model {name!r} is not available: {why}. Connect to the internet once (it is then "
+        f"cached), copy the Hugging Face cache from a machine that has it (HF_HOME), or save the model with "
+        f"save_pretrained(FOLDER) and pass --model FOLDER. Offline, the bundled demo models (e.g. --model "
+        f"demo-vit) work without any download.")
+
+
+def resolve_folder(name: str) -> tuple[str, str]:
+    """(local folder, what it is: "folder" | repo id) of an ``hf:`` name or a plain folder path."""
+    ref = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    ref = os.path.expanduser(ref.strip())
+    if not ref:
+        raise ModelNotFoundError("hf: needs a repository (hf:ORG/NAME) or a folder (hf:PATH)")
+    if os.path.isdir(ref):
+        if not is_model_folder(ref):
+            raise CheckpointError(f"{ref} is a folder without config.json: not a save_pretrained folder")
+        return ref, "folder"
+    if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
+        raise ModelNotFoundError(f"{ref!r} is neither an existing folder nor a hub repository ORG/NAME")
+    return fetch_repo(ref, name), ref
+
+
+def fetch_repo(repo: str, name: str) -> str:
+    """The cached snapshot of `repo`; downloaded once when the hub answers, never minutes of retries."""
+    from huggingface_hub import snapshot_download
+    try:
+        return snapshot_download(repo, allow_patterns=WEIGHT_PATTERNS, cache_dir=cache_dir(), local_files_only=True)
+    except Exception:  # noqa: BLE001 - not (completely) in the cache
+        pass
+    if offline():
+        raise _unavailable(name, f"HF_HUB_OFFLINE is set and {repo} is not in the local cache")
+    if not reachable(endpoint()):
+        raise _unavailable(name, f"the model hub ({endpoint()}) cannot be reached from this machine")
+    try:
+        folder = snapshot_download(repo, allow_patterns=WEIGHT_PATTERNS, cache_dir=cache_dir(),
+                                   etag_timeout=PROBE_TIMEOUT_S)
+    except Exception as e:  # noqa: BLE001 - any hub trouble becomes one clear message
+        raise _unavailable(name, f"downloading {repo} failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+                           ) from None
+    if not is_model_folder(folder):
+        raise _unavailable(name, f"{repo} has no config.json (not a transformers model)")
+    return folder
+
+
+def model_class(config):
+    """The transformers class to build: the saved one, or the vision tower of a two-tower model."""
+    import transformers
+    archs = list(getattr(config, "architectures", None) or [])
+    for arch in archs:
+        arch = VISION_TOWERS.get(arch, arch)
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    if archs:
+        raise ModelNotFoundError(f"transformers {transformers.__version__} has no class {archs[0]!r}")
+    return transformers.AutoModel
+
+
+def _has_weights(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, f)) for f in
+               ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"))
+
+
+def build(folder: str, pretrained: bool = True):
+    """(model in eval mode with eager attention, loading notes)."""
+    import transformers
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder)
+    except Exception as e:  # noqa: BLE001 - the user's folder
+        raise CheckpointError(f"{folder}: config.json cannot be read by transformers {transformers.__version__} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    cls = model_class(config)
+    notes = {"class": cls.__name__, "model_type": getattr(config, "model_type", "")}
+    if not pretrained:
+        if cls is transformers.AutoModel:
+            model = transformers.AutoModel.from_config(config, attn_implementation="eager")
+        else:
+            cfg = config.vision_config if cls.__name__ in VISION_TOWERS.values() and hasattr(
+                config, "vision_config") else config
+            model = cls._from_config(cfg, attn_implementation="eager")
+        notes["weights"] = "random"
+        return model.eval(), notes
+    if not _has_weights(folder):
+        raise CheckpointError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin)")
+    try:
+        model, loading = cls.from_pretrained(folder, attn_implementation="eager", output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 - the user's files
+        raise CheckpointError(f"{folder}: {cls.__name__} could not be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300] if str(e) else ''})") from None
+    problems = []
+    for label in ("missing_keys", "mismatched_keys"):
+        items = [str(k if not isinstance(k, tuple) else k[0]) for k in (loading.get(label) or [])]
+        if items:
+            shown = ", ".join(sorted(items)[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+            problems.append(f"{len(items)} {label.replace('_', ' ')}: {shown}")
+    if problems:   # transformers would initialise those randomly: refuse instead of a silent partial load
+        raise CheckpointError(f"the weights in {folder} do not fit {cls.__name__}: " + "; ".join(problems))
+    unexpected = loading.get("unexpected_keys") or []
+    if unexpected:
+        notes["unused_weights"] = len(unexpected)   # e.g. the text tower of a full CLIP checkpoint
+    notes["weights"] = folder
+    return model.eval(), notes
+
+
+# ---------------------------------------------------------------- preprocessing
+
+class HFCenterCrop(T.CenterCrop):
+    """Centre crop with transformers' offsets ``floor((H - h) / 2)`` (torchvision rounds); geometry only."""
+
+    floor_offsets = True
+
+    def forward(self, img):
+        from torchvision.transforms import functional as TF
+        w, h = TF.get_image_size(img)
+        ch, cw = self.size
+        return TF.crop(img, (h - ch) // 2, (w - cw) // 2, ch, cw)
+
+
+def _resample(value) -> T.InterpolationMode:
+    from PIL import Image
+    modes = {int(Image.Resampling.NEAREST): T.InterpolationMode.NEAREST,
+             int(Image.Resampling.BILINEAR): T.InterpolationMode.BILINEAR,
+             int(Image.Resampling.BICUBIC): T.InterpolationMode.BICUBIC,
+             int(Image.Resampling.LANCZOS): T.InterpolationMode.LANCZOS,
+             int(Image.Resampling.BOX): T.InterpolationMode.BOX,
+             int(Image.Resampling.HAMMING): T.InterpolationMode.HAMMING}
+    if value is None:
+        return T.InterpolationMode.BILINEAR
+    if isinstance(value, T.InterpolationMode):
+        return value
+    if hasattr(value, "value") and isinstance(value.value, str):   # torchvision enum from a fast processor
+        return T.InterpolationMode(value.value)
+    return modes.get(int(value), T.InterpolationMode.BILINEAR)
+
+
+def _get(proc, key, default=None):
+    v = getattr(proc, key, default)
+    if hasattr(v, "height") and not isinstance(v, dict):        # SizeDict
+        v = {k: getattr(v, k) for k in ("height", "width", "shortest_edge", "longest_edge")
+             if getattr(v, k, None) is not None}
+    return v
+
+
+def geometry_steps(proc) -> list:
+    """The processor's resize and centre crop as torchvision steps (what `geometry_of` follows)."""
+    steps = []
+    if _get(proc, "do_resize", True):
+        size = _get(proc, "size")
+        if isinstance(size, int):
+            size = {"shortest_edge": size}
+        if not isinstance(size, dict):
+            raise CheckpointError(f"{type(proc).__name__}: cannot follow resize size {size!r}")
+        if size.get("longest_edge") is not None and size.get("shortest_edge") is None:
+            raise CheckpointError(f"{type(proc).__name__}: resize by longest edge only is not supported")
+        if "height" in size and "width" in size:
+            target = (int(size["height"]), int(size["width"]))
+        elif "shortest_edge" in size:
+            if size.get("longest_edge"):
+                raise CheckpointError(f"{type(proc).__name__}: resize with both shortest and longest edge "
+                                      f"is not supported")
+            crop_pct = _get(proc, "crop_pct")
+            if crop_pct and _get(proc, "do_center_crop", False) is False and crop_pct != 1:
+                raise CheckpointError(f"{type(proc).__name__}: crop_pct resizing is not supported")
+            target = int(size["shortest_edge"])
+        else:
+            raise CheckpointError(f"{type(proc).__name__}: cannot follow resize size {size!r}")
+        steps.append(T.Resize(target, interpolation=_resample(_get(proc, "resample"))))
+    if _get(proc, "do_center_crop", False):
+        crop = _get(proc, "crop_size") or {}
+        if isinstance(crop, int):
+            crop = {"height": crop, "width": crop}
+        steps.append(HFCenterCrop((int(crop["height"]), int(crop["width"]))))
+    return steps
+
+
+class HFTransform:
+    """PIL image -> (3, H, W) float tensor through the saved transformers image processor."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, image):
+        out = self.processor(images=image, return_tensors="pt")
+        return out["pixel_values"][0].float()
+
+    def __repr__(self) -> str:
+        return f"transformers {type(self.processor).__name__}"
+
+
+def image_processor(folder: str, config):
+    """The saved image processor, or (no preprocessor_config.json) the family's default one at the model's size."""
+    import transformers
+    if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+        try:
+            return transformers.AutoImageProcessor.from_pretrained(folder), "preprocessor_config.json"
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{folder}: preprocessor_config.json cannot be read ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200]})") from None
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+    vision = getattr(config, "vision_config", None) or config
+    entry = None
+    for cfg in (config, vision):
+        try:
+            entry = IMAGE_PROCESSOR_MAPPING[type(cfg)]
+            break
+        except KeyError:
+            continue
+    if entry is None:
+        raise CheckpointError(f"{folder} has no preprocessor_config.json and transformers knows no image processor "
+                              f"for {type(config).__name__}: save the processor too (processor.save_pretrained)")
+    cls = entry.get("torchvision") or entry.get("pil") if isinstance(entry, dict) else entry
+    if isinstance(cls, (tuple, list)):
+        cls = next(c for c in cls if c is not None)
+    size = getattr(vision, "image_size", None)
+    size = size if isinstance(size, (list, tuple)) else (size, size) if size else None
+    kwargs = {}
+    if size:
+        kwargs = {"size": {"height": int(size[0]), "width": int(size[1])}, "do_center_crop": False}
+    return cls(**kwargs), f"{cls.__name__} defaults (no preprocessor_config.json), {size[0]}x{size[1]}" \
+        if size else f"{cls.__name__} defaults (no preprocessor_config.json)"
+
+
+def make_preprocessor(folder: str, config) -> tuple[Preprocessor, str]:
+    proc, origin = image_processor(folder, config)
+    steps = geometry_steps(proc)
+    mean = tuple(float(v) for v in (_get(proc, "image_mean") or (0.0, 0.0, 0.0)))
+    std = tuple(float(v) for v in (_get(proc, "image_std") or (1.0, 1.0, 1.0)))
+    if not _get(proc, "do_normalize", True):
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    last = steps[-1] if steps else None
+    if isinstance(last, T.CenterCrop):
+        h, w = last.size
+    elif isinstance(last, T.Resize) and isinstance(last.size, (tuple, list)) and len(last.size) == 2:
+        h, w = last.size
+    else:
+        raise CheckpointError(f"{type(proc).__name__}: the input size is not fixed (no crop, no height × width "
+                              f"resize); the model needs a fixed size")
+    config_d = {"input_size": (3, int(h), int(w)), "mean": mean, "std": std, "image_processor": type(proc).__name__,
+                "from": origin}
+    if steps:
+        config_d["interpolation"] = str(getattr(steps[0], "interpolation", "")).split(".")[-1].lower()
+    pre = Preprocessor(HFTransform(proc), config_d, steps=steps + [T.Normalize(mean, std)])
+    return pre, origin
+
+
+# ---------------------------------------------------------------- loading
+
+def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None) -> LoadedModel:
+    if img_size is not None:
+        raise CheckpointError("--img-size is for timm ViTs; Hugging Face models run at their processor's size")
+    folder, origin = resolve_folder(name)
+    model, notes = build(folder, pretrained=pretrained and not checkpoint)
+    if checkpoint:
+        load_strict(model, read_state_dict(checkpoint), f"{notes['class']} (from {os.path.basename(checkpoint)})")
+        notes["weights"] = os.path.abspath(checkpoint)
+    config = model.config
+    pre, _ = make_preprocessor(folder, config)
+    info = {"arch": notes["class"], "hf": origin, **notes}
+    reason = ""
+    if "ForImageClassification" in notes["class"]:
+        id2label = getattr(config, "id2label", None) or {}
+        n = int(getattr(config, "num_labels", len(id2label)))
+        if labels:
+            names = class_names_for(n, labels)
+        else:
+            names = [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(n)]
+        if n == 0:
+            reason = no_classifier(f"{notes['class']} was saved with num_labels=0")
+    else:
+        names = []
+        reason = no_classifier(f"{notes['class']} is a bare {notes['model_type']} model: it returns features, "
+                               f"not class scores")
+        if labels:
+            read_labels(labels)   # a bad file still gets its own message
+            raise CheckpointError(f"labels were given but {notes['class']} has no classifier")
+    return LoadedModel(name, model, pre, names, "transformers", info, no_classifier_reason=reason)
+
+
+register_source(ModelSource("transformers", _claims, load))

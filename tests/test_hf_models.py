@@ -1,0 +1,221 @@
+"""Hugging Face transformers models: save_pretrained folders and hf:ORG/NAME through the real loading path.
+
+Every model is a tiny random-init config saved into a temp folder by the test (no hub here); the
+references are the transformers models themselves (their logits, and their own eager
+``output_attentions=True`` weights for the captured attention).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+transformers = pytest.importorskip("transformers")
+
+from attention import capture  # noqa: E402
+from attention.cli import main as cli_main  # noqa: E402
+from attention.errors import CheckpointError, ModelUnavailableError  # noqa: E402
+from attention.models import load_model  # noqa: E402
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+             patch_size=8)
+LABELS = {0: "cat", 1: "dog", 2: "teapot"}
+
+
+def _labels():
+    return dict(num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+
+
+def _vit():
+    return transformers.ViTForImageClassification(transformers.ViTConfig(**SMALL, **_labels())), \
+        transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+
+
+def _deit_teacher():
+    return (transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**SMALL, **_labels())),
+            transformers.DeiTImageProcessor(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32}))
+
+
+def _beit():
+    cfg = transformers.BeitConfig(**SMALL, **_labels(), use_relative_position_bias=True, use_mean_pooling=True)
+    return transformers.BeitForImageClassification(cfg), transformers.BeitImageProcessor(
+        size={"height": 32, "width": 32}, do_center_crop=False, do_reduce_labels=False)
+
+
+def _bit_proc():
+    return transformers.BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
+
+
+def _dinov2():
+    return transformers.Dinov2ForImageClassification(transformers.Dinov2Config(**SMALL, **_labels())), _bit_proc()
+
+
+def _dinov2_registers():
+    cfg = transformers.Dinov2WithRegistersConfig(**SMALL, **_labels(), num_register_tokens=4)
+    return transformers.Dinov2WithRegistersForImageClassification(cfg), _bit_proc()
+
+
+def _dinov2_backbone():
+    return transformers.Dinov2Model(transformers.Dinov2Config(**SMALL)), _bit_proc()
+
+
+def _swin():
+    cfg = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2],
+                                  window_size=4, **_labels())
+    return transformers.SwinForImageClassification(cfg), transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+
+
+def _clip_vision():
+    cfg = transformers.CLIPVisionConfig(**SMALL)
+    return transformers.CLIPVisionModel(cfg), transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
+def _siglip_vision():
+    cfg = transformers.SiglipVisionConfig(**SMALL)
+    return transformers.SiglipVisionModel(cfg), transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+
+
+FAMILIES = {"vit": _vit, "deit_teacher": _deit_teacher, "beit": _beit, "dinov2": _dinov2,
+            "dinov2_registers": _dinov2_registers, "dinov2_backbone": _dinov2_backbone, "swin": _swin,
+            "clip_vision": _clip_vision, "siglip_vision": _siglip_vision}
+HEADLESS = {"dinov2_backbone", "clip_vision", "siglip_vision"}
+
+
+def _save(family: str, folder) -> tuple[torch.nn.Module, str]:
+    torch.manual_seed(0)
+    model, proc = FAMILIES[family]()
+    model.eval()
+    model.save_pretrained(str(folder))
+    proc.save_pretrained(str(folder))
+    model.set_attn_implementation("eager")
+    return model, str(folder)
+
+
+def _photo(h=50, w=70, seed=0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def _out(model, x, **kw):
+    with torch.no_grad():
+        return model(pixel_values=x, **kw)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hf_folder_loads_with_identical_outputs(tmp_path, family):
+    ref, folder = _save(family, tmp_path / family)
+    for name in (folder, "hf:" + folder):
+        lm = load_model(name)
+        assert lm.source == "transformers" and lm.model.config._attn_implementation == "eager"
+        prepared = lm.prepare(_photo())
+        x = prepared.tensor
+        # the pixels are the saved processor's own
+        proc = transformers.AutoImageProcessor.from_pretrained(folder)
+        assert torch.equal(x, proc(images=_photo(), return_tensors="pt")["pixel_values"].float())
+        got, want = _out(lm.model, x), _out(ref, x)
+        if family in HEADLESS:
+            assert not lm.has_classifier and "bare" in lm.no_classifier_reason and lm.class_names == []
+            assert torch.equal(got.last_hidden_state, want.last_hidden_state)
+        else:
+            assert lm.has_classifier and lm.class_names == ["cat", "dog", "teapot"]
+            assert torch.equal(got.logits, want.logits)
+
+
+def test_hf_geometry_follows_resize_and_floor_centre_crop(tmp_path):
+    """BitImageProcessor: shortest edge 36 then a 32 × 32 centre crop with floor offsets (transformers')."""
+    _, folder = _save("dinov2", tmp_path / "d")
+    lm = load_model(folder)
+    g = lm.prepare(_photo(50, 71)).geometry
+    # by hand: 50 × 71 -> 36 × int(36 * 71 / 50) = 36 × 51; crop top (36-32)//2 = 2, left (51-32)//2 = 9
+    sy, sx = 50 / 36, 71 / 51
+    assert g.input_size == (32, 32)
+    np.testing.assert_allclose(g.box, (2 * sy, 9 * sx, (2 + 32) * sy, (9 + 32) * sx), rtol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["vit", "deit_teacher", "dinov2_registers", "beit", "clip_vision"])
+def test_hf_capture_equals_output_attentions(tmp_path, family):
+    """The captured softmaxes equal transformers' own eager ``output_attentions`` weights."""
+    ref, folder = _save(family, tmp_path / family)
+    lm = load_model(folder)
+    x = lm.prepare(_photo()).tensor
+    res = capture(lm.model, x)
+    want = _out(ref, x, output_attentions=True).attentions
+    assert len(res.maps) == len(want) == 2
+    for m, w in zip(res.maps, want):
+        assert m.weights.shape == w.shape
+        assert torch.allclose(m.weights.float(), w, atol=1e-6)
+    logits = _out(ref, x)
+    expect = logits.logits if hasattr(logits, "logits") else logits.last_hidden_state
+    assert torch.allclose(res.logits, expect, atol=1e-6)
+
+
+def test_hf_cli_export(tmp_path):
+    ref, folder = _save("deit_teacher", tmp_path / "deit")
+    img = tmp_path / "photo.png"
+    _photo(60, 80).save(img)
+    out = tmp_path / "out"
+    rc = cli_main(["export", "--model", "hf:" + folder, "--out", str(out), "--quiet", str(img)])
+    assert rc == 0
+    d = np.load(out / "photo.npz")
+    logits = _out(ref, torch.from_numpy(d["input"])).logits
+    np.testing.assert_allclose(d["logits"], logits.numpy(), atol=1e-6)
+    meta = json.loads((out / "photo.json").read_text())
+    assert meta["predictions"][0]["label"] == LABELS[int(logits.argmax())]
+    assert meta["preprocessing"]["image_processor"] == "DeiTImageProcessor"
+
+
+def test_hf_partial_weights_are_refused_with_a_listing(tmp_path):
+    from safetensors.torch import load_file, save_file
+    _, folder = _save("vit", tmp_path / "vit")
+    sd = load_file(os.path.join(folder, "model.safetensors"))
+    key = next(k for k in sd if "encoder.layer.1.attention" in k)
+    del sd[key]
+    save_file(sd, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"do not fit ViTForImageClassification: 1 missing keys: \S*1\.attention"):
+        load_model(folder)
+
+
+def test_hf_folder_without_processor_uses_the_family_default_at_the_model_size(tmp_path):
+    ref, folder = _save("vit", tmp_path / "vit")
+    os.remove(os.path.join(folder, "preprocessor_config.json"))
+    lm = load_model(folder)
+    assert lm.preprocess.input_size == (32, 32) and "defaults" in lm.preprocess.config["from"]
+
+
+def _fake_hub_snapshot(cache, repo: str, folder: str) -> None:
+    d = os.path.join(cache, "models--" + repo.replace("/", "--"))
+    snap = os.path.join(d, "snapshots", "0123abcd")
+    os.makedirs(os.path.join(d, "refs"))
+    with open(os.path.join(d, "refs", "main"), "w") as f:
+        f.write("0123abcd")
+    shutil.copytree(folder, snap)
+
+
+def test_hf_hub_name_loads_from_the_cache_offline(tmp_path, monkeypatch):
+    ref, folder = _save("vit", tmp_path / "vit")
+    _fake_hub_snapshot(str(tmp_path / "cache"), "someorg/tiny-vit", folder)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lm = load_model("hf:someorg/tiny-vit")
+    x = lm.prepare(_photo()).tensor
+    assert torch.equal(_out(lm.model, x).logits, _out(ref, x).logits)
+    assert lm.info["hf"] == "someorg/tiny-vit"
+
+
+@pytest.mark.parametrize("offline", ["1", ""])
+def test_hf_hub_name_not_cached_fails_fast_and_clearly(tmp_path, monkeypatch, offline):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")   # nothing listens: an unreachable hub
+    t = time.monotonic()
+    with pytest.raises(ModelUnavailableError) as e:
+        load_model("hf:google/vit-base-patch16-224")
+    assert time.monotonic() - t < 10
+    msg = str(e.value)
+    assert "google/vit-base-patch16-224" in msg and "save_pretrained" in msg and "demo-vit" in msg
