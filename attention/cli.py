@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the bundled demo models and the suggested ImageNet models")
     sub.add_parser("app", help="start the browser app (the same as `attention-viz` alone; flags: app --help)",
                    add_help=False)
+    from .audit.cli import add_audit_parser
+    add_audit_parser(sub)
     return p
 
 
@@ -102,6 +104,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "export":
             return export_command(args)
+        if args.command == "audit":
+            return args.handler(args)
         return models_command(args)
     except (UserError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)

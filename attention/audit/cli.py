@@ -1,0 +1,46 @@
+"""The ``audit`` subcommand of ``python -m attention``."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_audit_parser(subparsers) -> argparse.ArgumentParser:
+    a = subparsers.add_parser(
+        "audit", help="attention over a whole dataset: report.json, report.html and per-image shards",
+        description="Audit where a model looks across a dataset. Exit code 0: every image audited; 1: some images "
+                    "were skipped (named on stderr and in report.json); 2: a usage error.")
+    a.add_argument("--model", required=True, help="demo-vit, a timm name or torchvision:vit_b_16")
+    a.add_argument("--checkpoint", help="your weights for that architecture (.safetensors, .pth, .pt)")
+    a.add_argument("--labels", help="class names: text (one per line) or a JSON list")
+    a.add_argument("--random-init", action="store_true", help="random weights instead of pretrained (no download)")
+    a.add_argument("--data", required=True, help="a folder of images (class sub-folders give labels), a CSV of "
+                                                "path,label[,mask], or a folder with images/, masks/, labels.csv")
+    a.add_argument("--masks", help="folder of object masks (same relative path or file name as the image)")
+    a.add_argument("--out", required=True, help="output folder; re-running with the same folder resumes")
+    a.add_argument("--methods", default="", help="comma-separated maps (default: rollout,grad_rollout,gradcam where defined)")
+    a.add_argument("--engine", default="local", choices=("local", "ray"), help="local (one process) or ray (Ray Data)")
+    a.add_argument("--workers", type=int, default=1, help="Ray: number of model actors (one per worker)")
+    a.add_argument("--ray-address", help="Ray: address of a running cluster (default: start Ray on this machine)")
+    a.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    a.add_argument("--shard-size", type=int, default=64, help="images per shard (the unit of work and of resuming)")
+    a.add_argument("--faithfulness-steps", type=int, default=10,
+                   help="steps of the deletion/insertion curves (0: skip them; they cost 2 x (steps + 1) forwards per map)")
+    a.add_argument("--fresh", action="store_true", help="discard what --out holds instead of resuming")
+    a.add_argument("--no-html", action="store_true", help="skip report.html")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(handler=audit_command)
+    return a
+
+
+def audit_command(args) -> int:
+    from .run import run_audit
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] or None
+    outcome = run_audit(args.data, args.out, args.model, masks=args.masks, methods=methods, checkpoint=args.checkpoint,
+                        labels=args.labels, random_init=args.random_init, engine=args.engine, workers=args.workers,
+                        ray_address=args.ray_address, batch_size=args.batch_size, shard_size=args.shard_size,
+                        faithfulness_steps=args.faithfulness_steps, fresh=args.fresh, html=not args.no_html,
+                        quiet=args.quiet)
+    return outcome.exit_code
+
+
+__all__ = ["add_audit_parser", "audit_command"]

@@ -1,0 +1,12 @@
+"""The local engine: one process, one model, shards in order, images in batches."""
+from __future__ import annotations
+
+from ..compute import AuditSpec, ShardComputer
+from ..shards import encode, write_shard
+
+
+def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=None, loaded=None) -> None:
+    computer = ShardComputer(spec, loaded)
+    for k, items, labels in todo:
+        arrays = computer.compute(k, items, labels, on_batch=progress)
+        write_shard(out, k, encode(arrays))

@@ -1,0 +1,133 @@
+"""One audit from start to finish: read the data, plan the shards, compute what is missing with
+the chosen engine, then aggregate every shard into ``report.json``, ``class_maps.npz`` and
+``report.html``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import UserError
+from .compute import AuditSpec
+from .dataset import read_dataset, label_indices
+from .maps import DEFAULT_METHODS, FALLBACK_METHOD, auditable_methods, not_defined
+from . import shards as sh
+
+
+@dataclass
+class AuditOutcome:
+    report: dict
+    out: str
+    skipped: list = field(default_factory=list)     # [(image id, reason)]
+    computed_shards: int = 0
+    reused_shards: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0: every image audited; 1: some were skipped (named in the report and on stderr)."""
+        return 1 if self.skipped else 0
+
+
+def choose_methods(loaded, requested: Optional[list[str]]) -> tuple[list[str], dict]:
+    """The methods to run and {method: reason} for the ones left out. Asked-for methods that have no
+    meaning for the model are an error; the defaults quietly keep what is defined (and say so)."""
+    import torch
+    H, W = loaded.preprocess.input_size
+    probe = loaded.capture(torch.zeros(1, 3, H, W))
+    names = list(requested) if requested else list(DEFAULT_METHODS)
+    known = set(auditable_methods())
+    for n in names:
+        if n not in known:
+            raise UserError(f"unknown audit method {n!r}; available: {', '.join(sorted(known))}")
+    missing = not_defined(probe, names)
+    if requested and missing:
+        raise UserError("; ".join(f"{k} is not defined for {loaded.name}: {v}" for k, v in missing.items()))
+    chosen = [n for n in names if n not in missing]
+    if not requested and "rollout" in missing and FALLBACK_METHOD in known and not not_defined(probe, [FALLBACK_METHOD]):
+        chosen.insert(0, FALLBACK_METHOD)
+    if not chosen:
+        raise UserError(f"no map method is defined for {loaded.name}: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
+    return chosen, missing
+
+
+def _progress_bar(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", disable=quiet, file=sys.stderr, smoothing=0.1)
+
+
+def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, methods: Optional[list[str]] = None,
+              checkpoint: Optional[str] = None, labels: Optional[str] = None, random_init: bool = False,
+              engine: str = "local", workers: int = 1, ray_address: Optional[str] = None, batch_size: int = 32,
+              shard_size: int = 64, faithfulness_steps: int = 10, fresh: bool = False, html: bool = True,
+              quiet: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> AuditOutcome:
+    """Run (or resume) an audit into ``out``; see the package docstring for the outputs."""
+    from ..models import load_model
+    from .engines import get_engine
+    from .report import CLASS_MAPS_FILE, build_report, gather
+
+    run_engine = get_engine(engine)
+    if batch_size < 1 or shard_size < 1 or workers < 1:
+        raise UserError("--batch-size, --shard-size and --workers must be at least 1")
+    ds = read_dataset(data, masks)
+    loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init)
+    label_idx = label_indices(ds.items, loaded.class_names)
+    chosen, missing = choose_methods(loaded, methods)
+    for k, v in missing.items():
+        log(f"note: {k} left out: {v}")
+    spec = AuditSpec(model=model, methods=chosen, checkpoint=os.path.abspath(checkpoint) if checkpoint else None,
+                     labels=os.path.abspath(labels) if labels else None, random_init=random_init,
+                     batch_size=batch_size, faithfulness_steps=faithfulness_steps, shard_size=shard_size)
+    sh.prepare_out(out, spec.to_dict(), ds.items, fresh=fresh)
+    planned = sh.plan(ds.items, shard_size)
+    offsets = np.cumsum([0] + [len(p) for p in planned])
+    todo = [(k, items, label_idx[offsets[k]:offsets[k + 1]]) for k, items in enumerate(planned)
+            if not sh.shard_ok(out, k, items)]
+    reused = len(planned) - len(todo)
+    if reused:
+        log(f"resuming {out}: {reused} of {len(planned)} shards done, computing {len(todo)}")
+    n_todo = sum(len(t[1]) for t in todo)
+    t0 = time.perf_counter()
+    bar = _progress_bar(n_todo, f"audit {loaded.name} ({engine})", quiet)
+    try:
+        run_engine(spec, todo, out, bar.update, workers=workers, address=ray_address,
+                   **({"loaded": loaded} if engine == "local" else {}))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+
+    g = gather(sh.iter_shards(out, len(planned)))
+    header = {
+        "model": {"name": loaded.name, "source": loaded.source, "weights": loaded.info.get("weights"),
+                  "num_classes": loaded.num_classes, "class_names": list(loaded.class_names)},
+        "data": {"path": os.path.abspath(data), "layout": ds.layout, "images": len(ds.items),
+                 "labels": ds.has_labels, "masks": ds.has_masks},
+        "methods": chosen, "methods_not_defined": missing,
+        "settings": {k: v for k, v in spec.to_dict().items() if k != "extra"},
+        "run": {"engine": engine, "workers": workers, "shards": len(planned), "shards_computed": len(todo),
+                "shards_reused": reused, "seconds": round(elapsed, 3),
+                "images_per_second": round(n_todo / elapsed, 3) if n_todo and elapsed > 0 else None},
+    }
+    report, class_maps = build_report(g, methods=chosen, class_names=list(loaded.class_names), seed=spec.seed,
+                                      header=header)
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1, allow_nan=False)
+    if class_maps:
+        np.savez(os.path.join(out, CLASS_MAPS_FILE), **class_maps)
+    if html:
+        from .html import write_html
+        write_html(os.path.join(out, "report.html"), report, class_maps, g, ds)
+    skipped = list(g["failed"])
+    for iid, reason in skipped:
+        log(f"skipped: {reason}")
+    if skipped:
+        log(f"{len(skipped)} of {len(ds.items)} image(s) skipped (listed in {os.path.join(out, 'report.json')})")
+    return AuditOutcome(report, out, skipped, len(todo), reused)
+
+
+__all__ = ["run_audit", "AuditOutcome", "choose_methods"]
