@@ -15,7 +15,8 @@ log = logging.getLogger("viz_app")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python app.py", description="Browser app: see what a vision model attends to.")
+    p = argparse.ArgumentParser(prog="attention-viz (or python app.py)",
+                                description="Browser app: see what a vision model attends to.")
     p.add_argument("--model", help="model to start with: demo-vit, a timm name (vit_base_patch16_224) or "
                                     "torchvision:vit_b_16 (default: deit_small_patch16_224 when the hub is "
                                     "reachable, else demo-vit)")

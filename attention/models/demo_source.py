@@ -14,7 +14,26 @@ from . import LoadedModel, ModelSource, register_source
 from .checkpoint import load_strict, read_state_dict
 from .labels import class_names_for
 
-ASSETS = os.environ.get("ATTENTION_ASSETS") or os.path.join(os.path.dirname(__file__), "..", "..", "assets")
+
+
+def _assets_dir() -> str:
+    """``$ATTENTION_ASSETS``, else the repository's ``assets/`` (a checkout), else the copy installed
+    with the package (``pip install .`` puts it at ``<prefix>/share/attention-viz/assets``)."""
+    if os.environ.get("ATTENTION_ASSETS"):
+        return os.environ["ATTENTION_ASSETS"]
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.join(here, "..", "..", "assets")
+    if os.path.isdir(repo):
+        return repo
+    for prefix in (sys.prefix, sys.base_prefix, os.path.expanduser("~/.local")):
+        installed = os.path.join(prefix, "share", "attention-viz", "assets")
+        if os.path.isdir(installed):
+            return installed
+    return repo
+
+
+ASSETS = _assets_dir()
 
 
 def available() -> list[str]:
