@@ -46,6 +46,12 @@ def wait_new_src(pg, selector: str, old) -> None:
                          arg=[selector, old])
 
 
+def wait_status(pg, *parts: str) -> None:
+    """The page's source-of-truth line (#status: "Showing image <sha> (<file>) · model <name>") names `parts`."""
+    pg.wait_for_function("(parts) => { const e = document.querySelector('#status');"
+                         " return e && parts.every(p => e.innerText.includes(p)); }", arg=list(parts))
+
+
 def wait_idle(pg) -> None:
     """No Gradio progress indicator left on the page."""
     pg.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')")
@@ -62,9 +68,10 @@ def app_page(url: str, upload: str, *, height: int = 1100, timeout_ms: int = 90_
             pg = context.new_page()
             pg.set_default_timeout(timeout_ms)
             pg.goto(url)
+            pg.wait_for_selector("#heatmap img")          # the first screen already shows an example
             pg.wait_for_selector("#input-image input[type=file]", state="attached")
             pg.set_input_files("#input-image input[type=file]", str(upload))
-            pg.wait_for_selector("#heatmap img")
+            wait_status(pg, os.path.basename(str(upload)))
             yield pg
         finally:
             context.close()

@@ -90,7 +90,7 @@ def test_layer_slider_and_head_change_the_heatmap(page, shots):
 
 
 def test_grid_opens_and_a_cell_opens_that_layer_and_head(page, shots):
-    page.get_by_role("tab", name="Layer × head grid").click()
+    page.get_by_role("tab", name="Grid", exact=True).click()
     page.wait_for_selector("#grid img")
     wait_idle(page)
     shots(page, "grid", full_page=True)
@@ -151,7 +151,7 @@ def test_compare_two_settings(page, shots):
 
 
 def test_diagnostics_and_faithfulness_tabs(page, shots):
-    page.get_by_role("tab", name="Head diagnostics").click()
+    page.get_by_role("tab", name="Heads", exact=True).click()
     page.locator("#diag-btn").click()
     page.wait_for_function("() => document.querySelector('#diag-md').innerText.includes('layers')")
     wait_idle(page)
@@ -163,7 +163,7 @@ def test_diagnostics_and_faithfulness_tabs(page, shots):
 
 
 def test_download_npz_follows_the_cli_contract(page, tmp_path):
-    page.get_by_role("tab", name="Downloads").click()
+    page.get_by_role("tab", name="Export", exact=True).click()
     page.locator("#prepare-downloads").click()
     link = page.locator("#downloads a[download$='.npz']")
     link.wait_for()
@@ -178,6 +178,7 @@ def test_download_npz_follows_the_cli_contract(page, tmp_path):
     assert layers >= 2 and {f"attn_{i:02d}" for i in range(layers)} <= keys
     assert page.locator("#downloads a[download$='_overlay.png']").count() == 1
     assert page.locator("#downloads a[download$='_grid.png']").count() == 1
+    assert page.locator("#downloads a[download='star_demo-vit.npz']").count() == 1, "named after the upload"
 
 
 def test_example_gallery_loads_an_image(page):

@@ -260,6 +260,16 @@ def test_export_follows_the_cli_contract(cb, star):
     assert meta["input_sha256"] == a.image_sha and meta["predictions"][0] == a.predictions[0]
 
 
+def test_export_is_named_after_the_uploaded_file(cb, star):
+    a = cb.analyse("s-export-name", star, MODEL)
+    files = cb.export("s-export-name", MODEL, a.image_sha, View(method="raw"), image_name="My holiday.photo.JPG")
+    names = sorted(os.path.basename(f) for f in files)
+    stem = f"My_holiday.photo_{MODEL}"
+    assert names == sorted([f"{stem}.npz", f"{stem}.json", f"{stem}_overlay.png", f"{stem}_grid.png"])
+    meta = json.load(open(next(f for f in files if f.endswith(".json"))))
+    assert meta["image"] == "My holiday.photo.JPG" and meta["input_sha256"] == a.image_sha
+
+
 def test_api_functions_return_checksum_and_settings(cb, star):
     labels, pic, meta = cb.predict("s-api", star, MODEL)
     rgb = np.asarray(Image.open(star).convert("RGB"))

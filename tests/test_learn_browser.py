@@ -48,8 +48,16 @@ def test_open_the_learn_tab_shows_the_tokens(page, shots):
     shots(page, "learn_tokens", full_page=True)
 
 
+def show_part(pg, label: str) -> None:
+    """Step 2 shows one of its four parts at a time (projector layout): pick one."""
+    pg.locator("#learn-part").get_by_label(label).check()
+    pg.wait_for_function("(p) => document.querySelector('#learn-query-pane').dataset.show === p",
+                         arg=label.split()[0])
+
+
 def test_one_query_numbers_match_the_captured_attention(page, shots):
     page.get_by_role("tab", name="2 · One query").click()
+    show_part(page, "3 weights")
     page.wait_for_selector("#learn-step3-img img")
     page.wait_for_function("() => document.querySelector('#learn-step3-md').innerText.includes('max difference')")
     text = page.locator("#learn-step3-md").inner_text()
@@ -107,7 +115,7 @@ def test_one_click_exports_a_figure_as_png(page, tmp_path):
 def test_keyboard_moves_the_query_patch(page):
     wait_idle(page)
     row, col = number(page, "learn-row"), number(page, "learn-col")
-    page.locator("#learn-step2-md").click()               # focus outside any text field
+    page.locator("#learn-step3-md").click()               # focus outside any text field
     page.keyboard.press("Shift+ArrowLeft")
     page.wait_for_function(f"() => document.querySelector('#learn-col input[type=number]').value === '{int(col) - 1}'")
     page.keyboard.press("Shift+ArrowDown")
@@ -151,7 +159,7 @@ def bar_percent(pg) -> float:
 
 
 def test_watch_it_learn_start_stop_save_and_use(page, shots):
-    page.get_by_role("tab", name="6 · Watch it learn").click()
+    page.get_by_role("tab", name="6 · Train").click()
     set_number(page, "learn-train-steps", 400)
     page.locator("#learn-train-start").click()
     page.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('running')")
@@ -169,7 +177,7 @@ def test_watch_it_learn_start_stop_save_and_use(page, shots):
     wait_new_src(page, "#heatmap img", old)
     page.wait_for_function("() => document.querySelector('#caption').innerText.includes('through layer 2')")
     page.get_by_role("tab", name="Learn", exact=True).click()
-    page.get_by_role("tab", name="6 · Watch it learn").click()
+    page.get_by_role("tab", name="6 · Train").click()
     assert "running" in page.locator("#learn-train-md").inner_text()
 
     page.locator("#learn-train-stop").click()
@@ -192,7 +200,7 @@ def test_one_run_at_a_time_and_closing_a_tab_frees_the_slot(page):
     other.wait_for_selector("#input-image input[type=file]", state="attached")
     for pg in (other, page):
         pg.get_by_role("tab", name="Learn", exact=True).click()
-        pg.get_by_role("tab", name="6 · Watch it learn").click()
+        pg.get_by_role("tab", name="6 · Train").click()
     other.locator("#learn-train-start").click()
     other.wait_for_function("() => document.querySelector('#learn-train-md').innerText.includes('running')")
     page.locator("#learn-train-start").click()

@@ -280,8 +280,9 @@ class Callbacks:
     # ------------------------------------------------------------------ downloads
     @user_facing
     def export(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
-               progress: Progress = None) -> list[str]:
-        """Write the overlay PNG, the grid sheet PNG, and the npz + json of the CLI's export contract."""
+               progress: Progress = None, image_name: Optional[str] = None) -> list[str]:
+        """Write the overlay PNG, the grid sheet PNG, and the npz + json of the CLI's export contract, named
+        after the uploaded file (``<file stem>_<model>``; the JSON's "image" is the file name)."""
         from attention.export import export_arrays, export_metadata, write_export
         from attention.render.files import save_png
         progress = progress or _noop
@@ -290,10 +291,13 @@ class Callbacks:
         folder = os.path.join(self.export_root, hashlib.sha256(session.encode()).hexdigest()[:16])
         os.makedirs(folder, exist_ok=True)
         _remove_old_files(self.export_root)
-        stem = f"attention_{re.sub(r'[^A-Za-z0-9_.-]+', '_', analysis.model_key)}_{analysis.image_sha[:10]}"
+        file_stem = os.path.splitext(os.path.basename(image_name or ""))[0]
+        file_stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", file_stem).strip("._") or f"image_{analysis.image_sha[:10]}"
+        stem = f"{file_stem}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', analysis.model_key)}"
         progress(0.2, "writing the npz (every attention tensor)")
         arrays, skipped = export_arrays(loaded, analysis.prepared, analysis.result)
-        meta = export_metadata(loaded, analysis.prepared, analysis.result, None, analysis.notes, skipped)
+        meta = export_metadata(loaded, analysis.prepared, analysis.result, image_name, analysis.notes,
+                               skipped)
         meta["input_sha256"] = analysis.image_sha
         meta["attention_dtype"] = str(analysis.result.maps[0].weights.dtype).replace("torch.", "") \
             if analysis.result.maps else None

@@ -1,19 +1,37 @@
 """Event handlers: translate Gradio's values (updates, SelectData, Request, Progress) to and from the plain
-callbacks in `viz_app.callbacks`. No layout here (`viz_app.ui`), no computation (`viz_app.callbacks`)."""
+callbacks in `viz_app.callbacks`. No layout here (`viz_app.ui`), no computation (`viz_app.callbacks`).
+
+Every handler returns **named updates** (a dict keyed by component; components left out keep their
+value). A failure never escapes as an exception: Gradio would then put a red "Error" badge on every
+output component (the model menu included) and leave overlays that block clicks. Instead the page
+shows one warning toast with the message, and every control stays as it was and usable.
+
+One source of truth per browser session: `key_state` holds (model, image sha) of what the page shows.
+Every picture derived from it is refreshed when it changes, or cleared with an "out of date" line;
+every caption names its image (short hash) and model (`provenance`), so people and tests can check that
+all pictures on the screen agree.
+"""
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import threading
+from types import SimpleNamespace
 from typing import Optional
 
 import gradio as gr
 
+from attention.errors import MethodNotDefinedError
+
 from .callbacks import Callbacks
 from .errors import as_gr_error
 from .models import choose_default
-from .views import head_label, query_label
+from .views import METHODS, head_label, query_label
 
-N_MAIN = 11   # preds, heatmap, caption, sha, view, method, layer, head, query, target text, notes
-SKIP_MAIN = tuple(gr.skip() for _ in range(N_MAIN))
+log = logging.getLogger("viz_app")
+
+STALE = "*Out of date: the image or model changed. Press the button above to compute it for the current one.*"
 
 
 def _session(request: Optional[gr.Request]) -> str:
@@ -24,6 +42,77 @@ def _prog(progress):
     return lambda frac, desc: progress(frac, desc=desc)
 
 
+def message_of(e: BaseException) -> str:
+    """The one-line message a failure shows in the page."""
+    err = as_gr_error(e)
+    return str(getattr(err, "message", err))
+
+
+def warn(e: BaseException, suffix: str = "") -> None:
+    gr.Warning(message_of(e) + suffix, duration=12)
+
+
+def guarded(fn):
+    """Handler decorator: a failure becomes one warning toast and no update (no Error badge anywhere)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - every failure becomes one message; the page stays usable
+            warn(e)
+            return gr.skip()
+    return wrapper
+
+
+def short_sha(sha: Optional[str]) -> str:
+    return (sha or "")[:8]
+
+
+def provenance(model_key: str, sha: Optional[str], name: Optional[str] = None) -> str:
+    """The line every caption carries: which image (short hash of its pixels, and file name) and which model."""
+    file = f" ({name})" if name else ""
+    return f"image `{short_sha(sha)}`{file} · model `{model_key}`"
+
+
+def image_name(image) -> Optional[str]:
+    """The uploaded file's name (Gradio keeps it as the last part of the cached path)."""
+    if isinstance(image, dict):
+        image = image.get("orig_name") or image.get("path")
+    if isinstance(image, str) and image.strip():
+        return os.path.basename(image)
+    return None
+
+
+def slider_range(n: int, value: int) -> dict:
+    """A 0..n-1 slider update that is always valid: with fewer than two positions the slider is hidden
+    (a 0-0 slider is refused by the browser: "Slider minimum must be less than maximum")."""
+    n = max(int(n), 0)
+    value = min(max(int(value), 0), max(n - 1, 0))
+    return gr.update(minimum=0, maximum=max(n - 1, 1), value=value, visible=n > 1, interactive=n > 1)
+
+
+def method_choices(analysis) -> tuple[list, Optional[str]]:
+    """(Radio choices, why some are missing) for this model: rollout needs a stack of self-attention layers."""
+    from attention.methods.rollout import rollout_layers
+    try:
+        rollout_layers(analysis.result)
+        return [(v, k) for k, v in METHODS.items()], None
+    except MethodNotDefinedError as e:
+        return [(v, k) for k, v in METHODS.items() if k not in ("rollout", "grad_rollout")], str(e)
+
+
+def query_menu(queries: list[str], result) -> list[tuple[str, str]]:
+    """The query menu; "CLS (default)" already is CLS, so plain "CLS" is not listed twice."""
+    labels = [(query_label(q, result), q) for q in queries]
+    if ("CLS (default)", "auto") in labels:
+        labels = [x for x in labels if x[1] != "cls"]
+    return labels
+
+
+def head_menu(num_heads: int) -> list[str]:
+    return ["mean", "max", "min"] + [str(i) for i in range(max(int(num_heads), 0))]
+
+
 def _target_text(analysis, view) -> str:
     if not analysis.predictions:
         return "This model has no classifier: no class to explain."
@@ -31,14 +120,6 @@ def _target_text(analysis, view) -> str:
     name = analysis.class_names[t] if 0 <= t < len(analysis.class_names) else str(t)
     which = "the top-1 class" if view.target is None or t == analysis.top1 else "chosen by click"
     return f"Class-specific methods explain **{name}** ({which})."
-
-
-def _call(fn, *args, **kwargs):
-    """Run a plain function and show any failure as a message in the page."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise as_gr_error(e) from None
 
 
 class DefaultModel:
@@ -56,101 +137,165 @@ class DefaultModel:
 
 
 class Handlers:
-    """One method per event of the page (see `viz_app.ui.build_demo` for the wiring)."""
+    """One method per event of the page (see `viz_app.ui.build_demo` for the wiring). `ui` is the page's
+    components by name (set by `build_demo` once they exist); handlers return {component: update}."""
 
     def __init__(self, cb: Callbacks, default: DefaultModel, examples: list[tuple[str, str]]):
         self.cb, self.default, self.examples = cb, default, examples
+        self.ui = SimpleNamespace()
 
-    def full_outputs(self, session, analysis, view):
+    # ------------------------------------------------------------------ helpers
+    def caption(self, analysis, text: str, name: Optional[str] = None) -> str:
+        return f"{text}  \n{provenance(analysis.model_key, analysis.image_sha, name)}"
+
+    def stale(self) -> dict:
+        """Every picture that is computed on demand, cleared and marked out of date."""
+        u = self.ui
+        out = {u.grid_img: None, u.layout_state: None, u.grid_md: STALE, u.diag_md: STALE, u.f_md: STALE,
+               u.dl_files: None, u.ent_plot: None, u.dist_plot: None, u.mass_plot: None, u.rank_df: None,
+               u.f_plot: None}
+        for img, md in zip(u.cmp_outputs[0::2], u.cmp_outputs[1::2]):
+            out[img], out[md] = None, STALE
+        return out
+
+    def full_outputs(self, session, analysis, view, name=None) -> dict:
+        """Everything that depends on (image, model): the picture, its caption, every control's range."""
+        u = self.ui
         view = self.cb.default_view(analysis, view)
+        methods, why = method_choices(analysis)
+        if view.method not in [k for _, k in methods]:
+            view = view.with_(method="raw")
         picture, cap = self.cb.render(session, analysis.model_key, analysis.image_sha, view)
         c = self.cb.controls(analysis, view)
         heads = [(head_label(h), h) for h in c["heads"]]
-        queries = [(query_label(q, analysis.result), q) for q in c["queries"]]
-        notes = "  \n".join(f"Note: {n}" for n in analysis.notes)
-        return (self.cb.label_values(analysis), picture, cap, analysis.image_sha, view,
-                gr.update(value=view.method),
-                gr.update(minimum=0, maximum=max(c["num_layers"] - 1, 0), value=c["layer"],
-                          interactive=c["num_layers"] > 1),
-                gr.update(choices=heads, value=view.head),
-                gr.update(choices=queries, value=view.query),
-                _target_text(analysis, view), notes)
+        queries = query_menu(c["queries"], analysis.result)
+        if view.query == "cls" and "cls" not in [q for _, q in queries]:
+            view = view.with_(query="auto")
+        notes = list(analysis.notes)
+        if why:
+            notes.append(f"Rollout and gradient-weighted rollout are not offered: {why}")
+        if c["num_layers"] <= 1:
+            notes.append("This model has one attention layer: no layer slider.")
+        out = {
+            u.preds: self.cb.label_values(analysis), u.heatmap: picture, u.caption: self.caption(analysis, cap, name),
+            u.sha_state: analysis.image_sha, u.view_state: view,
+            u.key_state: (analysis.model_key, analysis.image_sha),
+            u.method: gr.update(choices=methods, value=view.method),
+            u.layer: slider_range(c["num_layers"], c["layer"]),
+            u.head: gr.update(choices=heads, value=view.head),
+            u.query: gr.update(choices=queries, value=view.query),
+            u.target_md: _target_text(analysis, view),
+            u.notes_md: "  \n".join(f"Note: {n}" for n in notes),
+            u.status_md: f"Showing {provenance(analysis.model_key, analysis.image_sha, name)}",
+        }
+        for c_head in u.cmp_heads:
+            out[c_head] = gr.update(choices=head_menu(c["num_heads"]))
+        out.update(self.stale())
+        return out
 
-    def analyse_and_show(self, session, image, model_name, view, progress):
+    def analyse_and_show(self, session, image, model_name, view, progress) -> dict:
         analysis = self.cb.analyse(session, image, model_name, _prog(progress))
         for n in analysis.notes:
             gr.Info(n)
         keep = view.with_(click=None, target=None, query=view.query if view.query != "patch" else "auto")
-        return self.full_outputs(session, analysis, keep)
+        return self.full_outputs(session, analysis, keep, image_name(image))
 
+    # ------------------------------------------------------------------ image and model
+    @guarded
     def on_image(self, image, model_name, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        u = self.ui
         if image is None:
-            return (None, None, "", None, view, gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", "")
+            return {u.preds: None, u.heatmap: None, u.caption: "", u.sha_state: None, u.key_state: None,
+                    u.target_md: "", u.notes_md: "", u.status_md: "No image: pick one on the left.", **self.stale()}
         return self.analyse_and_show(_session(request), image, model_name, view, progress)
 
     def on_gallery(self, evt: gr.SelectData):
         return self.examples[evt.index][0]
 
     def on_model(self, name, image, view, current, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        u = self.ui
         session = _session(request)
         try:
             self.cb.manager.get(name, _prog(progress))
         except Exception as e:  # noqa: BLE001 - the previous model keeps serving
-            gr.Warning(f"{as_gr_error(e).message} — still using {current}.", duration=15)
-            return (gr.update(value=current), current) + SKIP_MAIN
+            warn(e, f" — still using {current}.")
+            return {u.model_dd: gr.update(value=current), u.model_state: current}
+        out = {u.model_dd: gr.update(value=name), u.model_state: name}
         if image is None:
-            return (gr.update(value=name), name) + SKIP_MAIN
-        return (gr.update(value=name), name) + self.analyse_and_show(session, image, name, view, progress)
+            return out
+        try:
+            out.update(self.analyse_and_show(session, image, name, view, progress))
+        except Exception as e:  # noqa: BLE001 - the model loaded, but this image failed on it
+            warn(e)
+        return out
 
     def on_custom(self, arch, ckpt, labels, image, view, current, request: gr.Request, progress=gr.Progress()):
+        u = self.ui
         session = _session(request)
-        name = _call(self.cb.manager.register, arch, ckpt, labels, progress=_prog(progress))
+        try:
+            name = self.cb.manager.register(arch, ckpt, labels, progress=_prog(progress))
+        except Exception as e:  # noqa: BLE001 - the previous model keeps serving
+            warn(e, f" — still using {current}.")
+            return {u.model_dd: gr.update(value=current), u.model_state: current}
         gr.Info(f"Loaded {name}")
         choices = self.cb.manager.choice_pairs()
-        head_out = (gr.update(choices=choices, value=name), name, gr.update(choices=choices),
-                    gr.update(choices=choices))
-        if image is None:
-            return head_out + SKIP_MAIN
-        return head_out + self.analyse_and_show(session, image, name, view, progress)
+        out = {u.model_dd: gr.update(choices=choices, value=name), u.model_state: name}
+        for c_model in u.cmp_models:
+            out[c_model] = gr.update(choices=choices)
+        if image is not None:
+            try:
+                out.update(self.analyse_and_show(session, image, name, view, progress))
+            except Exception as e:  # noqa: BLE001
+                warn(e)
+        return out
 
+    # ------------------------------------------------------------------ view controls
     def controls_to_view(self, view, m, lay, h, q, cm, al, mo, no, ma, co):
         return view.with_(method=m, layer=int(lay if lay is not None else -1), head=str(h), query=str(q),
                           cmap=cm, alpha=float(al), mode=mo, norm=no, mass=float(ma) if ma else None,
                           contour=bool(co))
 
+    @guarded
     def on_controls(self, m, lay, h, q, cm, al, mo, no, ma, co, view, sha, model_name, image, request: gr.Request,
                     progress=gr.Progress()):
+        u = self.ui
         session = _session(request)
         new = self.controls_to_view(view, m, lay, h, q, cm, al, mo, no, ma, co)
-        analysis = self.cb.find(session, model_name, sha)
-        head_update = gr.skip()
-        if analysis is not None:
-            c = self.cb.controls(analysis, new)
-            if new.head not in c["heads"]:
-                new = new.with_(head="mean")
-            heads = [(head_label(x), x) for x in c["heads"]]
-            head_update = gr.update(choices=heads, value=new.head)
         if sha is None and image is None:
-            return gr.skip(), "Pick an image first.", new, head_update
+            return {u.caption: "Pick an image first.", u.view_state: new}
+        analysis = self.cb._get(session, model_name, sha, image, _prog(progress))
+        out = {}
+        c = self.cb.controls(analysis, new)
+        if new.head not in c["heads"]:
+            new = new.with_(head="mean")
+            out[u.head] = gr.update(choices=[(head_label(x), x) for x in c["heads"]], value=new.head)
         picture, cap = self.cb.render(session, model_name, sha, new, image, _prog(progress))
-        return picture, cap, new, head_update
+        out.update({u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)),
+                    u.view_state: new})
+        return out
 
-    def on_heatmap_click(self, view, sha, model_name, request: gr.Request, evt: gr.SelectData):
+    @guarded
+    def on_heatmap_click(self, view, sha, model_name, image, request: gr.Request, evt: gr.SelectData):
+        u = self.ui
         session = _session(request)
         if sha is None:
             raise gr.Error("Pick an image first.")
         x, y = evt.index[0], evt.index[1]
         new = self.cb.click(session, model_name, sha, view, x, y)
+        analysis = self.cb._get(session, model_name, sha)
         picture, cap = self.cb.render(session, model_name, sha, new)
-        return picture, cap, new, gr.update(value=new.method), gr.update(value="patch")
+        return {u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)), u.view_state: new,
+                u.method: gr.update(value=new.method), u.query: gr.update(value="patch")}
 
-    def on_class(self, view, sha, model_name, request: gr.Request, evt: gr.SelectData):
+    @guarded
+    def on_class(self, view, sha, model_name, image, request: gr.Request, evt: gr.SelectData):
+        u = self.ui
         session = _session(request)
         analysis = self.cb.find(session, model_name, sha)
         if analysis is None:
             raise gr.Error("Pick an image first.")
         label = evt.value if isinstance(evt.value, str) else (evt.value or {}).get("label", "")
-        target = _call(self.cb.target_from_label, analysis, label)
+        target = self.cb.target_from_label(analysis, label)
         new = view.with_(target=target)
         if new.method not in ("grad_rollout", "gradcam"):
             new = new.with_(method="grad_rollout")
@@ -158,71 +303,122 @@ class Handlers:
             if new.method == "raw":
                 new = new.with_(method="gradcam")
         picture, cap = self.cb.render(session, model_name, sha, new)
-        return picture, cap, new, gr.update(value=new.method), _target_text(analysis, new)
+        return {u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)), u.view_state: new,
+                u.method: gr.update(value=new.method), u.target_md: _target_text(analysis, new)}
 
-    def on_reset_target(self, view, sha, model_name, request: gr.Request):
+    @guarded
+    def on_reset_target(self, view, sha, model_name, image, request: gr.Request):
+        u = self.ui
         session = _session(request)
         new = view.with_(target=None)
         analysis = self.cb.find(session, model_name, sha)
         if analysis is None:
-            return gr.skip(), gr.skip(), new, ""
+            return {u.view_state: new, u.target_md: ""}
         picture, cap = self.cb.render(session, model_name, sha, new)
-        return picture, cap, new, _target_text(analysis, new)
+        return {u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)), u.view_state: new,
+                u.target_md: _target_text(analysis, new)}
 
+    # ------------------------------------------------------------------ other tabs
+    @guarded
     def on_grid(self, view, sha, model_name, image, request: gr.Request, progress=gr.Progress()):
+        u = self.ui
         if sha is None and image is None:
-            return gr.skip(), None, "Pick an image first."
-        sheet, lay, cap = self.cb.grid(_session(request), model_name, sha, view, image, _prog(progress))
-        return sheet, lay, cap
+            return {u.grid_img: None, u.layout_state: None, u.grid_md: "Pick an image first."}
+        session = _session(request)
+        sheet, lay, cap = self.cb.grid(session, model_name, sha, view, image, _prog(progress))
+        analysis = self.cb._get(session, model_name, sha, image)
+        return {u.grid_img: sheet, u.layout_state: lay, u.grid_md: self.caption(analysis, cap, image_name(image))}
 
-    def on_grid_click(self, lay, view, sha, model_name, request: gr.Request, evt: gr.SelectData):
+    @guarded
+    def on_grid_click(self, lay, view, sha, model_name, image, request: gr.Request, evt: gr.SelectData):
+        u = self.ui
         cell = self.cb.grid_cell(lay, evt.index[0], evt.index[1])
         if cell is None:
-            return (gr.skip(),) * 7 + (gr.skip(),)
+            return gr.skip()
         session = _session(request)
         li, hi = cell
         new = view.with_(method="raw", layer=li, head=hi)
         picture, cap = self.cb.render(session, model_name, sha, new)
-        analysis = self.cb.find(session, model_name, sha)
-        heads = [(head_label(x), x) for x in self.cb.controls(analysis, new)["heads"]] if analysis else None
-        return (picture, cap, new, gr.update(value="raw"), gr.update(value=li),
-                gr.update(choices=heads, value=hi) if heads else gr.update(value=hi),
-                gr.Tabs(selected="attention"), gr.skip())
+        analysis = self.cb._get(session, model_name, sha)
+        c = self.cb.controls(analysis, new)
+        heads = [(head_label(x), x) for x in c["heads"]]
+        return {u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)), u.view_state: new,
+                u.method: gr.update(value="raw"), u.layer: slider_range(c["num_layers"], li),
+                u.head: gr.update(choices=heads, value=hi), u.tabs: gr.Tabs(selected="attention"),
+                u.page_tab: "attention"}
 
+    @guarded
+    def on_compare_model(self, name, sha, image, request: gr.Request, progress=gr.Progress()):
+        """A Compare side's model changed: its head menu offers that model's heads."""
+        if sha is None and image is None:
+            return gr.skip()
+        analysis = self.cb._get(_session(request), name, None, image, _prog(progress))
+        return gr.update(choices=head_menu(self.cb.controls(analysis, self.cb.default_view(analysis))["num_heads"]),
+                         value="mean")
+
+    @guarded
     def on_compare(self, ma, mm_a, la, ha, mb, mm_b, lb, hb, view, sha, image, request: gr.Request,
                    progress=gr.Progress()):
+        u = self.ui
         if sha is None and image is None:
             raise gr.Error("Pick an image first.")
         base = view.with_(click=None, query="auto")
         va = base.with_(method=mm_a, layer=int(la if la is not None else -1), head=str(ha))
         vb = base.with_(method=mm_b, layer=int(lb if lb is not None else -1), head=str(hb))
-        (pa, ca), (pb, cbb) = self.cb.compare(_session(request), image, sha, ma, va, mb, vb, _prog(progress))
-        return pa, ca, pb, cbb
+        session = _session(request)
+        (pa, ca), (pb, cbb) = self.cb.compare(session, image, sha, ma, va, mb, vb, _prog(progress))
+        name = image_name(image)
+        ia, ma_, ib, mb_ = u.cmp_outputs
+        sha_now = self.cb._get(session, ma, sha, image).image_sha
+        return {ia: pa, ma_: f"{ca}  \n{provenance(self.cb.manager.spec(ma).name, sha_now, name)}",
+                ib: pb, mb_: f"{cbb}  \n{provenance(self.cb.manager.spec(mb).name, sha_now, name)}"}
 
+    @guarded
     def on_diagnostics(self, sha, model_name, image, request: gr.Request, progress=gr.Progress()):
+        u = self.ui
         if sha is None and image is None:
             raise gr.Error("Pick an image first.")
-        f1, f2, f3, rows, md = self.cb.diagnostics(_session(request), model_name, sha, image, _prog(progress))
-        return f1, f2, f3, rows, md
+        session = _session(request)
+        f1, f2, f3, rows, md = self.cb.diagnostics(session, model_name, sha, image, _prog(progress))
+        analysis = self.cb._get(session, model_name, sha, image)
+        return {u.ent_plot: f1, u.dist_plot: f2, u.mass_plot: f3, u.rank_df: rows,
+                u.diag_md: self.caption(analysis, md, image_name(image))}
 
+    @guarded
     def on_faithfulness(self, steps, rnd, view, sha, model_name, image, request: gr.Request, progress=gr.Progress()):
+        u = self.ui
         if sha is None and image is None:
             raise gr.Error("Pick an image first.")
-        return self.cb.faithfulness(_session(request), model_name, sha, view, int(steps), image, _prog(progress),
-                               bool(rnd))
+        session = _session(request)
+        fig, md = self.cb.faithfulness(session, model_name, sha, view, int(steps), image, _prog(progress), bool(rnd))
+        analysis = self.cb._get(session, model_name, sha, image)
+        return {u.f_plot: fig, u.f_md: self.caption(analysis, md, image_name(image))}
 
+    @guarded
     def on_export(self, view, sha, model_name, image, request: gr.Request, progress=gr.Progress()):
         if sha is None and image is None:
             raise gr.Error("Pick an image first.")
-        return self.cb.export(_session(request), model_name, sha, view, image, _prog(progress))
+        return {self.ui.dl_files: self.cb.export(_session(request), model_name, sha, view, image, _prog(progress),
+                                                 image_name=image_name(image))}
 
-    def on_load(self, request: gr.Request):
+    def on_tab(self, tab_id: str):
+        """Remember which top-level tab is shown (the lesson refreshes its pictures only when it is visible)."""
+        return lambda: tab_id
+
+    def on_load(self, image, request: gr.Request):
+        """The page opened: the default model, and (the first screen is never empty) the first example."""
+        u = self.ui
         name, text = self.default.get()
         choices = self.cb.manager.choice_pairs()
-        upd = gr.update(choices=choices, value=name)
-        return (upd, name, gr.update(value=text, visible=bool(text)), gr.update(choices=choices, value=name),
-                gr.update(choices=choices, value=name), gr.update(value=name))
+        out = {u.model_dd: gr.update(choices=choices, value=name), u.model_state: name,
+               u.notice_md: gr.update(value=text, visible=bool(text)), u.api_model: gr.update(value=name)}
+        for c_model in u.cmp_models:
+            out[c_model] = gr.update(choices=choices, value=name)
+        if image is None and self.examples:
+            out[u.image_in] = self.examples[0][0]
+        return out
 
+    # ------------------------------------------------------------------ API endpoints (positional by contract)
     def api_predict(self, image, model, request: gr.Request, progress=gr.Progress()):
         """Top-5 predictions, the model's default heatmap on the photo, and metadata (incl. input_sha256)."""
         name = (model or "").strip() or self.default.get()[0]

@@ -2,17 +2,26 @@
 
 Layout and wiring only; the computations are in `viz_app.lesson` (steps 1-5) and
 `viz_app.training` (step 6, "watch it learn").
+
+Made for a projector: each step fits one 1280×720 screen (a large figure, its formula and numbers
+beside it, the controls grouped above), and **Previous / Next** walk through the steps in order
+(step 2's four parts one by one). The lesson follows the page's one source of truth (`key_state`,
+the (model, image) the page shows): when it changes, every control range is re-derived, the step on
+screen is recomputed and every other step is cleared, so no picture or number of another image or
+model is ever shown. Every explanation ends with the image (short hash) and model it was computed on.
+Handlers return named updates; a failure is one message in the step (or a toast), never an Error badge.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import gradio as gr
 
+from attention.lesson.figure import message_picture
 from attention.lesson.learning import LESSON_RECIPE
 
-from .errors import as_gr_error
-from .handlers import _session
+from .handlers import _session, message_of, provenance, slider_range, warn
 from .lesson import Lesson, QueryChoice
 from .training import MAX_STEPS, MIN_STEPS, TrainingRoom, describe, progress_bar
 
@@ -25,6 +34,15 @@ body.presenter .katex { font-size: 1.3em !important; }
 .train-bar { height: 22px; background: #e5e7eb; border-radius: 11px; overflow: hidden; }
 .train-bar > div { height: 100%; background: #f97316; transition: width 0.8s linear; }
 #learn-pick img { image-rendering: pixelated; cursor: crosshair; }
+/* formulas wrap instead of running off the right edge */
+.learn-text .katex-display { overflow-x: auto; overflow-y: hidden; padding: 2px 0; }
+.learn-text .katex-display > .katex { white-space: normal; }
+/* step 2 shows one of its parts at a time, chosen by the part radio (client side, instant) */
+#learn-query-pane .substep { display: none; }
+#learn-query-pane[data-show="1"] .s1, #learn-query-pane[data-show="2"] .s2, #learn-query-pane[data-show="3"] .s3,
+#learn-query-pane[data-show="4"] .s4, #learn-query-pane[data-show="slide"] .s5 { display: flex; }
+#learn-query-pane:not([data-show]) .s1 { display: flex; }
+#learn-nav button { min-width: 0; }
 """
 
 # Shift + arrow keys move the lesson's query patch (when no text field has the focus).
@@ -43,18 +61,26 @@ LEARN_JS = """
 }
 """
 
+SHOW_PART_JS = ("(v) => { const p = document.querySelector('#learn-query-pane'); if (p) p.dataset.show = String(v);"
+                " return []; }")
+
 LESSON_STEPS = LESSON_RECIPE["steps"]
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
-INTRO = """### A lesson on attention, on this image and this model
-Six steps, in order (the tabs below). Every number is the model's own: computed from its weights on this image and checked against
-the attention captured in the forward pass. **Presenter tips:** large text below; every picture has a download
-button (PNG for slides) and full-screen; presenter mode gives large text and the full width; **Shift + arrow keys** move the query patch; all controls work from the
-keyboard (Tab, arrows, Enter)."""
+# the lesson in order: (tab id, tab title). Short titles: all six fit at 1024 px (no overflow menu).
+STEPS = [("learn-tokens", "1 · Tokens"), ("learn-query", "2 · One query"), ("learn-heads", "3 · Heads"),
+         ("learn-layers", "4 · Layers"), ("learn-special", "5 · Special tokens"), ("learn-train", "6 · Train")]
+STEP_IDS = [s for s, _ in STEPS]
+PARTS = [("1 scores", "1"), ("2 softmax", "2"), ("3 weights", "3"), ("4 output", "4"), ("all four (slide)", "slide")]
+PART_IDS = [p for _, p in PARTS]
+
+INTRO = ("**A lesson on attention, on this image and this model.** Every number is the model's own, checked "
+         "against the attention captured in the forward pass. **Previous / Next** walk through it; **Shift + "
+         "arrows** move the query patch.")
 
 
 def _md(value: str = "", **kw) -> gr.Markdown:
-    return gr.Markdown(value, latex_delimiters=LATEX, **kw)
+    return gr.Markdown(value, latex_delimiters=LATEX, elem_classes=["learn-text"], **kw)
 
 
 def _pic(label: str, elem_id: str, height=None) -> gr.Image:
@@ -72,112 +98,259 @@ class PictureStep:
     outputs: list            # the pictures, then the Markdown
 
 
-def _picture_step(title: str, tab_id: str, button_text: str, pictures: list[tuple[str, str]]) -> PictureStep:
-    """The tab `title` (id `tab_id`): a button, the pictures side by side (label, elem_id), the explanation
-    (elem_id ``<tab_id>-md``); call inside the lesson's `gr.Tabs`."""
+def _picture_step(title: str, tab_id: str, button_text: str, pictures: list[tuple[str, str]],
+                  height: int = 470) -> PictureStep:
+    """The tab `title` (id `tab_id`): the pictures side by side (label, elem_id) with the explanation
+    (elem_id ``<tab_id>-md``) beside them; call inside the lesson's `gr.Tabs`."""
     with gr.Tab(title, id=tab_id) as tab:
-        button = gr.Button(button_text, variant="primary", elem_id=f"{tab_id}-btn")
-        with gr.Row():
-            images = [_pic(label, elem_id) for label, elem_id in pictures]
-        md = _md(elem_id=f"{tab_id}-md")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3 * len(pictures)):
+                with gr.Row():
+                    images = [_pic(label, elem_id, height=height) for label, elem_id in pictures]
+            with gr.Column(scale=3, min_width=260):
+                button = gr.Button(button_text, variant="primary", elem_id=f"{tab_id}-btn", size="sm")
+                md = _md(elem_id=f"{tab_id}-md")
     return PictureStep(tab, button, images + [md])
 
 
+def _signed(md: str, key) -> str:
+    """An explanation, signed with the image and model it was computed on."""
+    if not key:
+        return md
+    return f"{md}  \n\n*Computed on {provenance(key[0], key[1])}.*"
+
+
 class LearnHandlers:
-    """Gradio-side handlers of the Learn tab (Requests, updates, SelectData -> plain `Lesson` calls)."""
+    """Gradio-side handlers of the Learn tab (Requests, updates, SelectData -> plain `Lesson` calls).
+    `ui` holds the tab's components by name; every handler returns {component: update}."""
 
     def __init__(self, lesson: Lesson, room: TrainingRoom):
         self.lesson, self.room = lesson, room
+        self.ui = SimpleNamespace()
 
     @staticmethod
     def _choice(layer, head, token, row, col, temperature) -> QueryChoice:
-        return QueryChoice(int(layer), int(head), str(token or "patch"), int(row), int(col),
+        return QueryChoice(int(layer or 0), int(head or 0), str(token or "patch"), int(row or 0), int(col or 0),
                            float(temperature or 1.0))
 
-    def on_image(self, model, sha, image, layer, head, token, row, col, request: gr.Request):
-        """A new image or model: the controls' ranges and the patch picker (cheap; steps run on demand)."""
-        if not sha and image is None:
-            return (gr.skip(),) * 7
-        session = _session(request)
+    def _key(self, session, model, sha, image):
+        a = self.lesson.analysis(session, model, sha, image)
+        return a.model_key, a.image_sha
+
+    # ------------------------------------------------------------------ outputs of each step
+    def step_outputs(self, step: str) -> list:
+        L = self.ui
+        return {"learn-tokens": L.tokens_step.outputs, "learn-query": [L.pick] + L.step_outputs + [L.slide_img],
+                "learn-heads": [L.heads_img, L.depth_img, L.heads_md], "learn-layers": L.layers_step.outputs,
+                "learn-special": L.special_step.outputs, "learn-train": []}[step]
+
+    def all_outputs(self) -> list:
+        return [c for s in STEP_IDS for c in self.step_outputs(s)]
+
+    def cleared(self, step: str, text: str = "") -> dict:
+        """The step's pictures empty and its explanation replaced by `text`."""
+        outs = self.step_outputs(step)
+        if not outs:
+            return {}
+        out = {c: None for c in outs}
+        mds = [self.ui.heads_md] if step == "learn-heads" else [outs[-1]]
+        if step == "learn-query":
+            mds = self.ui.step_outputs[1::2]
+            out[self.ui.pick] = gr.skip()
+        for md in mds:
+            out[md] = text
+        return out
+
+    def failed(self, step: str, e: BaseException) -> dict:
+        """A step that cannot be shown for this model or image: its pictures say why, no Error badge."""
+        text = message_of(e)
+        outs = self.step_outputs(step)
+        out = self.cleared(step, f"**Not available here.** {text}")
+        pictures = [c for c in outs if isinstance(c, gr.Image) and c is not self.ui.pick]
+        if pictures:
+            pic = message_picture(text, width=6.0, height=2.6)
+            for p in pictures[:1] if step != "learn-query" else self.ui.step_outputs[0::2]:
+                out[p] = pic
+        return out
+
+    def compute(self, step: str, session, model, sha, image, choice: QueryChoice) -> dict:
+        """The outputs of lesson step `step` for this session's (image, model), as named updates."""
+        L, lesson = self.ui, self.lesson
+        try:
+            key = self._key(session, model, sha, image)
+            if step == "learn-tokens":
+                pic, pos, md = lesson.tokens(session, model, sha, image)
+                return dict(zip(L.tokens_step.outputs, [pic, pos, _signed(md, key)]))
+            if step == "learn-query":
+                out = {L.pick: lesson.picker(session, model, sha, choice, image)}
+                values = lesson.query_steps(session, model, sha, choice, image)
+                values[1::2] = [_signed(md, key) for md in values[1::2]]
+                out.update(zip(L.step_outputs, values))
+                return out
+            if step == "learn-heads":
+                pic, depth, md = lesson.heads(session, model, sha, choice, image)
+                return {L.heads_img: pic, L.depth_img: depth, L.heads_md: _signed(md, key)}
+            if step == "learn-layers":
+                pic, md = lesson.across_layers(session, model, sha, image)
+                return dict(zip(L.layers_step.outputs, [pic, _signed(md, key)]))
+            if step == "learn-special":
+                a, b, md = lesson.special_tokens(session, model, sha, image)
+                return dict(zip(L.special_step.outputs, [a, b, _signed(md, key)]))
+            return {}
+        except Exception as e:  # noqa: BLE001 - not defined for this model, no image yet, ...
+            return self.failed(step, e)
+
+    # ------------------------------------------------------------------ the source of truth changed
+    def ranges(self, session, model, sha, image, layer, head, token, row, col) -> tuple[dict, QueryChoice]:
+        """Every control's range re-derived from the (model, image) shown; the choice kept inside them."""
+        L = self.ui
         c = self.lesson.controls(session, model, sha, image)
         gh, gw = c["grid"]
-        choice = self._choice(min(int(layer), c["layers"] - 1) if c["layers"] else 0,
-                              min(int(head), max(c["heads"] - 1, 0)),
-                              token if token in ["patch"] + c["prefix"] else "patch",
-                              min(int(row), gh - 1), min(int(col), gw - 1), 1.0)
+        n_layers, n_heads = c["layers"], c["heads"]
+        lay = int(layer if layer is not None else -1)
+        lay = n_layers - 1 if lay < 0 or lay >= n_layers else lay
+        choice = QueryChoice(max(lay, 0), min(int(head or 0), max(n_heads - 1, 0)),
+                             token if token in ["patch"] + c["prefix"] else "patch",
+                             min(int(row or 0), gh - 1), min(int(col or 0), gw - 1), 1.0)
         tokens = [("a patch (click it)", "patch")] + [(p.upper(), p) for p in c["prefix"]]
-        pick = self.lesson.picker(session, model, sha, choice, image) if c["layers"] else None
-        return (pick,
-                gr.update(maximum=max(c["layers"] - 1, 0), value=choice.layer if choice.layer >= 0 else
-                          max(c["layers"] - 1, 0), interactive=c["layers"] > 1),
-                gr.update(maximum=max(c["heads"] - 1, 0), value=choice.head, interactive=c["heads"] > 1),
-                gr.update(choices=tokens, value=choice.token),
-                gr.update(maximum=gh - 1, value=choice.row),
-                gr.update(maximum=gw - 1, value=choice.col),
-                "")
+        return {L.layer: slider_range(n_layers, choice.layer), L.head: slider_range(n_heads, choice.head),
+                L.token: gr.update(choices=tokens, value=choice.token), L.row: slider_range(gh, choice.row),
+                L.col: slider_range(gw, choice.col), L.temperature: gr.update(value=1.0)}, choice
 
-    def on_steps(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+    def on_key(self, key, page_tab, step, part, model, sha, image, layer, head, token, row, col, request: gr.Request):
+        """A new image or model: ranges re-derived, the step on screen recomputed, the others cleared."""
+        out = {}
+        for s in STEP_IDS:
+            out.update(self.cleared(s, "*Out of date: the image or model changed; open this step again.*"))
+        out[self.ui.pick] = None
+        if not key:
+            return out
         session = _session(request)
-        choice = self._choice(layer, head, token, row, col, temperature)
-        pick = self.lesson.picker(session, model, sha, choice, image)
-        return [pick] + self.lesson.query_steps(session, model, sha, choice, image)
+        try:
+            upd, choice = self.ranges(session, model, sha, image, layer, head, token, row, col)
+        except Exception as e:  # noqa: BLE001
+            warn(e)
+            return out
+        out.update(upd)
+        if page_tab == "learn":
+            out.update(self.compute(step, session, model, sha, image, choice))
+        else:
+            try:
+                out[self.ui.pick] = self.lesson.picker(session, model, sha, choice, image)
+            except Exception:  # noqa: BLE001 - no patch grid: the query step says why when opened
+                pass
+        return out
+
+    # ------------------------------------------------------------------ navigation
+    def on_open(self, step):
+        """The Learn tab or one of its steps was opened (by a click on its tab)."""
+        def handler(current, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+            s = current if step is None else step
+            out = {self.ui.step: s}
+            out.update(self.compute(s, _session(request), model, sha, image,
+                                    self._choice(layer, head, token, row, col, temperature)))
+            return out
+        return handler
+
+    def on_nav(self, delta: int):
+        """Previous / Next: through the steps in order, step 2 part by part."""
+        def handler(step, part, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+            L = self.ui
+            i = STEP_IDS.index(step) if step in STEP_IDS else 0
+            part = part if part in PART_IDS[:4] else "1"
+            if step == "learn-query" and 0 <= int(part) - 1 + delta < 4:
+                new_part = str(int(part) + delta)
+                return {L.part: new_part}
+            j = min(max(i + delta, 0), len(STEP_IDS) - 1)
+            new = STEP_IDS[j]
+            out = {L.tabs: gr.Tabs(selected=new), L.step: new}
+            if new == "learn-query":
+                out[L.part] = "1" if delta > 0 else "4"
+            if new != step:
+                out.update(self.compute(new, _session(request), model, sha, image,
+                                        self._choice(layer, head, token, row, col, temperature)))
+            return out
+        return handler
+
+    # ------------------------------------------------------------------ step 2: one query
+    def on_steps(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        return self.compute("learn-query", _session(request), model, sha, image,
+                            self._choice(layer, head, token, row, col, temperature))
 
     def on_temperature(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        L = self.ui
+        session = _session(request)
         choice = self._choice(layer, head, token, row, col, temperature)
-        return self.lesson.temperature(_session(request), model, sha, choice, image)
+        try:
+            key = self._key(session, model, sha, image)
+            values = self.lesson.temperature(session, model, sha, choice, image)
+        except Exception as e:  # noqa: BLE001
+            return self.failed("learn-query", e)
+        values[1::2] = [_signed(md, key) for md in values[1::2]]
+        return dict(zip(L.step_outputs[2:6], values))
 
     def on_pick(self, model, sha, image, pick, evt: gr.SelectData, request: gr.Request):
+        L = self.ui
         if pick is None:
-            raise gr.Error("no image yet: pick one on the left")
+            gr.Warning("No image yet: pick one on the left.")
+            return gr.skip()
         x, y = evt.index
-        row, col = self.lesson.click(_session(request), model, sha, pick.shape[:2], x, y, image)
-        return "patch", row, col
+        try:
+            row, col = self.lesson.click(_session(request), model, sha, pick.shape[:2], x, y, image)
+        except Exception as e:  # noqa: BLE001
+            warn(e)
+            return gr.skip()
+        return {L.token: "patch", L.row: row, L.col: col}
 
     def on_move(self, dr: int, dc: int):
         """A keyboard move of the query patch by (dr, dc), kept inside the grid."""
         def move(model, sha, image, row, col, request: gr.Request):
-            c = self.lesson.controls(_session(request), model, sha, image)
+            L = self.ui
+            try:
+                c = self.lesson.controls(_session(request), model, sha, image)
+            except Exception as e:  # noqa: BLE001
+                warn(e)
+                return gr.skip()
             gh, gw = c["grid"]
-            return "patch", min(max(int(row) + dr, 0), gh - 1), min(max(int(col) + dc, 0), gw - 1)
+            return {L.token: "patch", L.row: min(max(int(row) + dr, 0), gh - 1),
+                    L.col: min(max(int(col) + dc, 0), gw - 1)}
         return move
 
     def on_slide(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        L = self.ui
         choice = self._choice(layer, head, token, row, col, temperature)
-        return self.lesson.slide(_session(request), model, sha, choice, image)
-
-    def on_heads(self, model, sha, image, layer, head, token, row, col, request: gr.Request):
-        choice = self._choice(layer, head, token, row, col, 1.0)
-        return self.lesson.heads(_session(request), model, sha, choice, image)
-
-    def on_tokens(self, model, sha, image, request: gr.Request):
-        return self.lesson.tokens(_session(request), model, sha, image)
-
-    def on_layers(self, model, sha, image, request: gr.Request):
-        return self.lesson.across_layers(_session(request), model, sha, image)
-
-    def on_special(self, model, sha, image, request: gr.Request):
-        return self.lesson.special_tokens(_session(request), model, sha, image)
-
+        try:
+            pic = self.lesson.slide(_session(request), model, sha, choice, image)
+        except Exception as e:  # noqa: BLE001
+            warn(e)
+            return gr.skip()
+        return {L.slide_img: pic, L.part: "slide"}
 
     # ------------------------------------------------------------------ step 6: watch it learn
-    def _training_view(self, session: str, seen):
-        """(status, curves, probes or skip, timer, seen) for the session's run; the probe picture is only
-        redrawn when a new snapshot arrived (drawing costs CPU the training needs)."""
+    def _training_view(self, session: str, seen) -> dict:
+        """Status, curves, probes (only redrawn when a new snapshot arrived: drawing costs CPU the training
+        needs), timer, seen."""
         from attention.lesson.learning_pictures import curves_picture, probes_picture
+        L = self.ui
         st = self.room.state(session)
         if st is None:
-            return progress_bar(None), describe(None), None, None, gr.Timer(active=False), 0
+            return {L.train_bar: progress_bar(None), L.train_md: describe(None), L.train_curves: None,
+                    L.train_probes: None, L.train_timer: gr.Timer(active=False), L.train_seen: 0}
         run = self.room.run_of(session)
         n = len(st.snapshots)
-        probes = probes_picture(run.probes, st.snapshots) if n != seen or not st.active else gr.skip()
-        return progress_bar(st), describe(st), curves_picture(st), probes, gr.Timer(active=st.active), n
+        out = {L.train_bar: progress_bar(st), L.train_md: describe(st), L.train_curves: curves_picture(st),
+               L.train_timer: gr.Timer(active=st.active), L.train_seen: n}
+        if n != seen or not st.active:
+            out[L.train_probes] = probes_picture(run.probes, st.snapshots)
+        return out
 
     def on_train_start(self, steps, request: gr.Request):
         session = _session(request)
         try:
             self.room.start(session, int(steps))
         except Exception as e:  # noqa: BLE001
-            raise as_gr_error(e) from None
+            warn(e)
+            return gr.skip()
         return self._training_view(session, -1)
 
     def on_train_tick(self, seen, request: gr.Request):
@@ -193,84 +366,104 @@ class LearnHandlers:
         self.room.stop(_session(request))
 
     def on_train_save(self, request: gr.Request):
+        L = self.ui
         try:
             name = self.room.save(_session(request))
         except Exception as e:  # noqa: BLE001
-            raise as_gr_error(e) from None
+            warn(e)
+            return gr.skip()
         gr.Info(f"Saved: {name} is now the model of every tab")
         choices = self.room.manager.choice_pairs()
-        return (gr.update(choices=choices, value=name), name,
-                f"Saved as **{name}** and selected in the Model menu: every tab now shows its attention.")
+        return {L.model_dd: gr.update(choices=choices, value=name), L.model_state: name,
+                L.train_md: f"Saved as **{name}** and selected in the Model menu: every tab now shows its attention."}
 
 
-def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, image_in, model_state, sha_state, model_dd):
-    """The Learn tab's components and wiring (call inside the page's `gr.Tabs`). Returns the event of
-    "save and use", for the page to re-analyse the current image with the saved model."""
+def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
+    """The Learn tab's components and wiring (call inside the page's `gr.Tabs`); `page` holds the page's
+    components by name (image_in, model_state, sha_state, key_state, page_tab, model_dd). Returns (the event
+    of "save and use", for the page to re-analyse the current image with the saved model; the Learn tab)."""
     h = LearnHandlers(lesson, room)
+    page.learn = h
+    L = h.ui
+    L.model_dd, L.model_state = page.model_dd, page.model_state
     private = dict(api_visibility="private")
     with gr.Tab("Learn", id="learn") as learn_tab:
-        with gr.Row():
+        L.step = gr.State(STEP_IDS[0])
+        with gr.Row(equal_height=True, elem_id="learn-nav"):
+            L.prev_btn = gr.Button("◀ Previous", elem_id="learn-prev", size="sm", scale=0, min_width=110)
+            L.next_btn = gr.Button("Next ▶", elem_id="learn-next", size="sm", variant="primary", scale=0,
+                                   min_width=90)
             _md(INTRO)
-            presenter = gr.Checkbox(False, label="Presenter mode (large text, full width)", elem_id="presenter",
-                                    scale=0, min_width=240,
-                                    info="hides the input column; untick it to change the image or model")
-        with gr.Tabs():
-            tokens_step = _picture_step("1 · Tokens", "learn-tokens", "Show how this image becomes tokens",
-                                        [("Patches and the token sequence", "learn-tokens-img"),
-                                         ("Position embeddings: similarity of each patch's to all others",
-                                          "learn-pos-img")])
+            L.presenter = gr.Checkbox(False, label="Presenter mode", elem_id="presenter", scale=0, min_width=170,
+                                      info="large text, full width")
+        with gr.Tabs(elem_id="learn-tabs") as L.tabs:
+            L.tokens_step = _picture_step(STEPS[0][1], "learn-tokens", "Show how this image becomes tokens",
+                                          [("Patches and the token sequence", "learn-tokens-img"),
+                                           ("Position embeddings: similarity of each patch's to all others",
+                                            "learn-pos-img")], height=430)
 
             # ---------------------------------------------------------------- 2 one query
-            with gr.Tab("2 · One query", id="learn-query") as tab_query:
-                with gr.Row():
-                    with gr.Column(scale=2, min_width=300):
-                        pick = gr.Image(label="The query patch (click another one)", interactive=False,
-                                        format="png", elem_id="learn-pick", height=340, buttons=["fullscreen"])
-                        token = gr.Radio([("a patch (click it)", "patch")], value="patch", label="Query token",
-                                         elem_id="learn-token")
+            with gr.Tab(STEPS[1][1], id="learn-query") as tab_query:
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=230):
+                        L.pick = gr.Image(label="The query patch (click another one)", interactive=False,
+                                          format="png", elem_id="learn-pick", height=230, buttons=["fullscreen"])
+                        L.token = gr.Radio([("a patch (click it)", "patch")], value="patch", label="Query token",
+                                           elem_id="learn-token")
                         with gr.Row():
-                            row = gr.Slider(0, 7, value=3, step=1, label="Patch row", elem_id="learn-row")
-                            col = gr.Slider(0, 7, value=3, step=1, label="Patch column", elem_id="learn-col")
+                            L.row = gr.Slider(0, 7, value=3, step=1, label="Patch row", elem_id="learn-row",
+                                              min_width=100)
+                            L.col = gr.Slider(0, 7, value=3, step=1, label="Patch column", elem_id="learn-col",
+                                              min_width=100)
                         with gr.Row():
-                            layer = gr.Slider(0, 3, value=3, step=1, label="Layer", elem_id="learn-layer")
-                            head = gr.Slider(0, 3, value=0, step=1, label="Head", elem_id="learn-head")
-                        temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05,
-                                                label="Temperature T (1 = the model)", elem_id="learn-temperature")
-                        run_btn = gr.Button("Show the steps", variant="primary", elem_id="learn-run")
-                        slide_btn = gr.Button("One picture of all four steps (for a slide)", elem_id="learn-slide-btn")
+                            L.layer = gr.Slider(0, 3, value=3, step=1, label="Layer", elem_id="learn-layer",
+                                                min_width=100)
+                            L.head = gr.Slider(0, 3, value=0, step=1, label="Head", elem_id="learn-head",
+                                               min_width=100)
                         with gr.Row(elem_classes=["kbd-hidden"]):
                             moves = {k: gr.Button(k, elem_id=f"learn-{k}") for k in ("up", "down", "left", "right")}
-                        status_md = _md(elem_id="learn-status")
-                    with gr.Column(scale=5):
-                        step_outputs = []
+                    with gr.Column(scale=7, elem_id="learn-query-pane"):
+                        with gr.Row(equal_height=True):
+                            L.part = gr.Radio(PARTS, value="1", label="Part", show_label=False,
+                                              elem_id="learn-part", scale=3)
+                            L.temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05,
+                                                      label="Temperature T (1 = the model)",
+                                                      elem_id="learn-temperature", scale=2, min_width=180)
+                        with gr.Row(elem_classes=["kbd-hidden"]):
+                            run_btn = gr.Button("Show the steps", elem_id="learn-run")
+                        L.step_outputs = []
                         for k, label in enumerate(["1 · scores q·k", "2 · scale, temperature, softmax",
                                                    "3 · attention weights", "4 · weighted sum of values"]):
-                            with gr.Row(equal_height=False):
-                                with gr.Column(scale=3, min_width=320):
-                                    img = _pic(label, f"learn-step{k + 1}-img", height=420)
-                                with gr.Column(scale=2, min_width=240):
+                            with gr.Row(equal_height=False, elem_classes=["substep", f"s{k + 1}"]):
+                                with gr.Column(scale=4, min_width=300):
+                                    img = _pic(label, f"learn-step{k + 1}-img", height=440)
+                                with gr.Column(scale=3, min_width=220):
                                     md = _md(elem_id=f"learn-step{k + 1}-md")
-                            step_outputs += [img, md]
-                        slide_img = _pic("All four steps", "learn-slide")
+                            L.step_outputs += [img, md]
+                        with gr.Row(elem_classes=["substep", "s5"]):
+                            with gr.Column():
+                                L.slide_btn = gr.Button("Draw the slide: all four steps in one picture",
+                                                        elem_id="learn-slide-btn", size="sm")
+                                L.slide_img = _pic("All four steps", "learn-slide", height=470)
 
             # ---------------------------------------------------------------- 3 many heads
-            with gr.Tab("3 · Heads", id="learn-heads") as tab_heads:
-                _md("The query, layer and patch of step 2, in **every head** of that layer; and each head's mean "
-                    "attention distance against depth.")
-                heads_btn = gr.Button("Show all heads", variant="primary", elem_id="learn-heads-btn")
-                heads_img = _pic("One query, every head", "learn-heads-img")
-                with gr.Row():
-                    depth_img = _pic("Mean attention distance vs. depth", "learn-depth-img")
-                    heads_md = _md(elem_id="learn-heads-md")
+            with gr.Tab(STEPS[2][1], id="learn-heads") as tab_heads:
+                with gr.Row(equal_height=False):
+                    L.heads_img = _pic("One query, every head", "learn-heads-img", height=300)
+                    L.depth_img = _pic("Mean attention distance vs. depth", "learn-depth-img", height=300)
+                with gr.Row(equal_height=False):
+                    heads_btn = gr.Button("Show all heads", variant="primary", elem_id="learn-heads-btn",
+                                          size="sm", scale=0, min_width=150)
+                    L.heads_md = _md(elem_id="learn-heads-md")
 
-            layers_step = _picture_step("4 · Layers", "learn-layers", "Compare raw attention and rollout",
-                                        [("Raw attention and rollout, layer by layer", "learn-layers-img")])
-            special_step = _picture_step("5 · Special tokens", "learn-special", "Show the special tokens",
-                                         [("CLS / DIST / register tokens", "learn-prefix-img"),
-                                          ("Token norms: high-norm tokens", "learn-norms-img")])
+            L.layers_step = _picture_step(STEPS[3][1], "learn-layers", "Compare raw attention and rollout",
+                                          [("Raw attention and rollout, layer by layer", "learn-layers-img")])
+            L.special_step = _picture_step(STEPS[4][1], "learn-special", "Show the special tokens",
+                                           [("CLS / DIST / register tokens", "learn-prefix-img"),
+                                            ("Token norms: high-norm tokens", "learn-norms-img")], height=430)
 
             # ---------------------------------------------------------------- 6 watch it learn
-            with gr.Tab("6 · Watch it learn", id="learn-train"):
+            with gr.Tab(STEPS[5][1], id="learn-train") as tab_train:
                 _md("Train the demo ViT **from scratch, here, on the CPU**, on freshly drawn shapes, and watch its "
                     "attention on a few fixed probe images move from diffuse (random weights) to the object. The other "
                     "tabs keep working meanwhile (a little slower).")
@@ -281,47 +474,68 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, image_i
                     train_start = gr.Button("Start", variant="primary", elem_id="learn-train-start")
                     train_stop = gr.Button("Stop", variant="stop", elem_id="learn-train-stop")
                     train_save = gr.Button("Save and use this model", elem_id="learn-train-save")
-                train_bar = gr.HTML(progress_bar(None), elem_id="learn-train-bar")
-                train_md = _md(describe(None), elem_id="learn-train-md")
+                L.train_bar = gr.HTML(progress_bar(None), elem_id="learn-train-bar")
+                L.train_md = _md(describe(None), elem_id="learn-train-md")
                 with gr.Row():
-                    train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves")
-                    train_probes = _pic("Attention (rollout) on the probes as training goes", "learn-train-probes")
-                train_timer = gr.Timer(1.5, active=False)
-                train_seen = gr.State(0)
+                    L.train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves",
+                                          height=360)
+                    L.train_probes = _pic("Attention (rollout) on the probes as training goes", "learn-train-probes",
+                                          height=360)
+                L.train_timer = gr.Timer(1.5, active=False)
+                L.train_seen = gr.State(0)
 
     # ==================================================================== wiring
-    presenter.change(None, presenter, None, js="(v) => { document.body.classList.toggle('presenter', v); return []; }",
-                     **private)
-    base = [model_state, sha_state, image_in]
-    q_in = base + [layer, head, token, row, col]
-    sha_state.change(h.on_image, q_in, [pick, layer, head, token, row, col, status_md], **private)
-    steps = dict(fn=h.on_steps, inputs=q_in + [temperature], outputs=[pick] + step_outputs,
-                 trigger_mode="always_last", **private)
+    L.presenter.change(None, L.presenter, None,
+                       js="(v) => { document.body.classList.toggle('presenter', v); return []; }", **private)
+    L.part.change(None, L.part, None, js=SHOW_PART_JS, **private)
+    base = [page.model_state, page.sha_state, page.image_in]
+    q_in = base + [L.layer, L.head, L.token, L.row, L.col]
+    everything = h.all_outputs()
+    controls = [L.layer, L.head, L.token, L.row, L.col, L.temperature]
+    page.key_state.change(h.on_key, [page.key_state, page.page_tab, L.step, L.part] + q_in,
+                          everything + controls, **private)
+    open_in = [L.step] + q_in + [L.temperature]
+    learn_tab.select(h.on_open(None), open_in, [L.step] + everything, **private)
+    for (step_id, _), tab in zip(STEPS, (L.tokens_step.tab, tab_query, tab_heads, L.layers_step.tab,
+                                         L.special_step.tab, tab_train)):
+        tab.select(h.on_open(step_id), open_in, [L.step] + h.step_outputs(step_id), **private)
+    nav_out = [L.tabs, L.step, L.part] + everything
+    L.prev_btn.click(h.on_nav(-1), [L.step, L.part] + q_in + [L.temperature], nav_out, **private)
+    L.next_btn.click(h.on_nav(+1), [L.step, L.part] + q_in + [L.temperature], nav_out, **private)
+    query_out = h.step_outputs("learn-query")
+    steps = dict(fn=h.on_steps, inputs=q_in + [L.temperature], outputs=query_out, trigger_mode="always_last",
+                 show_progress="hidden", **private)
     run_btn.click(**steps)
-    tab_query.select(**steps)
-    for comp in (layer, head, row, col):
+    for comp in (L.layer, L.head, L.row, L.col):
         comp.release(**steps)
-    token.input(**steps)
-    for event in (temperature.input, temperature.release):
-        event(h.on_temperature, q_in + [temperature], step_outputs[2:6], trigger_mode="always_last",
-              show_progress="hidden", **private)
-    pick.select(h.on_pick, base + [pick], [token, row, col], **private).then(**steps)
+    L.token.input(**steps)
+    for event in (L.temperature.input, L.temperature.release):
+        event(h.on_temperature, q_in + [L.temperature], query_out,
+              trigger_mode="always_last", show_progress="hidden", **private)
+    L.pick.select(h.on_pick, base + [L.pick], [L.token, L.row, L.col], **private).then(**steps)
     for name, (dr, dc) in {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}.items():
-        moves[name].click(h.on_move(dr, dc), base + [row, col], [token, row, col], **private).then(**steps)
-    slide_btn.click(h.on_slide, q_in + [temperature], slide_img, **private)
-    heads_in = q_in
-    for trigger in (heads_btn.click, tab_heads.select):
-        trigger(h.on_heads, heads_in, [heads_img, depth_img, heads_md], **private)
-    learn_tab.select(h.on_tokens, base, tokens_step.outputs, **private)
-    for step, fn in ((tokens_step, h.on_tokens), (layers_step, h.on_layers), (special_step, h.on_special)):
-        for trigger in (step.button.click, step.tab.select):
-            trigger(fn, base, step.outputs, **private)
-    train_out = [train_bar, train_md, train_curves, train_probes, train_timer, train_seen]
+        moves[name].click(h.on_move(dr, dc), base + [L.row, L.col], [L.token, L.row, L.col], **private).then(**steps)
+    L.slide_btn.click(h.on_slide, q_in + [L.temperature], [L.slide_img, L.part], **private)
+    for button, step_id, outs in ((heads_btn, "learn-heads", h.step_outputs("learn-heads")),
+                                  (L.tokens_step.button, "learn-tokens", L.tokens_step.outputs),
+                                  (L.layers_step.button, "learn-layers", L.layers_step.outputs),
+                                  (L.special_step.button, "learn-special", L.special_step.outputs)):
+        button.click(_opener(h, step_id), q_in + [L.temperature], outs, **private)
+    train_out = [L.train_bar, L.train_md, L.train_curves, L.train_probes, L.train_timer, L.train_seen]
     train_start.click(h.on_train_start, train_steps, train_out, **private)
-    train_timer.tick(h.on_train_tick, train_seen, train_out, show_progress="hidden", **private)
-    train_stop.click(h.on_train_stop, train_seen, train_out, **private)
+    L.train_timer.tick(h.on_train_tick, L.train_seen, train_out, show_progress="hidden", **private)
+    train_stop.click(h.on_train_stop, L.train_seen, train_out, **private)
     demo.unload(h.on_unload)
-    return train_save.click(h.on_train_save, None, [model_dd, model_state, train_md], **private)
+    saved = train_save.click(h.on_train_save, None, [page.model_dd, page.model_state, L.train_md], **private)
+    return saved, learn_tab
 
 
-__all__ = ["build_learn_tab", "LearnHandlers", "LEARN_CSS", "LEARN_JS"]
+def _opener(h: LearnHandlers, step_id: str):
+    """A button's handler: compute `step_id` (same inputs as a tab opening, without the current step)."""
+    def handler(model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        return h.compute(step_id, _session(request), model, sha, image,
+                         h._choice(layer, head, token, row, col, temperature))
+    return handler
+
+
+__all__ = ["build_learn_tab", "LearnHandlers", "LEARN_CSS", "LEARN_JS", "STEPS"]

@@ -85,144 +85,155 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
     from attention.models.hub import offline
     initial_model = default_model or (FALLBACK if offline() else DEFAULT_ONLINE)
     examples = example_files(examples_dir)
+    h = Handlers(cb, default, examples)
+    u = h.ui                     # every component by name: the handlers return {component: update}
 
     with gr.Blocks(title="Attention explorer", fill_width=True) as demo:
-        model_state = gr.State(initial_model)
-        sha_state = gr.State(None)
-        view_state = gr.State(View())
-        layout_state = gr.State(None)
+        u.model_state = gr.State(initial_model)
+        u.sha_state = gr.State(None)
+        u.view_state = gr.State(View())
+        u.layout_state = gr.State(None)
+        u.key_state = gr.State(None)          # (model, image sha) the page shows: the lesson follows it
+        u.page_tab = gr.State("attention")    # the top-level tab shown
 
         gr.Markdown(INTRO)
-        notice_md = gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
+        u.notice_md = gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
 
         with gr.Row(equal_height=False):
             # ------------------------------------------------------------ input, model, predictions
-            with gr.Column(scale=4, min_width=320, elem_id="input-column"):
-                image_in = photo_input(sources=["upload", "clipboard", "webcam"],
-                                    label="Image (upload, paste or webcam)", elem_id="input-image", height=320)
-                gallery = gr.Gallery(value=[(p, c) for p, c in examples], label="Examples (click one)",
-                                     columns=5, rows=2, height=200, allow_preview=False, object_fit="cover",
-                                     elem_id="examples", buttons=[])
-                model_dd = gr.Dropdown(cb.manager.choice_pairs(), value=initial_model, label="Model",
-                                       allow_custom_value=True, elem_id="model",
-                                       info="ImageNet models download once; demo-* models are bundled "
-                                            "(synthetic shapes)")
+            with gr.Column(scale=3, min_width=300, elem_id="input-column"):
+                u.image_in = photo_input(sources=["upload", "clipboard", "webcam"],
+                                         label="Image (upload, paste or webcam)", elem_id="input-image", height=280)
+                u.gallery = gr.Gallery(value=[(p, c) for p, c in examples], label="Examples (click one)",
+                                       columns=5, rows=2, height=170, allow_preview=False, object_fit="cover",
+                                       elem_id="examples", buttons=[])
+                u.model_dd = gr.Dropdown(cb.manager.choice_pairs(), value=initial_model, label="Model",
+                                         allow_custom_value=True, elem_id="model",
+                                         info="ImageNet models download once; demo-* models are bundled "
+                                              "(synthetic shapes)")
+                u.status_md = gr.Markdown("", elem_classes=["caption"], elem_id="status")
                 with gr.Accordion("Your own model (checkpoint + labels)", open=False):
-                    arch_dd = gr.Dropdown(list(CUSTOM_ARCHS), value=CUSTOM_ARCHS[0], allow_custom_value=True,
-                                          label="Architecture (timm name, torchvision:vit_b_16 or demo-*)", elem_id="arch")
-                    ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin)",
-                                        file_types=[".safetensors", ".pth", ".pt", ".bin"], type="filepath",
-                                        elem_id="ckpt-file")
-                    labels_file = gr.File(label="Class names (optional: .txt one per line, or a .json list)",
-                                          file_types=[".txt", ".json"], type="filepath", elem_id="labels-file")
-                    custom_btn = gr.Button("Load my model", elem_id="custom-btn")
-                preds = gr.Label(num_top_classes=5, label="Top-5 predictions (click a class to explain it)",
-                                 elem_id="predictions")
-                target_md = gr.Markdown("", elem_classes=["caption"])
-                reset_target = gr.Button("Explain the top-1 class again", size="sm")
-                notes_md = gr.Markdown("", elem_classes=["caption"])
+                    u.arch_dd = gr.Dropdown(list(CUSTOM_ARCHS), value=CUSTOM_ARCHS[0], allow_custom_value=True,
+                                            label="Architecture (timm name, torchvision:vit_b_16 or demo-*)",
+                                            elem_id="arch")
+                    u.ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin)",
+                                          file_types=[".safetensors", ".pth", ".pt", ".bin"], type="filepath",
+                                          elem_id="ckpt-file")
+                    u.labels_file = gr.File(label="Class names (optional: .txt one per line, or a .json list)",
+                                            file_types=[".txt", ".json"], type="filepath", elem_id="labels-file")
+                    u.custom_btn = gr.Button("Load my model", elem_id="custom-btn")
+                u.preds = gr.Label(num_top_classes=5, label="Top-5 predictions (click a class to explain it)",
+                                   elem_id="predictions")
+                u.target_md = gr.Markdown("", elem_classes=["caption"])
+                u.reset_target = gr.Button("Explain the top-1 class again", size="sm")
+                u.notes_md = gr.Markdown("", elem_classes=["caption"], elem_id="notes")
 
             # ------------------------------------------------------------ views
-            with gr.Column(scale=6, min_width=480):
-                with gr.Tabs() as tabs:
-                    with gr.Tab("Attention", id="attention"):
-                        heatmap = gr.Image(label="Attention on the photo (click a patch: where does it attend?)",
-                                           interactive=False, format="png", elem_id="heatmap", height=480,
-                                           buttons=["download", "fullscreen"])
-                        caption = gr.Markdown("", elem_classes=["caption"], elem_id="caption")
+            with gr.Column(scale=7, min_width=480):
+                # short tab names: all of them fit at 1024 px, the lesson is never behind an overflow menu
+                with gr.Tabs(elem_id="main-tabs") as u.tabs:
+                    with gr.Tab("Attention", id="attention") as attention_tab:
+                        u.heatmap = gr.Image(label="Attention on the photo (click a patch: where does it attend?)",
+                                             interactive=False, format="png", elem_id="heatmap", height=440,
+                                             buttons=["download", "fullscreen"])
+                        u.caption = gr.Markdown("", elem_classes=["caption"], elem_id="caption")
                         with gr.Row():
-                            method = gr.Radio([(v, k) for k, v in METHODS.items()], value="rollout", label="Method",
-                                              elem_id="method")
+                            u.method = gr.Radio([(v, k) for k, v in METHODS.items()], value="rollout",
+                                                label="Method", elem_id="method")
                         with gr.Row():
-                            layer = gr.Slider(0, 11, value=11, step=1, label="Layer (0 = first)", elem_id="layer")
-                            head = gr.Dropdown([("mean over heads", "mean")], value="mean", label="Head",
-                                               elem_id="head")
-                            query = gr.Dropdown([("CLS (default)", "auto")], value="auto", label="Query",
-                                                elem_id="query")
+                            u.layer = gr.Slider(0, 11, value=11, step=1, label="Layer (0 = first)", elem_id="layer")
+                            u.head = gr.Dropdown([("mean over heads", "mean")], value="mean", label="Head",
+                                                 elem_id="head")
+                            u.query = gr.Dropdown([("CLS (default)", "auto")], value="auto", label="Query",
+                                                  elem_id="query")
                         with gr.Row():
-                            cmap = gr.Dropdown(list(COLORMAPS), value="inferno", label="Colormap")
-                            alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
-                            mode = gr.Radio(list(MODES), value="smooth", label="Upsampling")
-                            norm = gr.Radio(list(NORMS), value="minmax", label="Colour scale")
+                            u.cmap = gr.Dropdown(list(COLORMAPS), value="inferno", label="Colormap")
+                            u.alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+                            u.mode = gr.Radio(list(MODES), value="smooth", label="Upsampling")
+                            u.norm = gr.Radio(list(NORMS), value="minmax", label="Colour scale")
                         with gr.Row():
-                            mass = gr.Slider(0.0, 0.95, value=0.0, step=0.05,
-                                             label="Mass threshold (keep the patches holding this share; 0 = off)")
-                            contour = gr.Checkbox(False, label="Outline")
+                            u.mass = gr.Slider(0.0, 0.95, value=0.0, step=0.05,
+                                               label="Mass threshold (keep the patches holding this share; 0 = off)")
+                            u.contour = gr.Checkbox(False, label="Outline")
                         gr.Markdown(METHOD_HELP, elem_classes=["caption"])
 
-                    with gr.Tab("Layer × head grid", id="grid") as grid_tab:
-                        grid_btn = gr.Button("Show the grid for this image", variant="primary")
+                    lesson_saved, learn_tab = build_learn_tab(demo, Lesson(cb), TrainingRoom(cb.manager), u)
+
+                    with gr.Tab("Grid", id="grid") as grid_tab:
+                        u.grid_btn = gr.Button("Show the layer × head grid for this image", variant="primary")
                         gr.Markdown("Every layer (rows) × head (columns) for the current query — **click a cell "
                                     "to open that layer and head**.")
-                        grid_img = gr.Image(show_label=False, interactive=False, format="png", elem_id="grid",
-                                            buttons=["download", "fullscreen"])
-                        grid_md = gr.Markdown("", elem_classes=["caption"], elem_id="grid-md")
+                        u.grid_img = gr.Image(show_label=False, interactive=False, format="png", elem_id="grid",
+                                              buttons=["download", "fullscreen"])
+                        u.grid_md = gr.Markdown("", elem_classes=["caption"], elem_id="grid-md")
 
-                    with gr.Tab("Compare", id="compare"):
+                    with gr.Tab("Compare", id="compare") as compare_tab:
                         gr.Markdown("Two settings side by side on the same image: two heads, layers, methods or "
                                     "models.")
                         with gr.Row():
-                            cmp_controls = []
-                            cmp_outputs = []
+                            u.cmp_controls, u.cmp_outputs, u.cmp_models, u.cmp_heads = [], [], [], []
                             for side, (m0, l0) in (("A", ("rollout", -1)), ("B", ("raw", -1))):
                                 with gr.Column():
                                     c_model = gr.Dropdown(cb.manager.choice_pairs(), value=initial_model,
-                                                          allow_custom_value=True, label=f"{side}: model")
+                                                          allow_custom_value=True, label=f"{side}: model",
+                                                          elem_id=f"compare-{side.lower()}-model")
                                     c_method = gr.Dropdown([(v, k) for k, v in METHODS.items()], value=m0,
                                                            label=f"{side}: method")
                                     with gr.Row():
                                         c_layer = gr.Number(l0, precision=0, label="layer (-1 = last)")
-                                        c_head = gr.Dropdown(["mean", "max", "min"] + [str(i) for i in range(16)],
-                                                             value="mean", allow_custom_value=True, label="head")
+                                        c_head = gr.Dropdown(["mean", "max", "min"], value="mean",
+                                                             allow_custom_value=True, label="head",
+                                                             elem_id=f"compare-{side.lower()}-head")
                                     c_img = gr.Image(interactive=False, format="png", label=f"{side}",
-                                                     elem_id=f"compare-{side.lower()}", height=360,
+                                                     elem_id=f"compare-{side.lower()}", height=340,
                                                      buttons=["download", "fullscreen"])
-                                    c_md = gr.Markdown("", elem_classes=["caption"])
-                                    cmp_controls += [c_model, c_method, c_layer, c_head]
-                                    cmp_outputs += [c_img, c_md]
-                        cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+                                    c_md = gr.Markdown("", elem_classes=["caption"],
+                                                       elem_id=f"compare-{side.lower()}-md")
+                                    u.cmp_controls += [c_model, c_method, c_layer, c_head]
+                                    u.cmp_outputs += [c_img, c_md]
+                                    u.cmp_models.append(c_model)
+                                    u.cmp_heads.append(c_head)
+                        u.cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
 
-                    with gr.Tab("Head diagnostics", id="diagnostics"):
-                        diag_btn = gr.Button("Compute head statistics", variant="primary", elem_id="diag-btn")
-                        diag_md = gr.Markdown("", elem_classes=["caption"], elem_id="diag-md")
+                    with gr.Tab("Heads", id="diagnostics") as diag_tab:
+                        u.diag_btn = gr.Button("Compute head statistics", variant="primary", elem_id="diag-btn")
+                        u.diag_md = gr.Markdown("", elem_classes=["caption"], elem_id="diag-md")
                         with gr.Row():
-                            ent_plot = gr.Plot(show_label=False)
-                            dist_plot = gr.Plot(show_label=False)
+                            u.ent_plot = gr.Plot(show_label=False)
+                            u.dist_plot = gr.Plot(show_label=False)
                         with gr.Row():
-                            mass_plot = gr.Plot(show_label=False)
-                            rank_df = gr.Dataframe(headers=["layer", "head", "entropy (norm.)", "mean distance (px)",
-                                                            "prefix mass", "register mass"],
-                                                   label="Heads ranked (most focused first)", interactive=False,
-                                                   max_height=340)
+                            u.mass_plot = gr.Plot(show_label=False)
+                        u.rank_df = gr.Dataframe(headers=["layer", "head", "entropy (norm.)", "mean distance (px)",
+                                                          "prefix mass", "register mass"],
+                                                 label="Heads ranked (most focused first)", interactive=False,
+                                                 max_height=340, wrap=True)
 
-                    with gr.Tab("Faithfulness", id="faithfulness"):
+                    with gr.Tab("Faithfulness", id="faithfulness") as faith_tab:
                         gr.Markdown("Delete (or insert) patches in the order of the current map and follow the "
                                     "probability of the explained class. A faithful map: steep deletion, fast "
                                     "insertion.")
                         with gr.Row():
-                            f_steps = gr.Slider(5, 40, value=20, step=1, label="Steps")
-                            f_random = gr.Checkbox(True, label="Also a random patch order (reference)")
-                        f_btn = gr.Button("Run deletion / insertion", variant="primary", elem_id="faith-btn")
-                        f_plot = gr.Plot(show_label=False, elem_id="faith-plot")
-                        f_md = gr.Markdown("", elem_classes=["caption"], elem_id="faith-md")
+                            u.f_steps = gr.Slider(5, 40, value=20, step=1, label="Steps")
+                            u.f_random = gr.Checkbox(True, label="Also a random patch order (reference)")
+                        u.f_btn = gr.Button("Run deletion / insertion", variant="primary", elem_id="faith-btn")
+                        u.f_plot = gr.Plot(show_label=False, elem_id="faith-plot")
+                        u.f_md = gr.Markdown("", elem_classes=["caption"], elem_id="faith-md")
 
-                    with gr.Tab("Downloads", id="downloads"):
+                    with gr.Tab("Export", id="downloads") as export_tab:
                         gr.Markdown("The current overlay (PNG), the layer × head sheet (PNG), and every attention "
-                                    "tensor as `.npz` + `.json` in the format of `python -m attention export`.")
-                        dl_btn = gr.Button("Prepare downloads", variant="primary", elem_id="prepare-downloads")
-                        dl_files = gr.File(label="Files", file_count="multiple", interactive=False,
-                                           elem_id="downloads")
+                                    "tensor as `.npz` + `.json` in the format of `python -m attention export`, "
+                                    "named after the uploaded file.")
+                        u.dl_btn = gr.Button("Prepare downloads", variant="primary", elem_id="prepare-downloads")
+                        u.dl_files = gr.File(label="Files", file_count="multiple", interactive=False,
+                                             elem_id="downloads")
 
-                    lesson_saved = build_learn_tab(demo, Lesson(cb), TrainingRoom(cb.manager), image_in,
-                                                   model_state, sha_state, model_dd)
-
-                    with gr.Tab("About / API", id="about"):
-                        gr.Markdown(API_HELP)
+        with gr.Accordion("Scripting the app (API)", open=False, elem_id="about"):
+            gr.Markdown(API_HELP)
 
         # ---------------------------------------------------------------- hidden API endpoints
         with gr.Column(visible=False):
             api_image = photo_input(label="image")
-            api_model = gr.Textbox("", label="model")
+            u.api_model = api_model = gr.Textbox("", label="model")
             api_method = gr.Textbox("rollout", label="method")
             api_layer = gr.Number(-1, precision=0, label="layer")
             api_head = gr.Textbox("mean", label="head")
@@ -238,53 +249,59 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
             api_btn_predict = gr.Button("predict")
             api_btn_map = gr.Button("attention_map")
 
-        # ================================================================= handlers
-        main_outputs = [preds, heatmap, caption, sha_state, view_state, method, layer, head, query, target_md,
-                        notes_md]
-
-        h = Handlers(cb, default, examples)
-
         # ================================================================= wiring
+        stale = list(h.stale())
+        main_outputs = [u.preds, u.heatmap, u.caption, u.sha_state, u.view_state, u.key_state, u.method, u.layer,
+                        u.head, u.query, u.target_md, u.notes_md, u.status_md] + u.cmp_heads + stale
+        model_outputs = [u.model_dd, u.model_state] + u.cmp_models + main_outputs
         private = dict(api_visibility="private")
-        demo.load(h.on_load, None, [model_dd, model_state, notice_md, cmp_controls[0], cmp_controls[4], api_model],
-                  **private)
-        image_in.change(h.on_image, [image_in, model_state, view_state], main_outputs, show_progress="full",
-                        trigger_mode="always_last", **private)
-        gallery.select(h.on_gallery, None, image_in, **private)
-        model_dd.input(h.on_model, [model_dd, image_in, view_state, model_state], [model_dd, model_state] + main_outputs,
-                       **private)
-        custom_btn.click(h.on_custom, [arch_dd, ckpt_file, labels_file, image_in, view_state, model_state],
-                         [model_dd, model_state, cmp_controls[0], cmp_controls[4]] + main_outputs, **private)
-        control_inputs = [method, layer, head, query, cmap, alpha, mode, norm, mass, contour, view_state, sha_state,
-                          model_state, image_in]
-        control_outputs = [heatmap, caption, view_state, head]
-        for comp in (method, head, query, cmap, mode, norm, contour):
+        for tab, tab_id in ((attention_tab, "attention"), (learn_tab, "learn"), (grid_tab, "grid"),
+                            (compare_tab, "compare"), (diag_tab, "diagnostics"), (faith_tab, "faithfulness"),
+                            (export_tab, "downloads")):
+            tab.select(h.on_tab(tab_id), None, u.page_tab, show_progress="hidden", **private)
+        demo.load(h.on_load, u.image_in, [u.model_dd, u.model_state, u.notice_md, u.api_model, u.image_in]
+                  + u.cmp_models, **private)
+        u.image_in.change(h.on_image, [u.image_in, u.model_state, u.view_state], main_outputs, show_progress="full",
+                          trigger_mode="always_last", **private)
+        u.gallery.select(h.on_gallery, None, u.image_in, **private)
+        u.model_dd.input(h.on_model, [u.model_dd, u.image_in, u.view_state, u.model_state], model_outputs,
+                         **private)
+        u.custom_btn.click(h.on_custom, [u.arch_dd, u.ckpt_file, u.labels_file, u.image_in, u.view_state,
+                                         u.model_state], model_outputs, **private)
+        control_inputs = [u.method, u.layer, u.head, u.query, u.cmap, u.alpha, u.mode, u.norm, u.mass, u.contour,
+                          u.view_state, u.sha_state, u.model_state, u.image_in]
+        control_outputs = [u.heatmap, u.caption, u.view_state, u.head]
+        for comp in (u.method, u.head, u.query, u.cmap, u.mode, u.norm, u.contour):
             comp.input(h.on_controls, control_inputs, control_outputs, show_progress="minimal",
                        trigger_mode="always_last", **private)
-        for comp in (layer, alpha, mass):
+        for comp in (u.layer, u.alpha, u.mass):
             comp.input(h.on_controls, control_inputs, control_outputs, show_progress="hidden",
                        trigger_mode="always_last", **private)
             comp.release(h.on_controls, control_inputs, control_outputs, show_progress="hidden",
                          trigger_mode="always_last", **private)
-        heatmap.select(h.on_heatmap_click, [view_state, sha_state, model_state],
-                       [heatmap, caption, view_state, method, query], **private)
-        preds.select(h.on_class, [view_state, sha_state, model_state], [heatmap, caption, view_state, method, target_md],
-                     **private)
-        reset_target.click(h.on_reset_target, [view_state, sha_state, model_state],
-                           [heatmap, caption, view_state, target_md], **private)
-        grid_inputs = [view_state, sha_state, model_state, image_in]
-        grid_btn.click(h.on_grid, grid_inputs, [grid_img, layout_state, grid_md], **private)
-        grid_tab.select(h.on_grid, grid_inputs, [grid_img, layout_state, grid_md], **private)
-        grid_img.select(h.on_grid_click, [layout_state, view_state, sha_state, model_state],
-                        [heatmap, caption, view_state, method, layer, head, tabs, grid_md], **private)
-        lesson_saved.then(h.on_model, [model_dd, image_in, view_state, model_state],
-                          [model_dd, model_state] + main_outputs, **private)
-        cmp_btn.click(h.on_compare, cmp_controls + [view_state, sha_state, image_in], cmp_outputs, **private)
-        diag_btn.click(h.on_diagnostics, [sha_state, model_state, image_in],
-                       [ent_plot, dist_plot, mass_plot, rank_df, diag_md], **private)
-        f_btn.click(h.on_faithfulness, [f_steps, f_random, view_state, sha_state, model_state, image_in],
-                    [f_plot, f_md], **private)
-        dl_btn.click(h.on_export, [view_state, sha_state, model_state, image_in], dl_files, **private)
+        view_keys = [u.view_state, u.sha_state, u.model_state, u.image_in]
+        u.heatmap.select(h.on_heatmap_click, view_keys, [u.heatmap, u.caption, u.view_state, u.method, u.query],
+                         **private)
+        u.preds.select(h.on_class, view_keys, [u.heatmap, u.caption, u.view_state, u.method, u.target_md],
+                       **private)
+        u.reset_target.click(h.on_reset_target, view_keys, [u.heatmap, u.caption, u.view_state, u.target_md],
+                             **private)
+        grid_out = [u.grid_img, u.layout_state, u.grid_md]
+        u.grid_btn.click(h.on_grid, view_keys, grid_out, **private)
+        grid_tab.select(h.on_grid, view_keys, grid_out, **private)
+        u.grid_img.select(h.on_grid_click, [u.layout_state] + view_keys,
+                          [u.heatmap, u.caption, u.view_state, u.method, u.layer, u.head, u.tabs, u.page_tab],
+                          **private)
+        lesson_saved.then(h.on_model, [u.model_dd, u.image_in, u.view_state, u.model_state], model_outputs,
+                          **private)
+        for c_model, c_head in zip(u.cmp_models, u.cmp_heads):
+            c_model.input(h.on_compare_model, [c_model, u.sha_state, u.image_in], c_head, **private)
+        u.cmp_btn.click(h.on_compare, u.cmp_controls + [u.view_state, u.sha_state, u.image_in], u.cmp_outputs,
+                        **private)
+        u.diag_btn.click(h.on_diagnostics, [u.sha_state, u.model_state, u.image_in],
+                         [u.ent_plot, u.dist_plot, u.mass_plot, u.rank_df, u.diag_md], **private)
+        u.f_btn.click(h.on_faithfulness, [u.f_steps, u.f_random] + view_keys, [u.f_plot, u.f_md], **private)
+        u.dl_btn.click(h.on_export, view_keys, u.dl_files, **private)
         api_btn_predict.click(h.api_predict, [api_image, api_model], [api_label, api_pic, api_json],
                               api_name="predict")
         api_btn_map.click(h.api_attention_map, [api_image, api_model, api_method, api_layer, api_head, api_query,
@@ -293,5 +310,6 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
 
     demo.queue(default_concurrency_limit=2, max_size=64)
     demo.viz_callbacks = cb   # for tests and scripts
+    demo.viz_handlers = h     # the page's handlers; h.ui.learn: the Learn tab's
     demo.viz_default = default
     return demo
