@@ -176,8 +176,9 @@ def render_html(report: dict, class_maps: dict, g: dict, ds) -> str:
                f"the photo through its preprocessing geometry, averaged per {_esc(cm['by'])} class; one colour scale per "
                f"method (bright = more than uniform; grey = cropped away by the preprocessing).</p>")
     order = sorted(range(len(cm["classes"])), key=lambda k: -cm["counts"][k])[:MAX_CLASSES_SHOWN]
-    rows = ["<tr><th class=l>class</th><th>n</th>" + "".join(f"<th>{_esc(x)}</th>" for x in methods) + "</tr>"]
     vmax = {x: float(np.nanmax(class_maps[x])) if np.isfinite(class_maps[x]).any() else 1.0 for x in methods}
+    rows = ["<tr><th class=l>class</th><th>n</th>" + "".join(
+        f"<th>{_esc(x)}<br><span class=muted>0 – {vmax[x]:.2f}× uniform</span></th>" for x in methods) + "</tr>"]
     for k in order:
         name = cm["classes"][k]
         cells = "".join(f"<td>{_img(_map_picture(class_maps[x][k], vmax[x]), name + ' ' + x)}</td>" for x in methods)
@@ -200,6 +201,9 @@ def render_html(report: dict, class_maps: dict, g: dict, ds) -> str:
                    f"({100 * s['border_area']:.1f} % of the grid), corners {100 * s['corner_area']:.1f} %. Lift = mass ÷ "
                    f"area (1 = a uniform map). <span class=flag>!</span> = the interval lies above the area.</p>")
         lean = s["leaning_most"]
+        flagged = [cn for cn, v in s["per_class"].items() if v["border_flag"] or v["corner_flag"]]
+        out.append(f"<p><b>{len(flagged)} class(es) flagged</b>: {', '.join(map(_esc, flagged[:20]))}</p>" if flagged else
+                   "<p>No class puts more on the borders or corners than a uniform map would, beyond sampling noise.</p>")
         out.append("<p>Leaning most on borders: " + ", ".join(
             f"{_esc(e['class'])} ×{e['lift']:.2f}{' <span class=flag>!</span>' if e['flag'] else ''}" for e in lean["border"])
             + "; on corners: " + ", ".join(
