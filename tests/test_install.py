@@ -64,3 +64,12 @@ def test_pip_install_gives_a_working_command_outside_the_repository(tmp_path):
     r = subprocess.run(["attention-viz", "app", "--help"], cwd=str(elsewhere), env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "--port" in r.stdout and "--checkpoint" in r.stdout, r.stdout + r.stderr
+
+
+def test_readme_install_command_is_what_ci_runs():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = readme.split("## Install and run", 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip()
+    install = block.rsplit(" && python app.py", 1)[0]
+    assert install.startswith("pip install -r requirements.txt")
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
+    assert install in [line.strip() for line in ci]
