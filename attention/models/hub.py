@@ -55,9 +55,9 @@ def cache_dir() -> Optional[str]:
     return None
 
 
-def cached_file(repo_id: str) -> Optional[str]:
+def cached_file(repo_id: str, filenames=WEIGHT_FILES) -> Optional[str]:
     from huggingface_hub import try_to_load_from_cache
-    for filename in WEIGHT_FILES:
+    for filename in filenames:
         path = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir())
         if isinstance(path, str) and os.path.isfile(path):
             return path
@@ -72,9 +72,10 @@ def unavailable(model_name: str, why: str) -> ModelUnavailableError:
         f"bundled demo models (e.g. --model demo-vit) work without any download.")
 
 
-def fetch_weights(repo_id: str, model_name: str) -> str:
-    """Path of the cached weight file of `repo_id`, downloading it once when possible."""
-    path = cached_file(repo_id)
+def fetch_weights(repo_id: str, model_name: str, filenames=WEIGHT_FILES) -> str:
+    """Path of the cached weight file of `repo_id` (the first of `filenames` it has), downloading it
+    once when possible."""
+    path = cached_file(repo_id, filenames)
     if path:
         return path
     if offline():
@@ -84,7 +85,7 @@ def fetch_weights(repo_id: str, model_name: str) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
     last: Exception | None = None
-    for filename in WEIGHT_FILES:
+    for filename in filenames:
         try:
             return hf_hub_download(repo_id, filename, cache_dir=cache_dir(), etag_timeout=PROBE_TIMEOUT_S)
         except EntryNotFoundError as e:
