@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", help="class names: text (one per line) or a JSON list")
     e.add_argument("--img-size", type=int, help="build a timm ViT at this input size (position embedding resampled)")
     e.add_argument("--classes", help="zero-shot models (open_clip): the classes, e.g. \"cat, dog, teapot\"")
-    e.add_argument("--methods", default="", help="comma-separated extra maps, e.g. rollout,grad_rollout,gradcam,raw")
+    e.add_argument("--methods", default="", help="comma-separated extra maps, or 'all': any registered method "
+                   "(python -m attention models lists them)")
     e.add_argument("--overlays", action="store_true", help="also write a PNG overlay per method")
     e.add_argument("--grid", action="store_true", help="also write the layer x head grid sheet PNG")
     e.add_argument("--random-init", action="store_true", help="random weights instead of pretrained (no download)")
@@ -45,10 +46,12 @@ def export_command(args) -> int:
 
     from .export import export_arrays, export_metadata, unique_stem, write_export
     from .images import open_image
-    from .methods import get_method
+    from .methods import get_method, method_names
     from .models import load_model
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if methods == ["all"]:
+        methods = method_names()
     for m in methods:
         get_method(m)  # unknown names fail before any work
     loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init,
@@ -83,8 +86,10 @@ def export_command(args) -> int:
 
 
 def models_command(args) -> int:
+    from .methods import methods
     from .models import demo_names
     print("bundled (offline):", ", ".join(demo_names()) or "none")
+    print("methods (--methods):", ", ".join(m.name for m in methods()))
     print("ImageNet (downloaded once from the Hugging Face hub): deit_small_patch16_224, vit_base_patch16_224, "
           "deit_tiny_distilled_patch16_224, vit_small_patch14_reg4_dinov2, swin_tiny_patch4_window7_224, "
           "torchvision:vit_b_16, and any other timm ViT name")

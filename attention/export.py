@@ -4,7 +4,7 @@ npz: ``input`` (1, 3, H, W) float32, exactly the tensor fed to the model; ``logi
 ``attn_00``, ``attn_01``, ... one per captured layer in forward order ((1, heads, Nq, Nk), or
 (nW, heads, n, n) for windowed attention); ``layer_names``; ``num_prefix_tokens``; ``grid``
 [gh, gw]; ``heatmap`` (gh, gw), the map shown first; ``rollout`` (gh, gw) where defined; and one
-array per extra method asked for.
+(gh, gw) array per extra method asked for (any name of `attention.methods.method_names()`).
 json: top-5 ``predictions``, the model, preprocessing (with the photo -> input geometry), the layers
 and the token layout.
 """
@@ -19,7 +19,7 @@ import torch
 
 from .capture import CaptureResult
 from .errors import MethodNotDefinedError
-from .methods import default_heatmap, get_method
+from .methods import compute_map, default_method, get_method
 from .models import LoadedModel
 from .preprocess import PreparedImage
 
@@ -38,27 +38,25 @@ def model_layout(result: CaptureResult) -> tuple[int, list[int]]:
 
 
 def method_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureResult,
-                  methods: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Extra arrays for ``--methods``; methods undefined for the model are reported, not faked."""
+                  methods: Iterable[str], **context) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Extra arrays for ``--methods`` (each (gh, gw), through `compute_map`); methods undefined for the
+    model are reported, not faked. ``context``: target, query, layer, start_layer, end_layer, head."""
     arrays, skipped = {}, {}
     for name in methods:
-        fn = get_method(name)
         try:
-            if getattr(fn, "needs_model", False):
-                out = fn(loaded.model, prepared.tensor)
-            else:
-                out = fn(result)
+            out = compute_map(name, result, model=loaded.model, x=prepared.tensor, **context)
         except MethodNotDefinedError as e:
             skipped[name] = str(e)
             continue
-        arrays[name] = _np(out)[0]
+        arrays[name] = _np(out.maps)[0]
     return arrays, skipped
 
 
 def export_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureResult,
-                  methods: Iterable[str] = ()) -> tuple[dict[str, np.ndarray], dict]:
+                  methods: Iterable[str] = (), **context) -> tuple[dict[str, np.ndarray], dict]:
     num_prefix, _ = model_layout(result)
-    heatmap = _np(default_heatmap(result))[0]
+    default = default_method(result)
+    heatmap = _np(compute_map(default, result).maps)[0]
     arrays: dict[str, np.ndarray] = {
         "input": _np(prepared.tensor),
         "logits": _np(result.logits),
@@ -70,11 +68,9 @@ def export_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureR
     for i, m in enumerate(result.maps):
         arrays[f"attn_{i:02d}"] = _np(m.weights)
     arrays["heatmap"] = heatmap
-    try:
-        arrays["rollout"] = _np(get_method("rollout")(result))[0]
-    except MethodNotDefinedError:
-        pass
-    extra, skipped = method_arrays(loaded, prepared, result, [m for m in methods if m != "rollout"])
+    if get_method("rollout").defined_for(result) is None:
+        arrays["rollout"] = _np(compute_map("rollout", result).maps)[0]
+    extra, skipped = method_arrays(loaded, prepared, result, [m for m in methods if m != "rollout"], **context)
     arrays.update(extra)
     return arrays, skipped
 

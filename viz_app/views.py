@@ -1,33 +1,43 @@
 """One view of an analysis: which map (method, layer, head, query, target class) and how it is drawn.
 
-`compute_map` reads everything from the cached `Analysis` (no forward pass for raw attention and
-rollout); gradient methods run one forward + backward per target class and cache what they need,
-so a second query or a colour change is free. `render_view` draws the map on the photo.
+Every map comes from the library's one entry point, `attention.methods.compute_map`, with the
+analysis' cache as the method cache (gradient methods run one forward + backward per target class,
+so a second query or a colour change is free). This module only turns a `View` into that call,
+writes the caption, and draws the map on the photo. The menu of methods is the library's registry.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from typing import Callable, Optional, Union
 
 import numpy as np
-import torch
 
 from attention.capture import CaptureResult
 from attention.errors import MethodNotDefinedError
-from attention.layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW
+from attention.methods import (FUSIONS, compute_map as library_map, get_method, grid_stride, is_spatial, method_names,
+                               methods, query_grid, resolve_layer, spatial_layers)
 from attention.render import overlay, photo_to_patch
 
 from .state import Analysis
 
-METHODS = {
-    "raw": "Raw attention",
-    "rollout": "Rollout",
-    "grad_rollout": "Gradient-weighted (Chefer)",
-    "gradcam": "Grad-CAM",
-}
-CLASS_SPECIFIC = ("grad_rollout", "gradcam")
-FUSIONS = ("mean", "max", "min")
+class _MethodMenu(Mapping):
+    """name -> label of every registered method, in menu order, read live from the registry."""
+
+    def __getitem__(self, name: str) -> str:
+        if name not in method_names():
+            raise KeyError(name)
+        return get_method(name).label
+
+    def __iter__(self):
+        return iter(method_names())
+
+    def __len__(self) -> int:
+        return len(method_names())
+
+
+METHODS = _MethodMenu()
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "jet", "turbo", "gray")
 MODES = ("smooth", "blocky")
 NORMS = (("min–max", "minmax"), ("clip top 1%", "percentile"))
@@ -52,6 +62,7 @@ class View:
     mass: Optional[float] = None            # keep the patches holding this fraction of the mass
     norm: str = "minmax"                    # "minmax" | "percentile" (clip the top 1%: tames artifact patches)
     contour: bool = False
+    start_layer: Optional[int] = None       # first layer of chaining methods (rollout, ...); None: the first
 
     def with_(self, **kw) -> "View":
         return replace(self, **kw)
@@ -59,37 +70,38 @@ class View:
 
 @dataclass
 class MapResult:
+    """What the page shows for one view: the map as numpy, its geometry, and the caption."""
+
     heat: np.ndarray                         # (gh, gw) float32
     stride: Optional[tuple[float, float]]    # model-input pixels per cell (None: input size / grid)
     patch: Optional[tuple[int, int]]         # the query patch on this map's grid, to mark
     caption: str
 
 
+def is_class_specific(method: str) -> bool:
+    return get_method(method).class_specific
+
+
+def needs_model(method: str) -> bool:
+    return get_method(method).needs_model
+
+
+def method_help() -> str:
+    """One line per registered method (label: summary), for the page's help text."""
+    return "  \n".join(f"**{m.label}**: {m.summary}" + (" — class-specific." if m.class_specific else ".")
+                       for m in methods())
+
+
+def fallback_method(result: CaptureResult, wanted: str) -> str:
+    """`wanted` where it is defined for this model, else raw attention."""
+    return wanted if get_method(wanted).defined_for(result) is None else "raw"
+
+
 # ---------------------------------------------------------------------------- layers, heads, queries
 
-def is_spatial(m) -> bool:
-    if m.kind == WINDOW:
-        return m.window is not None
-    return m.kind in (SELF, CLASS, POOLING, REDUCED) and m.layout is not None and m.layout.num_patches > 0
-
-
-def spatial_layers(result: CaptureResult) -> list[int]:
-    """Indices into ``result.maps`` of the layers that have a spatial view (what the layer slider walks)."""
-    return [i for i, m in enumerate(result.maps) if is_spatial(m)]
-
-
 def layer_map(result: CaptureResult, layer: int):
-    idx = spatial_layers(result)
-    if not idx:
-        kinds = sorted({m.kind for m in result.maps}) or ["none"]
-        raise MethodNotDefinedError(
-            f"this model has no spatial attention to show (captured layers: {len(result.maps)}, kinds: "
-            f"{', '.join(kinds)})" + (" — XCiT's attention is channel x channel" if CHANNEL in kinds else ""))
-    layer = int(layer)
-    if layer < 0:
-        layer += len(idx)
-    layer = min(max(layer, 0), len(idx) - 1)
-    return layer, idx[layer], result.maps[idx[layer]]
+    """(position, index into result.maps, the layer) of a slider position (clamped)."""
+    return resolve_layer(result, layer)
 
 
 def head_choices(m) -> list[str]:
@@ -98,6 +110,7 @@ def head_choices(m) -> list[str]:
 
 def query_choices(result: CaptureResult) -> list[str]:
     """The queries this model has: its prefix tokens (CLS, DIST, registers), the patch mean, a clicked patch."""
+    from attention.layout import POOLING
     names = list(result.tokens.prefix_names)
     out = []
     if names:
@@ -142,27 +155,17 @@ def head_label(head) -> str:
 
 def click_to_patch(analysis: Analysis, m, click: tuple[float, float]) -> Optional[tuple[int, int]]:
     """The patch of layer `m`'s query grid under a click given in original-photo pixels."""
-    grid = _query_grid(m)
+    grid = query_grid(m)
     if grid is None:
         return None
-    stride = _stride(analysis.result, grid)
-    return photo_to_patch(analysis.prepared.geometry, grid, click[0], click[1], stride)
+    return photo_to_patch(analysis.prepared.geometry, grid, click[0], click[1], grid_stride(analysis.result, grid))
 
 
-def _query_grid(m) -> Optional[tuple[int, int]]:
-    if m.kind == WINDOW:
-        return tuple(m.window.grid)
-    lay = m.query_layout if m.kind == REDUCED else m.layout
-    if lay is None or lay.num_patches == 0 or m.kind in (POOLING, CLASS):
-        return None
-    return tuple(lay.grid)
+_query_grid = query_grid                       # old names, still imported by callbacks
 
 
-def _stride(result: CaptureResult, grid) -> Optional[tuple[float, float]]:
-    t = result.tokens
-    if t.grid is not None and tuple(t.grid) == tuple(grid):
-        return tuple(float(s) for s in t.stride)
-    return None
+def _stride(result: CaptureResult, grid):
+    return grid_stride(result, grid)
 
 
 # ---------------------------------------------------------------------------- computing maps
@@ -179,161 +182,57 @@ def _query_for(analysis: Analysis, m, view: View):
         if patch is None:
             raise MethodNotDefinedError("the clicked point is outside the part of the photo the model saw "
                                         "(the dimmed area was cropped away by the preprocessing)")
-        return patch, patch
-    return view.query, None
-
-
-def compute_map(analysis: Analysis, view: View, model: Optional[ModelGetter] = None,
-                grad_lock: Optional[threading.Lock] = None) -> MapResult:
-    """The (gh, gw) map a view asks for, from the analysis' cache where possible."""
-    method = view.method
-    if method == "raw":
-        return _raw(analysis, view)
-    if method == "rollout":
-        return _rollout(analysis, view)
-    if method == "grad_rollout":
-        return _grad_rollout(analysis, view, model, grad_lock)
-    if method == "gradcam":
-        return _gradcam(analysis, view, model, grad_lock)
-    raise MethodNotDefinedError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def _raw(analysis: Analysis, view: View) -> MapResult:
-    from attention.methods.raw import raw_attention
-    result = analysis.result
-    pos, i, m = layer_map(result, view.layer)
-    query, patch = _query_for(analysis, m, view)
-    if m.kind == WINDOW and not isinstance(query, tuple):
-        heat = _window_received(m, parse_head(view.head))
-        qtext = "attention each position receives (Swin has no CLS token; click a patch for its own view)"
-    else:
-        if m.kind == POOLING:
-            query = "auto"
-        heat = raw_attention(result, i, parse_head(view.head), query)[0]
-        qtext = f"query {query_label(view.query, result)}" + (f" at patch {patch}" if patch else "")
-    n = len(spatial_layers(result))
-    grid = tuple(heat.shape)
-    return MapResult(_np(heat), _stride(result, grid), patch,
-                     f"**Raw attention** · layer {pos} of 0–{n - 1} (`{m.name}`) · {head_label(view.head)} · {qtext}")
-
-
-def _window_received(m, head) -> torch.Tensor:
-    """(H, W) attention received per stage position of a Swin layer, one head or the heads fused."""
-    from attention.render.files import _window_heads
-    per_head = torch.from_numpy(_window_heads(m))
-    if isinstance(head, int):
-        if not -per_head.shape[0] <= head < per_head.shape[0]:
-            raise MethodNotDefinedError(f"head {head} out of range: {m.name} has {per_head.shape[0]} heads")
-        return per_head[head]
-    return {"mean": per_head.mean, "max": lambda dim: per_head.amax(dim), "min": lambda dim: per_head.amin(dim)}[head](dim=0)
-
-
-def _rollout(analysis: Analysis, view: View) -> MapResult:
-    from attention.methods.rollout import rollout, rollout_layers
-    result = analysis.result
-    layers = rollout_layers(result)           # raises MethodNotDefinedError where rollout has no meaning
-    fusion = parse_head(view.head)
-    if not isinstance(fusion, str):
-        fusion = "mean"
-    pos, i, m = layer_map(result, view.layer)
-    order = {id(mm): k for k, mm in enumerate(result.maps)}
-    upto = max(1, sum(1 for lm in layers if order[id(lm)] <= i))
-    query, patch = _query_for(analysis, m, view)
-    key = ("rollout", fusion, upto, query if isinstance(query, str) else tuple(query))
-
-    heat = analysis.cached(key, lambda: _np(rollout(result, head_fusion=fusion, query=query, end_layer=upto - 1)[0]))
-    grid = tuple(heat.shape)
-    note = "" if isinstance(parse_head(view.head), str) else " (rollout fuses the heads: mean used)"
-    return MapResult(heat, _stride(result, grid), patch,
-                     f"**Attention rollout** through layer {upto - 1} of 0–{len(layers) - 1} · {fusion} over heads{note} · "
-                     f"query {query_label(view.query, result)}" + (f" at patch {patch}" if patch else ""))
+        return patch
+    return view.query
 
 
 def target_of(analysis: Analysis, view: View) -> int:
     return analysis.top1 if view.target is None else int(view.target)
 
 
-def _with_grad_lock(lock: Optional[threading.Lock], fn):
-    if lock is None:
-        return fn()
-    with lock:
-        return fn()
-
-
-def _grad_rollout(analysis: Analysis, view: View, model: Optional[ModelGetter], lock) -> MapResult:
-    from attention.capture import capture
-    from attention.methods.grad_rollout import attention_gradients
-    from attention.methods.rollout import chain_ops, finish, joint_layout, propagate, rollout_layers
-    from attention.methods.queries import query_weights, resolve_query
-
+def compute_map(analysis: Analysis, view: View, model: Optional[ModelGetter] = None,
+                grad_lock: Optional[threading.Lock] = None) -> MapResult:
+    """The (gh, gw) map a view asks for, through `attention.methods.compute_map`, and its caption."""
+    if view.method not in METHODS:
+        raise MethodNotDefinedError(f"unknown method {view.method!r}; choose one of {', '.join(METHODS)}")
+    method = get_method(view.method)
     result = analysis.result
-    rollout_layers(result)                      # clear error up front (Swin, single-layer CNNs)
-    target = target_of(analysis, view)
-    if model is None:
+    why = method.defined_for(result)
+    if why:
+        raise MethodNotDefinedError(f"{method.label}: {why}")
+    _, _, m = layer_map(result, view.layer)
+    query = _query_for(analysis, m, view) if method.uses_query else "auto"
+    target = None
+    if method.class_specific:
+        if not analysis.predictions:
+            raise MethodNotDefinedError(f"{method.label} explains a class; this model has no classifier")
+        target = target_of(analysis, view)
+    if method.needs_model and model is None:
         raise MethodNotDefinedError("gradient methods need the model; reload the image")
+    qkey = query if isinstance(query, str) else tuple(query)
+    key = ("map", method.name, view.layer, view.start_layer, str(view.head), qkey, target)
 
-    def compute():
-        loaded = model()
-
-        def run():
-            with torch.enable_grad():
-                live = capture(loaded.model, analysis.prepared.tensor, keep_graph=True)
-                layers = rollout_layers(live)
-                grads = attention_gradients(live, layers, target)
-                mats = [(g.detach().float() * lm.weights.detach().float()).clamp_min(0).mean(dim=1)
-                        for lm, g in zip(layers, grads)]
-                return {"mats": [x.to(torch.float16) for x in mats], "names": [lm.name for lm in layers]}
-        return _with_grad_lock(lock, run)
-
-    cached = analysis.cached(("grad_rollout", target), compute)
-    layers = rollout_layers(result)
-    full = joint_layout(layers)
-    pos, i, m = layer_map(result, view.layer)
-    query, patch = _query_for(analysis, m, view)
-    query = resolve_query(full, query)
-    qkey = ("grad_rollout_map", target, query if isinstance(query, str) else tuple(query))
-
-    def finish_map():
-        mats = [x.float() for x in cached["mats"]]
-        ops = chain_ops(layers, full, mats, identity=True)
-        q0 = query_weights(full, query, "this model")[None]
-        return _np(finish(propagate(ops, q0), full)[0])
-    heat = analysis.cached(qkey, finish_map)
-    return MapResult(heat, _stride(result, heat.shape), patch,
-                     f"**Gradient-weighted attention** (Chefer et al. 2021) for class "
-                     f"**{_class_name(analysis, target)}** · query {query_label(view.query, result)}"
-                     + (f" at patch {patch}" if patch else ""))
-
-
-def _gradcam(analysis: Analysis, view: View, model: Optional[ModelGetter], lock) -> MapResult:
-    from attention.methods.gradcam import default_target_layer, gradcam
-    target = target_of(analysis, view)
-    if model is None:
-        raise MethodNotDefinedError("gradient methods need the model; reload the image")
-    where = {}
-
-    def compute():
-        loaded = model()
-        layer = default_target_layer(loaded.model)
-        where["layer"] = next((n for n, mod in loaded.model.named_modules() if mod is layer), type(layer).__name__)
-        heat = _with_grad_lock(lock, lambda: gradcam(loaded.model, analysis.prepared.tensor, target,
-                                                     tokens=analysis.result.tokens)[0])
-        return _np(heat), where["layer"]
-    heat, layer_name = analysis.cached(("gradcam", target), compute)
-    return MapResult(heat, _stride(analysis.result, heat.shape), None,
-                     f"**Grad-CAM** for class **{_class_name(analysis, target)}** at `{layer_name}` "
-                     f"({heat.shape[0]}x{heat.shape[1]} grid)")
+    def run():
+        out = library_map(method, result, model=(lambda: model().model) if model is not None else None,
+                          x=analysis.prepared.tensor, target=target, query=query, layer=view.layer,
+                          start_layer=view.start_layer, end_layer=view.layer, head=parse_head(view.head),
+                          cache=analysis.cached, grad_lock=grad_lock)
+        return out.numpy(0), out.stride, out.query_patch, out.description
+    heat, stride, patch, desc = analysis.cached(key, run)
+    caption = f"**{method.label}**"
+    if target is not None:
+        caption += f" for class **{_class_name(analysis, target)}**"
+    caption += f" · {desc}" if desc else ""
+    if patch is not None and "patch" not in desc:
+        caption += f" at patch {patch}"
+    if view.query == "patch" and method.uses_query:
+        caption += " (clicked patch)"
+    return MapResult(heat, stride, patch, caption)
 
 
 def _class_name(analysis: Analysis, index: int) -> str:
     names = analysis.class_names
     return names[index] if 0 <= index < len(names) else f"class {index}"
-
-
-def _np(t) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        t = t.detach().float().cpu().numpy()
-    return np.ascontiguousarray(t, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -357,42 +256,16 @@ def display_to_photo(analysis: Analysis, x: float, y: float) -> tuple[float, flo
 
 def layer_heads(analysis: Analysis, view: View):
     """Per spatial layer a (heads, gh, gw) array for the view's query (cached), the layer names, and
-    texts describing the query. CLS where the model has one; Swin and CNNs: attention received."""
-    from attention.methods.raw import raw_attention
-    from attention.render.files import _window_heads
+    texts describing the query (`attention.methods.layer_head_stack`)."""
+    from attention.methods import layer_head_stack
     result = analysis.result
-    idx = spatial_layers(result)
-    if not idx:
-        layer_map(result, 0)   # raises the clear "no spatial attention" error
     click = view.click if view.query == "patch" else None
-    query = view.query if view.query != "patch" else "patch"
-    key = ("grid", query, click)
-
-    def compute():
-        maps, names, marked = [], [], None
-        for i in idx:
-            m = result.maps[i]
-            if query == "patch":
-                q = click_to_patch(analysis, m, click) if click is not None else None
-                if q is None or m.kind == POOLING:
-                    q = "auto" if m.kind == POOLING else None
-                marked = marked or (q if isinstance(q, tuple) else None)
-            else:
-                q = "auto" if m.kind == POOLING else query
-            if m.kind == WINDOW and not isinstance(q, tuple):
-                a = _window_heads(m)
-            elif q is None or (m.kind == CLASS and isinstance(q, tuple)):
-                lay = m.layout
-                a = np.full((m.num_heads, *lay.grid), np.nan, np.float32)
-            else:
-                try:
-                    a = np.stack([_np(raw_attention(result, i, h, q)[0]) for h in range(m.num_heads)])
-                except MethodNotDefinedError:
-                    a = np.stack([_np(raw_attention(result, i, h, "patch_mean")[0]) for h in range(m.num_heads)])
-            maps.append(a.astype(np.float16))
-            names.append(m.name)
-        return maps, names
-    maps, names = analysis.cached(key, compute)
-    qtext = "query " + ("clicked patch" if query == "patch" else query_label(query, result))
-    note = "" if query != "patch" else " (marked in the Attention tab)"
+    query = view.query
+    if query == "patch":
+        query = (lambda m: click_to_patch(analysis, m, click) if click is not None else None)
+    key = ("grid", view.query, click)
+    maps, names = analysis.cached(key, lambda: tuple(
+        ([a.astype(np.float16) for a in st[0]], st[1]) for st in [layer_head_stack(result, query)])[0])
+    qtext = "query " + ("clicked patch" if view.query == "patch" else query_label(view.query, result))
+    note = "" if view.query != "patch" else " (marked in the Attention tab)"
     return [m.astype(np.float32) for m in maps], names, qtext, note

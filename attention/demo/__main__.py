@@ -29,14 +29,15 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_evaluate(a) -> int:
-    """Markdown table model x map -> accuracy, pointing game, AUROC, computed through the same path
+    """Markdown table model x map -> accuracy, pointing game, AUROC, deletion / insertion AUC, computed through the same path
     as the app and the CLI (load by name, the model's preprocessing, capture, registered methods)."""
     import torch
     from .evaluate import DEFAULT_MAPS, evaluate, markdown
     if a.threads:
         torch.set_num_threads(a.threads)
     rows = evaluate(a.models, n=a.n, seed=a.seed, maps=a.maps or DEFAULT_MAPS,
-                    progress=lambda m: print(m, file=sys.stderr))
+                    progress=lambda m: print(m, file=sys.stderr), faith_n=a.faith_n, steps=a.steps,
+                    folder=a.folder)
     print(markdown(rows))
     if a.json:
         with open(a.json, "w") as f:
@@ -81,7 +82,12 @@ def main(argv=None) -> int:
     e.add_argument("--n", type=int, default=1000)
     e.add_argument("--seed", type=int, default=999)
     e.add_argument("--maps", nargs="+", default=None,
-                   help="heatmap rollout grad_rollout gradcam last_layer_cls received (default: all defined)")
+                   help="heatmap and any registered method (default: all, those undefined for a model are skipped)")
+    e.add_argument("--faith-n", type=int, default=200,
+                   help="images scored for deletion / insertion AUC (first N; 0: none)")
+    e.add_argument("--steps", type=int, default=16, help="deletion / insertion steps")
+    e.add_argument("--folder", default=None,
+                   help="evaluate on a folder with images/, masks/ (same names) and optional labels.csv instead")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--json", default=None, help="also write the results as JSON")
     e.set_defaults(func=_cmd_evaluate)

@@ -18,16 +18,17 @@ layer) this is not either (MethodNotDefinedError).
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..capture import AttentionMap, CaptureResult, capture
 from ..errors import MethodNotDefinedError
-from . import register_method
+from .base import MapResult, Method, MethodContext, register
+from .layers import grid_stride
 from .queries import Query, query_weights, resolve_query
-from .rollout import chain_ops, finish, joint_layout, propagate, rollout_layers
+from .rollout import chain_ops, chained_range, finish, joint_layout, propagate, query_words, rollout_defined, rollout_layers
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
 
@@ -119,12 +120,68 @@ def grad_rollout(model: nn.Module, x: torch.Tensor, target: Target = None, *, qu
             del result
 
 
-@register_method("grad_rollout")
-def grad_rollout_method(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Export form: gradient-weighted attention for the top-1 class; see `grad_rollout`."""
-    return grad_rollout(model, x)
+def weighted_layers(result: CaptureResult, target: Target = None) -> list[torch.Tensor]:
+    """``Ā_l = mean_h((∂y_c/∂A_l^h) ⊙ A_l^h)⁺`` (B, N, N) for every chained layer, from a capture with its graph."""
+    layers = rollout_layers(result)
+    grads = attention_gradients(result, layers, target)
+    return [(g.detach().float() * m.weights.detach().float()).clamp_min(0).mean(dim=1) for m, g in zip(layers, grads)]
 
 
-grad_rollout_method.needs_model = True
+def chain_weighted(result: CaptureResult, mats: list[torch.Tensor], query: Query = "auto", first: int = 0,
+                   last: Optional[int] = None) -> torch.Tensor:
+    """(B, gh, gw) ``qᵀ (I + Ā_last) ⋯ (I + Ā_first)`` from precomputed ``Ā`` (layers of `rollout_layers`)."""
+    layers = rollout_layers(result)
+    last = len(layers) - 1 if last is None else last
+    full = joint_layout(layers)
+    q0 = query_weights(full, resolve_query(full, query), "this model")
+    ops = chain_ops(layers[first:last + 1], full, mats[first:last + 1], identity=True)
+    B = mats[0].shape[0]
+    return finish(propagate(ops, q0.to(mats[0].device).expand(B, -1).contiguous()), full)
 
-__all__ = ["grad_rollout", "grad_rollout_from", "attention_gradients", "resolve_targets", "Target"]
+
+class GradRollout(Method):
+    """Gradient-weighted attention rollout (Chefer, Gur & Wolf, ICCV 2021); formula in the module docstring.
+
+    The per-layer ``Ā`` of one target class are cached (``context.cache``), so another query or
+    layer range costs one cheap chain; ``start_layer`` / ``end_layer`` select the layers chained.
+    """
+
+    name = "grad_rollout"
+    label = "Gradient-weighted (Chefer)"
+    summary = "rollout of attention x its gradient for the chosen class (Chefer, Gur & Wolf 2021)"
+    needs_gradients = True
+    needs_model = True
+    class_specific = True
+    uses_layer_range = True
+    order = 20
+
+    def defined_for(self, result: CaptureResult) -> Optional[str]:
+        return rollout_defined(result)
+
+    def compute(self, ctx: MethodContext) -> MapResult:
+        result = ctx.result
+        layers = rollout_layers(result)
+        targets = ctx.targets()
+
+        def weights():
+            model = ctx.get_model()
+            with ctx.gradient_section():
+                live = capture(model, ctx.input, keep_graph=True)
+                try:
+                    return weighted_layers(live, targets)
+                finally:
+                    del live
+        mats = ctx.memo(("grad_rollout", ctx.class_key(targets)), weights)
+        first, last = chained_range(result, layers, ctx.start_layer, ctx.end_layer)
+        maps = chain_weighted(result, mats, ctx.query, first, last)
+        query = ctx.query
+        return MapResult(maps, self.name, joint_layout(layers), grid_stride(result, maps.shape[-2:]),
+                         None if isinstance(query, str) else tuple(int(v) for v in query),
+                         f"layers {first}–{last} of 0–{len(layers) - 1} · {query_words(query)}",
+                         {"targets": targets.tolist(), "start_layer": first, "end_layer": last})
+
+
+register(GradRollout())
+
+__all__ = ["GradRollout", "grad_rollout", "grad_rollout_from", "attention_gradients", "resolve_targets", "Target",
+           "weighted_layers", "chain_weighted"]

@@ -34,10 +34,13 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import ModelTokens
-from . import register_method
+from ..modelstate import preserved
+from .base import MapResult, Method, MethodContext, register
 from .grad_rollout import Target
+from .layers import grid_stride
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
@@ -148,7 +151,10 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_
     is a LayerNorm (which normalises the last axis, i.e. channels). The model is left as found
     (training flags, parameter ``.grad``).
     """
-    from ..adapters import model_tokens
+    try:
+        from ..families import model_tokens
+    except ImportError:        # before the family descriptors (attention.families) existed
+        from ..adapters import model_tokens
 
     layer = target_layer if target_layer is not None else default_target_layer(model)
     tokens = tokens or model_tokens(model, (x.shape[-2], x.shape[-1]))
@@ -163,32 +169,48 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_
             raise ValueError(f"got {t.numel()} targets for a batch of {x.shape[0]}")
         targets = [ClassifierOutputTarget(int(c)) for c in t]
 
-    training = [(m, m.training) for m in model.modules()]
-    saved_grads = [(p, p.grad, p.requires_grad) for p in model.parameters()]
     cam = GridGradCAM(_Logits(model), [layer], reshape_transform=reshape)
     # Grad-CAM needs gradients w.r.t. the target activations only: with the weights frozen the
     # library's backward skips every weight gradient (about 3x less work on ViT-B).
-    for p, _, _ in saved_grads:
-        p.requires_grad_(False)
     try:
-        with torch.enable_grad():
+        with preserved(model, eval_mode=False, freeze=True), torch.enable_grad():
             out = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=targets)
     finally:
         cam.activations_and_grads.release()
-        for m, flag in training:
-            m.training = flag
-        for p, g, req in saved_grads:
-            p.requires_grad_(req)
-            p.grad = g
     return torch.from_numpy(np.ascontiguousarray(out)).float()
 
 
-@register_method("gradcam")
-def gradcam_method(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Export form: Grad-CAM for the top-1 class at the default target layer; see `gradcam`."""
-    return gradcam(model, x)
+def layer_name(model: nn.Module, layer: nn.Module) -> str:
+    return next((n for n, mod in model.named_modules() if mod is layer), type(layer).__name__)
 
 
-gradcam_method.needs_model = True
+class GradCAMMethod(Method):
+    """Grad-CAM at the default target layer (or ``options["target_layer"]``); see `gradcam`."""
 
-__all__ = ["gradcam", "GridGradCAM", "token_reshape", "default_target_layer"]
+    name = "gradcam"
+    label = "Grad-CAM"
+    summary = "activations of one layer weighted by their mean gradient for the chosen class (Selvaraju et al. 2017)"
+    needs_gradients = True
+    needs_model = True
+    class_specific = True
+    uses_query = False
+    order = 30
+
+    def compute(self, ctx: MethodContext) -> MapResult:
+        targets = ctx.targets()
+
+        def run():
+            model = ctx.get_model()
+            layer = ctx.options.get("target_layer") or default_target_layer(model)
+            with ctx.gradient_section():
+                heat = gradcam(model, ctx.input, targets, target_layer=layer, tokens=ctx.result.tokens)
+            return heat, layer_name(model, layer)
+        heat, where = ctx.memo(("gradcam", ctx.class_key(targets), id(ctx.options.get("target_layer"))), run)
+        return MapResult(heat, self.name, None, grid_stride(ctx.result, heat.shape[-2:]), None,
+                         f"at {where} ({heat.shape[-2]}x{heat.shape[-1]} grid)",
+                         {"targets": targets.tolist(), "target_layer": where})
+
+
+register(GradCAMMethod())
+
+__all__ = ["GradCAMMethod", "gradcam", "GridGradCAM", "token_reshape", "default_target_layer", "layer_name"]

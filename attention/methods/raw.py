@@ -22,15 +22,16 @@ Per kind of layer:
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
 from ..capture import AttentionMap, CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, WindowInfo
-from . import register_method
+from .base import MapResult, Method, MethodContext, register
 from .fusion import FUSIONS, fuse_heads
+from .layers import grid_stride, no_spatial_message, resolve_layer, spatial_layers
 from .queries import Query, query_indices
 
 Head = Union[str, int]
@@ -130,9 +131,11 @@ def cls_layers(result: CaptureResult) -> list[AttentionMap]:
             and m.query_layout is not None and m.query_layout.cls_index is not None]
 
 
-@register_method("raw")
 def raw_cls_maps(result: CaptureResult) -> torch.Tensor:
     """(B, layers, heads, gh, gw): ``A^h_l[cls, patches]`` for every layer with a CLS query and every head.
+
+    The explicit per-layer x per-head stack (the registered ``raw`` method gives one layer's map);
+    see also `attention.methods.stacks.layer_head_stack` for every spatial layer of any model.
 
     The layer axis lists the layers of `cls_layers` (all layers for ViT / DeiT / register models;
     only the class-attention layers for CaiT, whose self-attention runs before CLS exists).
@@ -155,4 +158,55 @@ def raw_cls_maps(result: CaptureResult) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
-__all__ = ["raw_attention", "raw_cls_maps", "select_heads", "get_layer", "cls_layers", "window_scatter_index"]
+def query_text(query) -> str:
+    if isinstance(query, str):
+        return {"auto": "default query", "patch_mean": "mean over patch queries",
+                "prefix_mean": "mean over prefix queries"}.get(query, f"query {query.upper()}")
+    return f"query patch ({int(query[0])}, {int(query[1])})"
+
+
+def head_text(head) -> str:
+    return f"head {head}" if isinstance(head, int) else f"{head} over heads"
+
+
+class RawAttention(Method):
+    """One layer's attention from one query: ``map = q · Â`` over the key patches (module docstring).
+
+    Swin without a patch query: the attention each position receives in that layer (it has no
+    CLS token); attention pooling: its learned query.
+    """
+
+    name = "raw"
+    label = "Raw attention"
+    summary = "one layer's attention from the query over the patches"
+    uses_layer = True
+    uses_heads = True
+    order = 0
+
+    def defined_for(self, result: CaptureResult) -> Optional[str]:
+        return None if spatial_layers(result) else no_spatial_message(result)
+
+    def compute(self, ctx: MethodContext) -> MapResult:
+        from .received import received_heads, pick_head
+        result = ctx.result
+        pos, i, m = resolve_layer(result, ctx.layer)
+        n = len(spatial_layers(result))
+        query, head = ctx.query, ctx.head
+        where = f"layer {pos} of 0–{n - 1} ({m.name}) · {head_text(head)}"
+        if m.kind == WINDOW and isinstance(query, str):
+            maps = pick_head(received_heads(m), head, m.name)
+            desc = f"{where} · attention each position receives (Swin has no CLS token; pick a patch for its own view)"
+            patch = None
+        else:
+            if m.kind == POOLING:
+                query = "auto"
+            maps = raw_attention(result, i, head, query)
+            desc = f"{where} · {query_text(query)}"
+            patch = None if isinstance(query, str) else tuple(int(v) for v in query)
+        return MapResult(maps, self.name, m.layout, grid_stride(result, maps.shape[-2:]), patch, desc,
+                         {"layer": pos, "layer_name": m.name})
+
+
+register(RawAttention())
+
+__all__ = ["RawAttention", "raw_attention", "raw_cls_maps", "select_heads", "get_layer", "cls_layers", "window_scatter_index"]

@@ -1,9 +1,11 @@
 """Attention received per position, and the default map each model shows first.
 
-Received attention of key position j in one layer: ``r_j = (1/Nq) Σ_i Â_ij`` with ``Â`` the
-head-mean attention (for pooling attention, Nq = 1 and r is the pooling weights). For Swin's
-windows each key is received only from its own window, so r_j is the mean over that window's
-queries, placed back on the stage grid.
+Received attention of key position j in one layer, per head h: ``r^h_j = (1/Nq) Σ_i A^h_ij`` over
+that layer's query rows (for pooling attention Nq = 1 and r is the pooling weights; for class
+attention the CLS row; for spatial-reduction attention j runs over the coarser key grid). The
+heads are then one picked or fused (mean, max, min over h). For Swin's windows each key is
+received only from its own window, so r_j is the mean over that window's queries, placed back
+on the stage grid at the key's original (un-shifted) position.
 
 The default map (the export's ``heatmap``): rollout where it is defined (ViTs), otherwise the
 received attention of the last spatial attention layer (CNN self-attention, attention pooling,
@@ -11,47 +13,100 @@ Swin's last stage).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..capture import AttentionMap, CaptureResult
 from ..errors import MethodNotDefinedError
-from ..layout import POOLING, SELF, WINDOW
-from . import register_method
-from .fusion import fuse_heads
+from ..layout import CLASS, POOLING, REDUCED, SELF, WINDOW
+from .base import MapResult, Method, MethodContext, register
+from .fusion import FUSIONS
+from .layers import grid_stride, no_spatial_message, resolve_layer, spatial_layers
 
 
-def received(m: AttentionMap) -> torch.Tensor:
-    """(B, gh, gw) attention received by each patch position of one layer (heads averaged)."""
+def received_heads(m: AttentionMap) -> torch.Tensor:
+    """(B, heads, gh, gw) attention received by each position of one layer, per head (float32)."""
     if m.kind == WINDOW:
         info = m.window
-        a = fuse_heads(m.weights).mean(dim=1)  # (B*nW, n): mean over the window's queries
+        if info is None:
+            raise MethodNotDefinedError(f"{m.name}: the window geometry was not captured")
+        a = m.weights.detach().float().mean(dim=2)        # (B*nW, heads, n): mean over the window's queries
         nW = info.windows_per_image
-        B = a.shape[0] // nW
+        B, heads = a.shape[0] // nW, a.shape[1]
         wh, ww = info.window
         Hp, Wp = info.padded
-        grid = a.view(B, Hp // wh, Wp // ww, wh, ww).permute(0, 1, 3, 2, 4).reshape(B, Hp, Wp)
-        grid = grid[:, : info.grid[0], : info.grid[1]]
-        return torch.roll(grid, shifts=info.shift, dims=(1, 2))
-    if m.kind not in (SELF, POOLING) or m.layout is None or m.layout.num_patches == 0:
+        g = a.reshape(B, Hp // wh, Wp // ww, heads, wh, ww).permute(0, 3, 1, 4, 2, 5).reshape(B, heads, Hp, Wp)
+        g = g[:, :, : info.grid[0], : info.grid[1]]
+        return torch.roll(g, shifts=info.shift, dims=(2, 3))
+    if m.kind not in (SELF, CLASS, POOLING, REDUCED) or m.layout is None or m.layout.num_patches == 0:
         raise MethodNotDefinedError(f"received attention needs a spatial layer; {m.name} is {m.kind}")
     p = m.layout.num_prefix
-    a = fuse_heads(m.weights)[:, :, p:].mean(dim=1)
-    return a.reshape(a.shape[0], *m.layout.grid)
+    a = m.weights.detach().float()[:, :, :, p:].mean(dim=2)
+    return a.reshape(a.shape[0], a.shape[1], *m.layout.grid)
 
 
-@register_method("received")
-def received_attention(result: CaptureResult, layer: int = -1) -> torch.Tensor:
-    """Attention received per position in one layer (default: the last spatial one)."""
-    spatial = [m for m in result.maps if m.kind in (SELF, POOLING, WINDOW) and m.layout is not None]
-    if not spatial:
-        raise MethodNotDefinedError("the model has no spatial attention layer")
-    return received(spatial[layer])
+def pick_head(per_head: torch.Tensor, head, name: str = "this layer") -> torch.Tensor:
+    """(B, heads, gh, gw) -> (B, gh, gw): one head (int) or the heads fused ("mean", "max", "min")."""
+    if isinstance(head, str):
+        if head not in FUSIONS:
+            raise ValueError(f"head must be an int or one of {FUSIONS}, got {head!r}")
+        return {"mean": per_head.mean(dim=1), "max": per_head.amax(dim=1), "min": per_head.amin(dim=1)}[head]
+    h = int(head)
+    if not -per_head.shape[1] <= h < per_head.shape[1]:
+        raise MethodNotDefinedError(f"head {h} out of range: {name} has {per_head.shape[1]} heads")
+    return per_head[:, h]
+
+
+def received(m: AttentionMap, head="mean") -> torch.Tensor:
+    """(B, gh, gw) attention received by each patch position of one layer (heads fused or one head)."""
+    return pick_head(received_heads(m), head, m.name)
+
+
+def received_attention(result: CaptureResult, layer: int = -1, head="mean") -> torch.Tensor:
+    """Attention received per position in one spatial layer (default: the last)."""
+    _, _, m = resolve_layer(result, layer)
+    return received(m, head)
+
+
+class ReceivedAttention(Method):
+    """``r_j = (1/Nq) Σ_i Â_ij``: how much attention each position receives in one layer."""
+
+    name = "received"
+    label = "Received attention"
+    summary = "attention each position receives in one layer, averaged over its queries"
+    uses_layer = True
+    uses_heads = True
+    uses_query = False
+    order = 40
+
+    def defined_for(self, result: CaptureResult) -> Optional[str]:
+        return None if spatial_layers(result) else no_spatial_message(result)
+
+    def compute(self, ctx: MethodContext) -> MapResult:
+        pos, _, m = resolve_layer(ctx.result, ctx.layer)
+        maps = received(m, ctx.head)
+        n = len(spatial_layers(ctx.result))
+        head = f"head {ctx.head}" if isinstance(ctx.head, int) else f"{ctx.head} over heads"
+        return MapResult(maps, self.name, m.layout, grid_stride(ctx.result, maps.shape[-2:]), None,
+                         f"layer {pos} of 0–{n - 1} ({m.name}) · {head} · attention each position receives",
+                         {"layer": pos, "layer_name": m.name})
+
+
+register(ReceivedAttention())
+
+
+def default_method(result: CaptureResult) -> str:
+    """The method a model's maps show first: rollout where defined, else received attention."""
+    from .base import get_method
+    return "rollout" if get_method("rollout").defined_for(result) is None else "received"
 
 
 def default_heatmap(result: CaptureResult) -> torch.Tensor:
     """(B, gh, gw): rollout for ViTs, else the last spatial layer's received attention."""
-    from .rollout import rollout
-    try:
-        return rollout(result)
-    except MethodNotDefinedError:
-        return received_attention(result)
+    from .base import compute_map
+    return compute_map(default_method(result), result).maps
+
+
+__all__ = ["received", "received_heads", "received_attention", "pick_head", "default_heatmap", "default_method",
+           "ReceivedAttention"]

@@ -35,8 +35,9 @@ import torch
 from ..capture import AttentionMap, CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import CHANNEL, CLASS, REDUCED, SELF, WINDOW, TokenLayout
-from . import register_method
+from .base import MapResult, Method, MethodContext, register
 from .fusion import fuse_heads
+from .layers import grid_stride
 from .queries import Query, query_weights, resolve_query
 
 
@@ -248,7 +249,6 @@ def rollout_tokens(result: CaptureResult, head_fusion: str = "mean", discard_rat
     return propagate(ops, q0.to(mats[0].device).expand(B, -1).contiguous()), full
 
 
-@register_method("rollout")
 def rollout(result: CaptureResult, head_fusion: str = "mean", discard_ratio: float = 0.0,
             start_layer: int = 0, add_identity: bool = True, query: Query = "auto",
             end_layer: Optional[int] = None) -> torch.Tensor:
@@ -263,5 +263,76 @@ def rollout(result: CaptureResult, head_fusion: str = "mean", discard_ratio: flo
     return finish(v, full)
 
 
-__all__ = ["rollout", "rollout_tokens", "rollout_layers", "joint_layout", "discard_smallest", "propagate", "chain_ops",
+def chained_range(result: CaptureResult, layers: list[AttentionMap], start: Optional[int],
+                  end: Optional[int]) -> tuple[int, int]:
+    """(first, last) indices among the chained `layers` for a range given in `spatial_layers` numbering.
+
+    The range keeps the chained layers whose position among the spatial layers lies in
+    ``[start, end]`` (None: the first / the last); at least one layer is kept.
+    """
+    from .layers import resolve_layer
+    order = {id(m): k for k, m in enumerate(result.maps)}
+    at = [order[id(m)] for m in layers]
+    lo = 0 if start is None else resolve_layer(result, start)[1]
+    hi = at[-1] if end is None else resolve_layer(result, end)[1]
+    first = next((k for k, i in enumerate(at) if i >= lo), len(at) - 1)
+    last = max((k for k, i in enumerate(at) if i <= hi), default=0)
+    if last < first:
+        raise ValueError(f"the layer range starts at {start} after it ends at {end}")
+    return first, last
+
+
+def rollout_defined(result: CaptureResult) -> Optional[str]:
+    try:
+        rollout_layers(result)
+    except MethodNotDefinedError as e:
+        return str(e)
+    return None
+
+
+def query_words(query) -> str:
+    if isinstance(query, str):
+        return {"auto": "default query", "patch_mean": "mean over patch queries",
+                "prefix_mean": "mean over prefix queries"}.get(query, f"query {query.upper()}")
+    return f"query patch ({int(query[0])}, {int(query[1])})"
+
+
+class Rollout(Method):
+    """``qᵀ Ã_e ⋯ Ã_s`` over the patches, layers ``s … e`` (``start_layer`` … ``end_layer``); see the
+    module docstring. ``head``: the fusion ("mean", "max", "min"; a head number falls back to the mean);
+    options: ``discard_ratio``, ``add_identity``."""
+
+    name = "rollout"
+    label = "Rollout"
+    summary = "attention multiplied through the layers, with the residual as identity (Abnar & Zuidema 2020)"
+    uses_layer_range = True
+    order = 10
+
+    def defined_for(self, result: CaptureResult) -> Optional[str]:
+        return rollout_defined(result)
+
+    def compute(self, ctx: MethodContext) -> MapResult:
+        result = ctx.result
+        layers = rollout_layers(result)
+        first, last = chained_range(result, layers, ctx.start_layer, ctx.end_layer)
+        fusion = ctx.head if isinstance(ctx.head, str) else "mean"
+        ratio = float(ctx.options.get("discard_ratio", 0.0))
+        identity = bool(ctx.options.get("add_identity", True))
+        query = ctx.query
+        qkey = query if isinstance(query, str) else tuple(int(v) for v in query)
+        maps = ctx.memo(("rollout", fusion, first, last, qkey, ratio, identity),
+                        lambda: rollout(result, head_fusion=fusion, discard_ratio=ratio, start_layer=first,
+                                        add_identity=identity, query=query, end_layer=last))
+        full = joint_layout(layers)
+        note = "" if isinstance(ctx.head, str) else " (rollout fuses the heads: mean used)"
+        desc = (f"layers {first}–{last} of 0–{len(layers) - 1} · {fusion} over heads{note} · {query_words(query)}"
+                + (f" · smallest {ratio:.0%} discarded" if ratio else ""))
+        return MapResult(maps, self.name, full, grid_stride(result, maps.shape[-2:]),
+                         None if isinstance(query, str) else qkey, desc,
+                         {"start_layer": first, "end_layer": last, "layers": [m.name for m in layers[first:last + 1]]})
+
+
+register(Rollout())
+
+__all__ = ["Rollout", "chained_range", "rollout_defined", "rollout", "rollout_tokens", "rollout_layers", "joint_layout", "discard_smallest", "propagate", "chain_ops",
            "ChainOp", "finish"]

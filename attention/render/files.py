@@ -8,8 +8,7 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image
 
-from ..capture import AttentionMap, CaptureResult
-from ..layout import CLASS, POOLING, REDUCED, SELF, WINDOW
+from ..capture import CaptureResult
 from ..preprocess import PreparedImage
 from .grid import grid_sheet
 from .overlay import overlay
@@ -24,45 +23,12 @@ def save_png(path: str, rgb: np.ndarray) -> str:
     return path
 
 
-def _window_heads(m: AttentionMap) -> np.ndarray:
-    """(heads, H, W) attention received per stage position, per head, for Swin's windowed attention."""
-    info = m.window
-    a = m.weights.detach().float().cpu()
-    nW = info.windows_per_image
-    a = a[:nW].mean(dim=2)                                        # (nW, heads, n): mean over window queries
-    heads = a.shape[1]
-    wh, ww = info.window
-    Hp, Wp = info.padded
-    g = a.reshape(Hp // wh, Wp // ww, heads, wh, ww).permute(2, 0, 3, 1, 4).reshape(heads, Hp, Wp)
-    g = g[:, : info.grid[0], : info.grid[1]]
-    return np.roll(g.numpy(), shift=info.shift, axis=(1, 2))
-
-
 def layer_head_maps(result: CaptureResult, item: int = 0) -> tuple[list[np.ndarray], list[str]]:
-    """Per spatial layer, a (heads, gh, gw) float32 map per head, and the layers' names.
-
-    CLS -> patch attention (``weights[item, h, cls, prefix:]``) where the queries include a CLS token;
-    otherwise the attention each position receives, averaged over the query rows (CNN self-attention,
-    pooling, spatial-reduction, Swin windows placed back on the stage grid). Channel attention is skipped.
-    """
-    out, names = [], []
-    for m in result.maps:
-        if m.kind == WINDOW and m.window is not None:
-            sub = AttentionMap(m.name, m.weights[item * m.window.windows_per_image:], m.kind, m.layout,
-                               m.query_layout, m.window, m.module_type)
-            out.append(_window_heads(sub).astype(np.float32))
-            names.append(m.name)
-            continue
-        if m.kind not in (SELF, CLASS, POOLING, REDUCED) or m.layout is None or m.layout.num_patches == 0:
-            continue
-        w = m.weights[item].detach().float().cpu().numpy()          # (heads, Nq, Nk)
-        p = m.layout.num_prefix
-        q = m.query_layout
-        cls = q.cls_index if (q is not None and m.kind in (SELF, CLASS)) else None
-        a = w[:, cls, p:] if cls is not None and cls < w.shape[1] else w[:, :, p:].mean(axis=1)
-        out.append(a.reshape(a.shape[0], *m.layout.grid).astype(np.float32))
-        names.append(m.name)
-    return out, names
+    """Per spatial layer, a (heads, gh, gw) float32 map per head, and the layers' names: the library's
+    `attention.methods.layer_head_stack` with the default query (CLS where the model has one,
+    otherwise the attention each position receives; Swin's windows placed back on the stage grid)."""
+    from ..methods import layer_head_stack
+    return layer_head_stack(result, "auto", item)
 
 
 def _safe(name: str) -> str:
@@ -71,10 +37,8 @@ def _safe(name: str) -> str:
 
 def _stride_for(result: Optional[CaptureResult], shape: tuple[int, int]) -> Optional[tuple[float, float]]:
     """The model's own stride when the map is on its token grid (covers exactly the patched area)."""
-    t = getattr(result, "tokens", None)
-    if t is not None and t.grid is not None and tuple(t.grid) == tuple(shape):
-        return tuple(float(s) for s in t.stride)
-    return None
+    from ..methods import grid_stride
+    return grid_stride(result, shape) if result is not None else None
 
 
 def write_pictures(out_dir: str, stem: str, prepared: PreparedImage, result: Optional[CaptureResult],
