@@ -136,6 +136,25 @@ def test_pointing_auroc_and_deletion_against_the_reference_evaluation(audit):
     assert rep["classification"]["accuracy"]["mean"] == pytest.approx(ev["accuracy"], abs=1e-12)
 
 
+def _hooked_attention(model, x) -> list[torch.Tensor]:
+    """Per-block softmax weights of a timm ViT, read by a hook on ``attn_drop`` with fused attention off
+    (independent of the capture engine)."""
+    store, handles, flags = [], [], []
+    for blk in model.blocks:
+        flags.append((blk.attn, blk.attn.fused_attn))
+        blk.attn.fused_attn = False
+        handles.append(blk.attn.attn_drop.register_forward_hook(lambda m, i, o: store.append(o.detach())))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, f in flags:
+            m.fused_attn = f
+    return store
+
+
 def test_head_statistics_per_image(audit):
     lm, x, g = audit["lm"], audit["x"], audit["g"]
     i = 3
@@ -144,7 +163,7 @@ def test_head_statistics_per_image(audit):
     np.testing.assert_allclose(g["head_mean_distance"][i], st.mean_distance, atol=1e-4)
     np.testing.assert_allclose(g["head_object_fraction"][i], st.object_fraction, atol=1e-5)
     # the formula written out: entropy of layer 0's CLS row over the patches, from hooked attention
-    _, layers = quality._timm_vit_attention(lm.model, x[i:i + 1])
+    layers = _hooked_attention(lm.model, x[i:i + 1])
     a = layers[0][0, :, 0, 1:].double()
     p = a / a.sum(-1, keepdim=True)
     np.testing.assert_allclose(g["head_entropy"][i, 0], -(p * p.log()).sum(-1).numpy(), atol=1e-5)

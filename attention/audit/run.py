@@ -78,6 +78,8 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init)
     label_idx = label_indices(ds.items, loaded.class_names)
     chosen, missing = choose_methods(loaded, methods)
+    if engine == "local" and workers > 1:
+        log("note: --workers applies to --engine ray; the local engine runs one process")
     for k, v in missing.items():
         log(f"note: {k} left out: {v}")
     spec = AuditSpec(model=model, methods=chosen, checkpoint=os.path.abspath(checkpoint) if checkpoint else None,

@@ -65,8 +65,8 @@ def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=Non
             ray.init(num_cpus=workers * cpus_per_worker, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
         started = True
     try:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)   # no per-run INFO lines between the bar
-        ctx = ray.data.DataContext.get_current()
+        ctx = ray.data.DataContext.get_current()                 # (imports ray.data, which sets up its logging)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)    # no per-run INFO lines across the progress bar
         ctx.enable_progress_bars = False          # the audit draws its own, in images/s
         rows = [{"shard": k, "items": json.dumps([it.to_dict() for it in items]), "labels": json.dumps(list(labels))}
                 for k, items, labels in todo]
