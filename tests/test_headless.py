@@ -1,0 +1,129 @@
+"""Backbones without a classifier, paths on this machine and failed loads in the app's model manager.
+
+Models are random-init, saved by the test, loaded through the manager's real path (the same
+`load_model` the CLI uses).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from attention.errors import CheckpointError, ModelNotFoundError, UserError
+from viz_app.callbacks import Callbacks
+from viz_app.models import CHECKPOINT_MAX_BYTES, ModelManager, upload_limit_bytes
+
+
+def _save(model, path) -> str:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+@pytest.fixture
+def backbone(tmp_path):
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
+    return ref, _save(ref, tmp_path / "backbone.safetensors")
+
+
+def _photo(tmp_path) -> str:
+    p = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(p)
+    return str(p)
+
+
+def test_headless_checkpoint_in_the_app_has_attention_and_no_predictions(tmp_path, backbone):
+    ref, path = backbone
+    cb = Callbacks(ModelManager(pretrained=False))
+    name = cb.manager.register("vit_tiny_patch16_224", path)
+    assert "No predictions" in cb.manager.prediction_note(name)
+    assert "Class-specific methods are off" in cb.manager.class_methods_disabled(name)
+    a = cb.analyse("s1", _photo(tmp_path), name)
+    assert a.predictions == [] and len(a.result.maps) == 12
+    x = a.prepared.tensor
+    with torch.no_grad():
+        assert torch.allclose(a.result.logits.float(), ref(x), atol=1e-5)     # the backbone's features
+    assert cb.manager.prediction_note("demo-vit") == "" and cb.manager.class_methods_disabled("demo-vit") == ""
+
+
+def test_a_failed_load_keeps_the_previous_model_and_says_what_is_wrong(tmp_path):
+    mgr = ModelManager(pretrained=False)
+    mgr.get("demo-vit")
+    before = (mgr.loaded_names(), mgr.choices(), mgr.loads)
+    text = tmp_path / "weights.pth"
+    text.write_text("this is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="weights.pth is a text file, not a checkpoint"):
+        mgr.register("vit_tiny_patch16_224", str(text))
+    with pytest.raises(CheckpointError, match="no such file or folder"):
+        mgr.register_path(str(tmp_path / "nope.safetensors"), "vit_tiny_patch16_224")
+    with pytest.raises(CheckpointError, match="folder without config.json"):
+        mgr.register_path(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="enter the architecture"):
+        mgr.register_path(str(text))
+    assert (mgr.loaded_names(), mgr.choices(), mgr.loads) == before
+    assert mgr.get("demo-vit") is not None
+
+
+def test_path_on_this_machine_loads_without_copying(tmp_path, backbone):
+    ref, path = backbone
+    mgr = ModelManager(pretrained=False)
+    name = mgr.register_path(path, "vit_tiny_patch16_224")
+    assert name in mgr.choices() and mgr.spec(name).checkpoint == os.path.abspath(path)
+    assert mgr._files is None                      # nothing was copied into the upload folder
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(mgr.get(name).model(x), ref(x))
+
+
+def test_hf_folder_by_path(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 image_size=32, patch_size=8, num_labels=2, id2label={0: "a", 1: "b"},
+                                 label2id={"a": 0, "b": 1})
+    torch.manual_seed(0)
+    m = transformers.ViTForImageClassification(cfg).eval()
+    m.save_pretrained(str(tmp_path / "vit"))
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(tmp_path / "vit"))
+    mgr = ModelManager(pretrained=True)
+    name = mgr.register_path(str(tmp_path / "vit"))
+    lm = mgr.get(name)
+    assert name.startswith("hf:") and lm.class_names == ["a", "b"] and lm.has_classifier
+
+
+def test_upload_limits():
+    from attention.images import MAX_BYTES
+    assert CHECKPOINT_MAX_BYTES >= 2 * 1024 ** 3 and upload_limit_bytes() >= CHECKPOINT_MAX_BYTES
+    assert MAX_BYTES == 50 * 1024 * 1024          # images keep their own, smaller limit
+
+
+def test_zero_shot_entries_per_classes(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    import json
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "tiny-app-clip.json").write_text(json.dumps(
+        {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
+                                         "patch_size": 8},
+         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}))
+    open_clip.add_model_config(str(d))
+    cb = Callbacks(ModelManager(pretrained=False))
+    base = "open_clip:tiny-app-clip"
+    assert cb.manager.is_zero_shot(base)
+    assert "type the classes" in cb.manager.prediction_note(base)
+    a_name = cb.manager.with_classes(base, "cat, dog")
+    b_name = cb.manager.with_classes(a_name, "teapot, kettle, cup")     # re-typed on an entry: same base
+    assert cb.manager.classes_of(b_name) == "teapot, kettle, cup" and cb.manager.is_zero_shot(b_name)
+    assert a_name in cb.manager.choices() and b_name in cb.manager.choices()
+    photo = _photo(tmp_path)
+    a, b = cb.analyse("s1", photo, a_name), cb.analyse("s2", photo, b_name)
+    assert [p["label"] for p in a.predictions] and {p["label"] for p in a.predictions} == {"cat", "dog"}
+    assert {p["label"] for p in b.predictions} == {"teapot", "kettle", "cup"}
+    # one image tower for both entries
+    assert cb.manager.get(a_name).model.visual is cb.manager.get(b_name).model.visual
+    with pytest.raises(UserError, match="not a zero-shot model"):
+        cb.manager.with_classes("demo-vit", "cat, dog")
