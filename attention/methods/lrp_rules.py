@@ -16,8 +16,8 @@ relevance of any tensor ``t`` is ``R_t = t ⊙ g̃_t``. The rules, all from `lxt
   epsilon rule with ε → 0); biases absorb their share ``b ⊙ g̃_b``.
 
 Attention modules recognised: timm's ``Attention`` / ``WindowAttention`` (a fused ``qkv`` linear;
-a forward hook splits its output), ``nn.MultiheadAttention`` (a forward pre-hook on its query,
-key and value arguments; ``nn.TransformerEncoder``, torchvision's ViT) and modules with
+a forward hook splits its output), ``nn.MultiheadAttention`` (its forward restated for the duration,
+with the rule after the in-projection; ``nn.TransformerEncoder``, torchvision's ViT) and modules with
 ``query`` / ``key`` / ``value`` (or ``q_proj`` / ``k_proj`` / ``v_proj``) sub-modules (SAGAN
 self-attention). A captured attention layer of any other module type is refused with its name.
 
@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MethodNotDefinedError
@@ -75,6 +76,41 @@ def _layer_norm_forward(self, x):
     if self.bias is not None:
         y = y + self.bias
     return y
+
+
+def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                 average_attn_weights=True, is_causal=False):
+    """``nn.MultiheadAttention.forward`` restated with the uniform rule on q, k, v *after* the
+    in-projection (torch's forward has no seam there; dividing the gradient at its inputs instead would
+    leave the in-projection biases 4x / 2x too much relevance: the conservation test catches it)."""
+    r = lxt_rules()
+    if key_padding_mask is not None or attn_mask is not None or self.bias_k is not None \
+            or not self._qkv_same_embed_dim or self.in_proj_weight is None:
+        raise MethodNotDefinedError("AttnLRP: nn.MultiheadAttention with masks, add_bias_kv or separate "
+                                    "key/value sizes is not supported")
+    if not self.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    B, L, E = query.shape
+    S = key.shape[1]
+    w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+    h = self.num_heads
+    hd = E // h
+    q = r.divide_gradient(F.linear(query, w_q, b_q), 4).view(B, L, h, hd).transpose(1, 2)
+    k = r.divide_gradient(F.linear(key, w_k, b_k), 4).view(B, S, h, hd).transpose(1, 2)
+    v = r.divide_gradient(F.linear(value, w_v, b_v), 2).view(B, S, h, hd).transpose(1, 2)
+    p = self.dropout if self.training else 0.0
+    weights = None
+    if need_weights:
+        a = F.softmax((q * hd ** -0.5) @ k.transpose(-2, -1), dim=-1)
+        o = F.dropout(a, p, self.training) @ v
+        weights = a.mean(dim=1) if average_attn_weights else a
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=is_causal)
+    o = self.out_proj(o.transpose(1, 2).reshape(B, L, E))
+    if not self.batch_first:
+        o = o.transpose(0, 1)
+    return o, weights
 
 
 def attention_rule_target(module: nn.Module) -> Optional[str]:
@@ -149,15 +185,7 @@ def lrp_rules(model: nn.Module, attention_modules=None) -> Iterator[nn.Module]:
     for mod in mods:
         how = attention_rule_target(mod)
         if how == "mha":
-            def pre(m, args, kwargs):
-                args = list(args)
-                for pos, key, f in ((0, "query", 4), (1, "key", 4), (2, "value", 2)):
-                    if pos < len(args):
-                        args[pos] = r.divide_gradient(args[pos], f)
-                    elif key in kwargs:
-                        kwargs[key] = r.divide_gradient(kwargs[key], f)
-                return tuple(args), kwargs
-            hook(mod.register_forward_pre_hook(pre, with_kwargs=True))
+            set_attr(mod, "forward", _mha_forward.__get__(mod))
         elif how == "qkv":
             def split(m, inp, out):
                 q, k, v = out.chunk(3, dim=-1)
