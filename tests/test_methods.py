@@ -13,7 +13,7 @@ from torch import nn
 from attention.capture import capture, record_attention
 from attention.errors import MethodNotDefinedError
 from attention.export import method_arrays
-from attention.methods import get_method
+from attention.methods import compute_map, get_method
 from attention.methods.grad_rollout import grad_rollout, grad_rollout_from
 from attention.methods.gradcam import gradcam
 from attention.methods.raw import raw_attention, raw_cls_maps
@@ -172,6 +172,36 @@ def test_rollout_up_to_a_layer_with_and_without_identity(vit, end, identity):
         np.testing.assert_allclose(got.numpy(), raw.numpy(), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="end_layer"):
         rollout(r, end_layer=n)
+
+
+@pytest.mark.parametrize("start,end", [(1, 2), (0, 1), (2, 2), (1, -1), (-3, -2)])
+def test_rollout_layer_range_is_the_product_written_out(vit, start, end):
+    """R = ã_e · … · ã_s with ã = rownorm(mean_h A + I), written as explicit loops; through compute_map."""
+    r = capture(vit, _x(48))
+    out = compute_map("rollout", r, start_layer=start, end_layer=end)
+    n = len(r.maps)
+    s, e = start % n, end % n
+    assert out.details["start_layer"] == s and out.details["end_layer"] == e
+    for b in range(2):
+        N = r.maps[0].weights.shape[-1]
+        R = np.eye(N)
+        for layer in range(s, e + 1):
+            A = r.maps[layer].weights[b].double().numpy()
+            a = np.zeros((N, N))
+            for i in range(N):
+                for j in range(N):
+                    a[i, j] = sum(A[h, i, j] for h in range(A.shape[0])) / A.shape[0] + (i == j)
+                a[i] /= a[i].sum()
+            R = a @ R
+        np.testing.assert_allclose(out.maps[b].numpy(), R[0, 1:].reshape(3, 3), rtol=1e-4, atol=1e-6)
+    # the same range for the gradient-weighted rollout: R = Π (I + Ā_l) over the range only (Chefer's formula)
+    got = compute_map("grad_rollout", r, model=vit, target=[1, 1], start_layer=start, end_layer=end).maps
+    logits, attns = manual_vit(vit, _x(48))
+    logits[:, 1].sum().backward()
+    for b in range(2):
+        want = ref_chefer([a[b].detach().double().numpy() for a in attns][s:e + 1],
+                          [a.grad[b].double().numpy() for a in attns][s:e + 1])
+        np.testing.assert_allclose(got[b].flatten().numpy(), want, rtol=1e-4, atol=1e-8)
 
 
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])
