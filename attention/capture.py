@@ -1,14 +1,18 @@
 """Capture every attention matrix of a model in the same forward pass that gives its logits.
 
 Data flow: input tensor -> `capture(model, x)` -> `CaptureResult` (logits + one `AttentionMap` per
-attention layer, in forward order). Which modules are attention, and how their weights are
-obtained, is the business of the adapters in `attention.adapters` (a registry; one file per kind).
+attention layer, in forward order). *Where* attention is computed is found at the operation
+(`attention.interception`: every softmax and scaled-dot-product attention of the forward, attributed
+to the innermost module that ran it); *what* each recorded tensor is (token layout, windows, which
+tensor is the attention shown) is the business of the model's family descriptor
+(`attention.families`, one file per family), with a shape-based inference for unknown models whose
+result is labelled ``layout_source="inferred"`` (or ``"unknown"`` when nothing fits).
 
-Concurrency: hooks are installed on a model while at least one capture runs on it (reference
-counted), and each hook records into the capture session of the *calling* context (a
-`contextvars.ContextVar`). Two threads capturing on the same model at the same time therefore
-never see each other's tensors, and the model is restored (fused-attention flags, hooks, training
-mode) when the last capture leaves, also when the forward raised.
+Concurrency: the op patches are shared by concurrent captures (reference counted), and each op
+records into the capture session of the *calling* context (a `contextvars.ContextVar`): two threads
+capturing on the same model at once never see each other's tensors. The model itself is not touched
+(no hooks, no flags) except its training flags, which are saved by the first concurrent capture and
+restored by the last, also when the forward raised.
 """
 from __future__ import annotations
 
@@ -17,21 +21,26 @@ import contextvars
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import nn
 
-from .layout import CHANNEL, CLASS, KINDS, POOLING, REDUCED, SELF, WINDOW, ModelTokens, TokenLayout, WindowInfo
+from . import interception
+from .layout import (CHANNEL, CLASS, INFERRED, KINDS, KNOWN, LAYOUT_SOURCES, POOLING, REDUCED, SELF, UNKNOWN,
+                     WINDOW, ModelTokens, TokenLayout, WindowInfo)
 
 
 @dataclass
 class AttentionMap:
     """One attention layer's weights for one forward pass.
 
-    ``weights`` is (B, heads, Nq, Nk) for global attention and (B * nW, heads, n, n) for Swin's
-    windowed attention (see ``window``). ``layout`` describes the keys; ``query_layout`` the
-    queries where they differ (class attention, spatial-reduction attention).
+    ``weights`` is (B, heads, Nq, Nk) for global attention and (B * nW, heads, n, n) for windowed
+    attention (see ``window``). ``layout`` describes the keys; ``query_layout`` the queries where they
+    differ (class attention, spatial-reduction attention). ``layout_source`` says how the layout was
+    found: ``known`` (the family descriptor), ``inferred`` (from shapes; a best guess, labelled as such)
+    or ``unknown`` (no layout: a token x token matrix only; spatial views refuse it). ``op`` is the
+    operation that produced the weights (``softmax``, ``sdpa``, ``recorded``, or a family's own tap).
     """
 
     name: str
@@ -41,10 +50,16 @@ class AttentionMap:
     query_layout: Optional[TokenLayout] = None
     window: Optional[WindowInfo] = None
     module_type: str = ""
+    layout_source: str = KNOWN
+    op: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown attention kind {self.kind!r}; expected one of {KINDS}")
+        if self.layout_source not in LAYOUT_SOURCES:
+            raise ValueError(f"unknown layout source {self.layout_source!r}; expected one of {LAYOUT_SOURCES}")
+        if self.layout is None and self.kind != CHANNEL:
+            self.layout_source = UNKNOWN
         if self.query_layout is None:
             self.query_layout = self.layout
 
@@ -54,11 +69,22 @@ class AttentionMap:
 
     @property
     def is_spatial(self) -> bool:
-        return self.kind != CHANNEL
+        """Whether the map can be put on the image: a known or inferred layout, and not channel attention."""
+        return self.kind != CHANNEL and self.layout is not None and (self.kind != WINDOW or self.window is not None)
+
+    def not_spatial_reason(self) -> Optional[str]:
+        """Why spatial views refuse this layer (None if they can show it)."""
+        if self.kind == CHANNEL:
+            return f"layer {self.name} is channel attention (channels x channels), not attention over positions"
+        if self.layout is None or (self.kind == WINDOW and self.window is None):
+            return (f"layer {self.name}: the token layout of its {tuple(self.weights.shape)} attention is unknown "
+                    "(no family descriptor, and the shapes fit no patch grid), so it can only be shown as a "
+                    "token x token matrix")
+        return None
 
     def describe(self) -> dict:
         d = {"name": self.name, "kind": self.kind, "module_type": self.module_type,
-             "shape": list(self.weights.shape)}
+             "shape": list(self.weights.shape), "layout_source": self.layout_source, "op": self.op}
         if self.layout is not None:
             d["layout"] = self.layout.to_dict()
         if self.query_layout is not None and self.query_layout is not self.layout:
@@ -70,12 +96,21 @@ class AttentionMap:
 
 @dataclass
 class CaptureResult:
-    """Logits and attention maps of one forward pass; ``input`` is exactly the tensor fed in."""
+    """Logits and attention maps of one forward pass; ``input`` is exactly the tensor fed in.
+
+    ``logits`` is the model's prediction tensor (for a Hugging Face ``ModelOutput`` its ``logits``, or
+    its pooled / last hidden state for a headless model; for a tuple the first tensor); ``output`` is
+    what the model returned. ``maps`` are the attention layers shown to users; ``records`` every
+    attention op recorded, in order (they differ only where a family combines ops, e.g. ConViT).
+    """
 
     input: torch.Tensor
     logits: torch.Tensor
     maps: list[AttentionMap]
     tokens: ModelTokens = field(default_factory=ModelTokens)
+    records: list[AttentionMap] = field(default_factory=list)
+    family: str = ""
+    output: Any = None
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -88,47 +123,76 @@ class CaptureResult:
         return [m.name for m in self.maps]
 
     def self_attention(self) -> list[AttentionMap]:
-        """The square global layers, in forward order (what rollout chains)."""
-        return [m for m in self.maps if m.kind == SELF]
+        """The square global layers with a layout, in forward order (what rollout chains)."""
+        return [m for m in self.maps if m.kind == SELF and m.layout is not None]
 
     def nbytes(self) -> int:
         return sum(m.weights.element_size() * m.weights.nelement() for m in self.maps)
 
 
 class CaptureSession:
-    """Collects the maps recorded in one context. Adapters call `add`; nothing else should."""
+    """Collects the maps recorded in one context. The interception and `record_attention` call it."""
 
-    def __init__(self, model: nn.Module, tokens: ModelTokens, input_hw: tuple[int, int],
-                 dtype: Optional[torch.dtype], keep_graph: bool):
+    def __init__(self, model: nn.Module, prepared: "_Prepared", tokens: ModelTokens, input_hw: tuple[int, int],
+                 batch: int, dtype: Optional[torch.dtype], keep_graph: bool):
         self.model = model
+        self.prepared = prepared
+        self.family = prepared.family
+        self.names = prepared.names
         self.tokens = tokens
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.batch = int(batch)
         self.dtype = dtype
         self.keep_graph = keep_graph
         self.maps: list[AttentionMap] = []
-        self.scratch: dict = {}  # per-call facts adapters pass from a pre-hook to their weights hook
-        self._names: dict[int, str] = {id(m): n for n, m in model.named_modules()}
+        self.scratch: dict = {}  # per-call facts a family passes between its own taps
 
     def owns(self, module: nn.Module) -> bool:
-        return id(module) in self._names
+        return id(module) in self.names
 
     def name_of(self, module: nn.Module) -> str:
-        return self._names.get(id(module), type(module).__name__)
+        return self.names.get(id(module), type(module).__name__)
+
+    # -- called by the interception -------------------------------------------------------------
+    def record(self, op: str, weights: torch.Tensor, site) -> bool:
+        """An attention op ran at `site`: describe it and keep it. False: not attention / not ours."""
+        module = site.module
+        if module is None or getattr(module, "records_attention", False):
+            return False  # not inside this model, or a module that records itself
+        key = (id(module), op, tuple(weights.shape), self.input_hw)
+        spec = self.prepared.specs.get(key)
+        if spec is None:
+            spec = self.describe(module, weights, site)
+            if spec is None:
+                return False
+            if spec.cacheable:
+                self.prepared.specs[key] = spec
+        self.add(module, weights, spec.kind, spec.layout, spec.query_layout, spec.window, spec.source, op)
+        return True
+
+    def describe(self, module: nn.Module, weights: torch.Tensor, site):
+        """The family's description of a recorded tensor; a descriptor that fails falls back to inference,
+        and that to an unknown layout: a capture never raises because of a layout."""
+        from .families import generic
+        for fam in (self.family, generic()):
+            try:
+                return fam.describe(self, module, weights, site)
+            except Exception:  # noqa: BLE001 - knowledge of a family must not break the user's forward
+                continue
+        from .families import MapSpec
+        return MapSpec(SELF if weights.shape[-1] == weights.shape[-2] else POOLING, None, source=UNKNOWN)
 
     def add(self, module: nn.Module, weights: torch.Tensor, kind: str = SELF,
             layout: Optional[TokenLayout] = None, query_layout: Optional[TokenLayout] = None,
-            window: Optional[WindowInfo] = None) -> None:
+            window: Optional[WindowInfo] = None, source: str = KNOWN, op: str = "recorded") -> None:
         if not self.keep_graph:
             weights = weights.detach()
         if self.dtype is not None and weights.dtype != self.dtype:
             weights = weights.to(self.dtype)
-        if layout is None and kind in (SELF, CLASS):
-            layout = self.layout_for(weights.shape[-1])
-        if query_layout is None and kind == CLASS:
-            query_layout = TokenLayout(layout.prefix_names[: weights.shape[-2]], (0, 0), layout.stride)
         self.maps.append(AttentionMap(self.name_of(module), weights, kind, layout, query_layout, window,
-                                      type(module).__name__))
+                                      type(module).__name__, source, op))
 
+    # -- geometry helpers for families ----------------------------------------------------------
     def stride_for(self, grid: tuple[int, int]) -> tuple[float, float]:
         """Input pixels per cell of a `grid` laid over the whole input."""
         return (self.input_hw[0] / grid[0], self.input_hw[1] / grid[1])
@@ -140,7 +204,7 @@ class CaptureSession:
             return None
         n_patch = t.grid[0] * t.grid[1]
         n_prefix = num_tokens - n_patch
-        if n_prefix < 0:
+        if n_prefix < 0 or n_prefix > 64:
             return None
         names = t.prefix_names
         if n_prefix != len(names):
@@ -151,10 +215,11 @@ class CaptureSession:
 
 
 _current: contextvars.ContextVar[Optional[CaptureSession]] = contextvars.ContextVar("attention_capture", default=None)
+interception.current = _current.get
 
 
 def current_session(module: nn.Module) -> Optional[CaptureSession]:
-    """The capture session of the calling context that owns `module`, if any (used by hooks)."""
+    """The capture session of the calling context that owns `module`, if any."""
     s = _current.get()
     return s if s is not None and s.owns(module) else None
 
@@ -162,12 +227,13 @@ def current_session(module: nn.Module) -> Optional[CaptureSession]:
 def record_attention(module: nn.Module, weights: torch.Tensor, *, grid: Optional[tuple[int, int]] = None,
                      stride: Optional[tuple[float, float]] = None, prefix_names: tuple[str, ...] = (),
                      kind: str = SELF, key_grid: Optional[tuple[int, int]] = None) -> None:
-    """Protocol for your own attention modules: call this inside ``forward`` with the softmax output.
+    """Protocol for attention that is *not* a softmax (sigmoid, linear attention), or to declare a layout.
 
-    ``weights``: (B, heads, Nq, Nk), rows summing to 1 (add a heads axis of 1 for single-head
-    attention). ``grid`` / ``stride``: the (h, w) feature map the positions come from and its stride in
-    input pixels. Set the class attribute ``records_attention = True`` on the module so that the
-    capture knows about it. Outside a capture this is a no-op costing one context-variable lookup.
+    Call it inside ``forward`` with the weights (B, heads, Nq, Nk) (add a heads axis of 1 for
+    single-head attention); ``grid`` / ``stride``: the (h, w) feature map the positions come from and
+    its stride in input pixels. Set the class attribute ``records_attention = True`` on the module:
+    softmaxes inside it are then not recorded a second time. A softmax attention does not need this
+    (the capture finds it). Outside a capture this is a no-op costing one context-variable lookup.
     """
     s = current_session(module)
     if s is None:
@@ -183,62 +249,96 @@ def record_attention(module: nn.Module, weights: torch.Tensor, *, grid: Optional
             layout.stride[0] * layout.grid[0] / key_grid[0], layout.stride[1] * layout.grid[1] / key_grid[1]))
     elif kind == POOLING:
         query_layout = TokenLayout(("query",), (0, 0), layout.stride if layout else (1.0, 1.0))
-    s.add(module, weights, kind, layout, query_layout)
+    elif kind == CLASS and layout is not None:
+        query_layout = TokenLayout(layout.prefix_names[: weights.shape[-2]], (0, 0), layout.stride)
+    s.add(module, weights, kind, layout, query_layout, source=KNOWN, op="recorded")
 
 
-class _Instrumentation:
-    """Hooks and flag flips on one model, installed while >= 1 capture is running on it."""
+class _Prepared:
+    """What is computed once per model (and redone when its modules change): the module paths, the
+    family descriptor, whether the MHA fast path must be off, and the per-layer layout decisions."""
 
-    def __init__(self):
-        self.count = 0
-        self.restore: list[Callable[[], None]] = []
-        self.eval_count = 0  # captures that need eval mode; flags saved by the first, restored by the last
-        self.undo_train: Optional[Callable[[], None]] = None
+    def __init__(self, model: nn.Module, signature: tuple):
+        from .families import family_of
+        self.signature = signature
+        self.names: dict[int, str] = {id(m): n for n, m in model.named_modules()}
+        self.family = family_of(model)
+        self.needs_fastpath_off = any(isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))
+                                      for m in model.modules())
+        self.specs: dict = {}
+        self.tokens: dict = {}
+
+    def tokens_for(self, model: nn.Module, hw: tuple[int, int]) -> ModelTokens:
+        t = self.tokens.get(hw)
+        if t is None:
+            try:
+                t = self.family.tokens(model, hw)
+            except Exception:  # noqa: BLE001 - an unexpected variant of the family: infer instead
+                t = None
+            t = self.tokens[hw] = t or ModelTokens()
+        return t
 
 
-_instrumented: "weakref.WeakKeyDictionary[nn.Module, _Instrumentation]" = weakref.WeakKeyDictionary()
+_prepared: "weakref.WeakKeyDictionary[nn.Module, _Prepared]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def instrumented(model: nn.Module, eval_mode: bool = False) -> Iterator[None]:
-    """Install the adapters' hooks on `model` (shared by concurrent captures) and restore it afterwards.
-
-    ``eval_mode``: also put the model in eval mode while this capture runs. The training flags are
-    saved by the first such capture and restored by the last, so that a concurrent capture neither
-    runs in training mode nor saves (and later restores) another capture's eval mode.
-    """
-    from .adapters import install_all  # late: adapters import this module
-
-    with _lock:
-        inst = _instrumented.setdefault(model, _Instrumentation())
-        if inst.count == 0:
-            try:
-                inst.restore = install_all(model)
-            except BaseException:
-                inst.restore = []
-                raise
-        inst.count += 1
-        if eval_mode:
-            if inst.eval_count == 0:
-                inst.undo_train = _training_flags(model)
-                model.eval()
-            inst.eval_count += 1
-    try:
-        yield
-    finally:
+def prepare(model: nn.Module) -> _Prepared:
+    """The model's cached instrumentation (built on first use, rebuilt if its module tree changed)."""
+    signature = tuple(map(id, model.modules()))
+    p = _prepared.get(model)
+    if p is None or p.signature != signature:
+        p = _Prepared(model, signature)
         with _lock:
+            _prepared[model] = p
+    return p
+
+
+class _TrainingFlags:
+    """Eval mode shared by concurrent captures of one model: saved by the first, restored by the last."""
+
+    def __init__(self):
+        self.count = 0
+        self.undo: Optional[Callable[[], None]] = None
+
+
+_flags: "weakref.WeakKeyDictionary[nn.Module, _TrainingFlags]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def instrumented(model: nn.Module, eval_mode: bool = False) -> Iterator[_Prepared]:
+    """Patch the attention ops for this context (shared by concurrent captures) and restore afterwards.
+
+    ``eval_mode``: also put the model in eval mode while this capture runs; the training flags are saved
+    by the first such capture and restored by the last, so that a concurrent capture neither runs in
+    training mode nor saves (and later restores) another capture's eval mode.
+    """
+    prepared = prepare(model)
+    undo_family = []
+    interception.acquire(prepared.needs_fastpath_off)
+    try:
+        if eval_mode:
+            with _lock:
+                fl = _flags.setdefault(model, _TrainingFlags())
+                if fl.count == 0:
+                    fl.undo = _training_flags(model)
+                    model.eval()
+                fl.count += 1
+        try:
+            undo_family = prepared.family.instrument(model)
+            yield prepared
+        finally:
+            for u in reversed(undo_family):
+                u()
             if eval_mode:
-                inst.eval_count -= 1
-                if inst.eval_count == 0:
-                    inst.undo_train()
-                    inst.undo_train = None
-            inst.count -= 1
-            if inst.count == 0:
-                for undo in reversed(inst.restore):
-                    undo()
-                inst.restore = []
-                del _instrumented[model]
+                with _lock:
+                    fl.count -= 1
+                    if fl.count == 0:
+                        fl.undo()
+                        fl.undo = None
+                        del _flags[model]
+    finally:
+        interception.release(prepared.needs_fastpath_off)
 
 
 def _training_flags(model: nn.Module) -> Callable[[], None]:
@@ -250,55 +350,86 @@ def _training_flags(model: nn.Module) -> Callable[[], None]:
     return undo
 
 
+def prediction_tensor(output) -> torch.Tensor:
+    """The prediction tensor of a model output: a tensor; a ModelOutput's ``logits`` (else its pooled or
+    last hidden state); the first tensor of a tuple/list/dict."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for key in ("logits", "logits_per_image", "image_embeds", "pooler_output", "last_hidden_state"):
+        v = getattr(output, key, None) if not isinstance(output, dict) else output.get(key)
+        if isinstance(v, torch.Tensor):
+            return v
+    values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+        if v is not None and not isinstance(v, (int, float, str)):
+            try:
+                return prediction_tensor(v)
+            except TypeError:
+                pass
+    raise TypeError(f"cannot find a prediction tensor in a {type(output).__name__} output")
+
+
+def _session(model, x, keep_graph, dtype, tokens, prepared) -> CaptureSession:
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    tokens = tokens or prepared.tokens_for(model, hw)
+    return CaptureSession(model, prepared, tokens, hw, x.shape[0], None if keep_graph else dtype, keep_graph)
+
+
 def capture(model: nn.Module, x: torch.Tensor, *, keep_graph: bool = False,
             dtype: Optional[torch.dtype] = None, tokens: Optional[ModelTokens] = None) -> CaptureResult:
     """Run ``model(x)`` once and return its logits with every attention matrix, in forward order.
 
     The model runs in eval mode (dropout off) and is left exactly as found. ``keep_graph=True`` keeps
-    the autograd graph so that gradient methods can differentiate the logits w.r.t. the maps;
-    otherwise the forward runs under ``torch.no_grad``. ``dtype=torch.float16`` halves the memory
-    of the stored maps.
+    the autograd graph (the recorded maps are the tensors the logits are computed from, so
+    ``torch.autograd.grad(logit, map.weights)`` is the true ∂y/∂A); otherwise the forward runs under
+    ``torch.no_grad``. ``dtype=torch.float16`` halves the memory of the stored maps.
     """
-    from .adapters import model_tokens
-
     if x.dim() != 4:
         raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
-    tokens = tokens or model_tokens(model, (x.shape[-2], x.shape[-1]))
-    session = CaptureSession(model, tokens, x.shape[-2:], None if keep_graph else dtype, keep_graph)
-    with instrumented(model, eval_mode=True):
+    with instrumented(model, eval_mode=True) as prepared:
+        session = _session(model, x, keep_graph, dtype, tokens, prepared)
         token = _current.set(session)
         try:
             with torch.set_grad_enabled(keep_graph):
-                logits = model(x)
+                output = model(x)
         finally:
             _current.reset(token)
-    if isinstance(logits, (tuple, list)):  # e.g. distilled DeiT in training mode returns a pair
-        logits = logits[0]
+        maps = prepared.family.finish(session, session.maps)
+    logits = prediction_tensor(output)
     if not keep_graph:
         logits = logits.detach()
-    return CaptureResult(x, logits, session.maps, tokens)
+    return CaptureResult(x, logits, maps, session.tokens, session.maps, prepared.family.name, output)
 
 
 class AttentionCapture:
-    """Context-manager form: ``with AttentionCapture(model) as cap: logits = model(x)``; then ``cap.maps``.
+    """Context-manager form: ``with AttentionCapture(model, (H, W)) as cap: logits = model(x)``; then ``cap.maps``.
 
     Useful when your own code runs the forward (e.g. a custom training loop). ``input_size`` is the
-    (H, W) of the input, needed to lay out the patch grid.
+    (H, W) of the input, needed to lay out the patch grid; ``batch`` its batch size.
     """
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int], *, keep_graph: bool = True,
-                 dtype: Optional[torch.dtype] = None):
-        from .adapters import model_tokens
+                 dtype: Optional[torch.dtype] = None, batch: int = 1):
         self.model = model
-        self.session = CaptureSession(model, model_tokens(model, input_size), input_size, dtype, keep_graph)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.batch = batch
+        self.keep_graph = keep_graph
+        self.dtype = dtype
+        self.session: Optional[CaptureSession] = None
         self._stack = contextlib.ExitStack()
 
     @property
     def maps(self) -> list[AttentionMap]:
-        return self.session.maps
+        s = self.session
+        return s.family.finish(s, s.maps) if s is not None else []
 
     def __enter__(self) -> "AttentionCapture":
-        self._stack.enter_context(instrumented(self.model))
+        prepared = self._stack.enter_context(instrumented(self.model))
+        hw = self.input_size
+        self.session = CaptureSession(self.model, prepared, prepared.tokens_for(self.model, hw), hw, self.batch,
+                                      self.dtype, self.keep_graph)
         token = _current.set(self.session)
         self._stack.callback(_current.reset, token)
         return self
@@ -307,5 +438,6 @@ class AttentionCapture:
         self._stack.close()
 
 
-__all__ = ["AttentionMap", "CaptureResult", "CaptureSession", "AttentionCapture", "capture",
-           "record_attention", "current_session", "SELF", "CLASS", "WINDOW", "REDUCED", "CHANNEL", "POOLING"]
+__all__ = ["AttentionMap", "CaptureResult", "CaptureSession", "AttentionCapture", "capture", "prepare",
+           "record_attention", "current_session", "prediction_tensor", "SELF", "CLASS", "WINDOW", "REDUCED",
+           "CHANNEL", "POOLING", "KNOWN", "INFERRED", "UNKNOWN"]

@@ -19,6 +19,12 @@ CHANNEL = "channel"    # XCiT cross-covariance attention: channel x channel, not
 POOLING = "pooling"    # one learned query over the positions of a feature map
 KINDS = (SELF, CLASS, WINDOW, REDUCED, CHANNEL, POOLING)
 
+# How a map's layout was found.
+KNOWN = "known"        # from the model's family descriptor: exact
+INFERRED = "inferred"  # fitted to the shapes (prefix + grid matching the input's aspect ratio): a best guess
+UNKNOWN = "unknown"    # nothing fits: a token x token matrix only
+LAYOUT_SOURCES = (KNOWN, INFERRED, UNKNOWN)
+
 
 @dataclass(frozen=True)
 class TokenLayout:
@@ -74,22 +80,28 @@ class TokenLayout:
 
 @dataclass(frozen=True)
 class WindowInfo:
-    """How Swin's per-window matrices map back to the stage's token grid.
+    """How per-window matrices (Swin and other windowed attention) map back to the stage's token grid.
 
     The block rolls the (H, W) map by ``-shift``, pads it to ``padded``, and cuts it into windows of
-    ``window`` tokens. Window ``w = wy * nWw + wx``, in-window index ``p = py * ww + px`` is the
-    shifted position ``(wy*wh + py, wx*ww + px)``, i.e. original token
-    ``((sy + shift_y) mod H, (sx + shift_x) mod W)`` when inside ``H x W`` (else padding).
+    ``window`` tokens (timm's order; ``roll_after_pad=True``: pads first and rolls the padded map, as
+    torchvision does). Window ``w = wy * nWw + wx``, in-window index ``p = py * ww + px`` is the
+    shifted position ``(sy, sx) = (wy*wh + py, wx*ww + px)``, i.e. original token
+    ``((sy + shift_y) mod H, (sx + shift_x) mod W)`` when inside ``H x W`` (else padding); with
+    ``roll_after_pad`` the modulus is the padded size.
     """
 
     window: tuple[int, int]
     shift: tuple[int, int]
     grid: tuple[int, int]      # stage grid (H, W) before padding
     padded: tuple[int, int]    # (Hp, Wp) after padding to whole windows
+    roll_after_pad: bool = False
 
     @property
     def windows_per_image(self) -> int:
         return (self.padded[0] // self.window[0]) * (self.padded[1] // self.window[1])
+
+    def _modulus(self) -> tuple[int, int]:
+        return self.padded if self.roll_after_pad else self.grid
 
     def token_position(self, window_index: int, in_window: int) -> Optional[tuple[int, int]]:
         """(row, col) on the stage grid of a window token, or None for a padding token."""
@@ -98,13 +110,16 @@ class WindowInfo:
         wy, wx = divmod(window_index, n_wx)
         py, px = divmod(in_window, ww)
         sy, sx = wy * wh + py, wx * ww + px
+        if self.roll_after_pad:
+            r, c = (sy + self.shift[0]) % self.padded[0], (sx + self.shift[1]) % self.padded[1]
+            return (r, c) if r < self.grid[0] and c < self.grid[1] else None
         if sy >= self.grid[0] or sx >= self.grid[1]:
             return None
         return ((sy + self.shift[0]) % self.grid[0], (sx + self.shift[1]) % self.grid[1])
 
     def locate(self, row: int, col: int) -> tuple[int, int]:
         """(window index, in-window index) that holds stage-grid token (row, col)."""
-        H, W = self.grid
+        H, W = self._modulus()
         wh, ww = self.window
         sy, sx = (row - self.shift[0]) % H, (col - self.shift[1]) % W
         wy, py = divmod(sy, wh)
@@ -112,8 +127,11 @@ class WindowInfo:
         return wy * (self.padded[1] // ww) + wx, py * ww + px
 
     def to_dict(self) -> dict:
-        return {"window": list(self.window), "shift": list(self.shift),
-                "grid": list(self.grid), "padded": list(self.padded)}
+        d = {"window": list(self.window), "shift": list(self.shift),
+             "grid": list(self.grid), "padded": list(self.padded)}
+        if self.roll_after_pad:
+            d["roll_after_pad"] = True
+        return d
 
 
 @dataclass(frozen=True)

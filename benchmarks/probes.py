@@ -47,7 +47,7 @@ def probe_gradcam(name: str, rounds: int) -> dict:
     import timm
     import torch
 
-    from attention.adapters import model_tokens
+    from attention.families import model_tokens
     from attention.methods.gradcam import default_target_layer, gradcam
     from benchmarks.timing import interleaved
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """How well an attention map finds the object: accuracy, pointing game and AUROC against masks.
 
-`evaluate_maps` is independent of how the maps were obtained (the capture engine or `demo_maps`
-below, which computes the demo models' default maps directly, without `attention.capture.capture`).
+`evaluate_maps` is independent of how the maps were obtained; `demo_maps` below gives the demo
+models' default maps from one `attention.capture` of a batch.
 
 Definitions (grid of gh x gw cells over an H x W mask; cell = (H/gh) x (W/gw) pixels):
 - cell fraction: fraction of a cell's pixels covered by the mask;
@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
+
+from ..capture import capture
 
 
 def cell_fractions(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -88,7 +90,7 @@ def evaluate_maps(maps, masks, labels=None, logits=None, *, pos_threshold: float
             "auroc": float(np.mean(aucs)) if aucs else float("nan"), "auroc_n": len(aucs)}
 
 
-# --------------------------------------------------------------------------- maps without the capture engine
+# --------------------------------------------------------------------------- the demo models' own maps
 
 def rollout(layers: list[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) of per-layer (B, heads, N, N) attention, in forward
@@ -104,56 +106,6 @@ def rollout(layers: list[torch.Tensor], head_fusion: str = "mean") -> torch.Tens
 
 
 @torch.no_grad()
-def _timm_vit_attention(model: nn.Module, x: torch.Tensor):
-    """(logits, [per-block (B, heads, N, N)]) of a timm VisionTransformer via hooks on attn_drop."""
-    store, handles, flags = [], [], []
-    for blk in model.blocks:
-        flags.append((blk.attn, blk.attn.fused_attn))
-        blk.attn.fused_attn = False
-        handles.append(blk.attn.attn_drop.register_forward_hook(lambda m, i, o: store.append(o)))
-    try:
-        logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, f in flags:
-            m.fused_attn = f
-    return logits, store
-
-
-@torch.no_grad()
-def _torch_vit_attention(model: nn.Module, x: torch.Tensor):
-    """(logits, [per-layer (B, heads, N, N)]) of `TorchViT`, re-running each layer's self-attention
-    with need_weights=True on the layer's own (normalised) input."""
-    t = model.embed(x)
-    maps = []
-    for layer in model.encoder.layers:
-        h = layer.norm1(t) if layer.norm_first else t
-        _, a = layer.self_attn(h, h, h, need_weights=True, average_attn_weights=False)
-        maps.append(a)
-        t = layer(t)
-    if model.encoder.norm is not None:
-        t = model.encoder.norm(t)
-    return model.classify(t), maps
-
-
-@torch.no_grad()
-def _recorded_attention(model: nn.Module, x: torch.Tensor):
-    """(logits, [(B, ...) softmax outputs]) of the demo CNNs via hooks on their attention modules'
-    ``attn_drop`` (an identity dropout applied to the softmax output)."""
-    store, handles = [], []
-    for m in model.modules():
-        if getattr(m, "records_attention", False) and hasattr(m, "attn_drop"):
-            handles.append(m.attn_drop.register_forward_hook(lambda mod, i, o: store.append(o)))
-    try:
-        logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return logits, store
-
-
-@torch.no_grad()
 def demo_maps(model: nn.Module, arch: str, x: torch.Tensor, map_name: str = "default"):
     """(logits (B, C), maps (B, gh, gw)) for a demo model, computed directly.
 
@@ -162,8 +114,10 @@ def demo_maps(model: nn.Module, arch: str, x: torch.Tensor, map_name: str = "def
     was_training = model.training
     model.eval()
     try:
+        res = capture(model, x)
+        logits = res.logits
         if arch in ("demo-vit", "demo-torch-vit"):
-            logits, layers = (_timm_vit_attention if arch == "demo-vit" else _torch_vit_attention)(model, x)
+            layers = [m.weights for m in res.self_attention()]
             n = layers[0].shape[-1] - 1
             g = int(round(n ** 0.5))
             if map_name in ("default", "rollout"):
@@ -173,8 +127,8 @@ def demo_maps(model: nn.Module, arch: str, x: torch.Tensor, map_name: str = "def
             else:
                 raise ValueError(f"unknown map {map_name!r} for {arch}")
             return logits, m.reshape(-1, g, g)
-        logits, layers = _recorded_attention(model, x)
-        a = layers[-1].float()          # selfattn: (B, hw, hw); attnpool: (B, hw)
+        a = res.maps[-1].weights.float()[:, 0]   # selfattn: (B, hw, hw); attnpool: (B, 1, hw)
+        a = a[:, 0] if arch == "demo-cnn-attnpool" else a
         n = a.shape[-1]
         g = int(round(n ** 0.5))
         if arch == "demo-cnn-selfattn":

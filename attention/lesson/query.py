@@ -30,6 +30,7 @@ from torch import nn
 
 from ..capture import AttentionMap, CaptureResult, capture
 from ..errors import MethodNotDefinedError
+from ..families import Recorded, projector_for
 from ..layout import SELF, TokenLayout
 
 TOLERANCE = 1e-4          # max |recomputed - captured| accepted (float32 forward vs float64 recompute)
@@ -159,69 +160,6 @@ def entropy_bits(p: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- per layer type
 
-@dataclass
-class _Recorded:
-    args: tuple = ()
-    kwargs: dict = None
-    output: object = None
-
-
-def _timm_qkv(module: nn.Module, rec: _Recorded):
-    x = rec.args[0] if rec.args else rec.kwargs["x"]
-    B, N, _ = x.shape
-    H = module.num_heads
-    d = getattr(module, "head_dim", None) or module.qkv.out_features // (3 * H)
-    qkv = module.qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = module.q_norm(q), module.k_norm(k)
-    scale = float(module.scale)
-
-    def project(z: torch.Tensor) -> torch.Tensor:      # (B, H, N, d) -> the layer's output (B, N, C)
-        out = module.norm(z.transpose(1, 2).reshape(B, N, H * d).to(x.dtype))
-        if getattr(module, "gate", None) is not None:
-            out = out * module.gate(x).sigmoid()
-        return module.proj(out)
-
-    return q, k, v, scale, project, rec.output
-
-
-def _mha_qkv(module: nn.MultiheadAttention, rec: _Recorded):
-    names = ("query", "key", "value")
-    inputs = [rec.args[i] if len(rec.args) > i else rec.kwargs[n] for i, n in enumerate(names)]
-    if module.bias_k is not None or module.add_zero_attn:
-        raise MethodNotDefinedError("this nn.MultiheadAttention adds extra key/value slots (add_bias_kv or "
-                                    "add_zero_attn), which the step-by-step view does not show")
-    if not module.batch_first:
-        inputs = [t.transpose(0, 1) for t in inputs]
-    E, H = module.embed_dim, module.num_heads
-    d = E // H
-    if module._qkv_same_embed_dim:
-        ws = module.in_proj_weight.chunk(3)
-    else:
-        ws = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
-    bs = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None,) * 3
-    B, N = inputs[0].shape[:2]
-    q, k, v = (nn.functional.linear(t, w, b).reshape(B, t.shape[1], H, d).transpose(1, 2)
-               for t, w, b in zip(inputs, ws, bs))
-    out = rec.output[0] if isinstance(rec.output, tuple) else rec.output
-    if not module.batch_first:
-        out = out.transpose(0, 1)
-
-    def project(z: torch.Tensor) -> torch.Tensor:
-        return module.out_proj(z.transpose(1, 2).reshape(B, N, E).to(inputs[0].dtype))
-
-    return q, k, v, 1.0 / math.sqrt(d), project, out
-
-
-def _projector(module: nn.Module) -> Optional[Callable]:
-    if isinstance(module, nn.MultiheadAttention):
-        return _mha_qkv
-    if isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads") \
-            and hasattr(module, "q_norm") and hasattr(module, "scale"):
-        return _timm_qkv
-    return None
-
-
 def self_attention_layers(result: CaptureResult) -> list[AttentionMap]:
     """The global self-attention layers the step-by-step view can show, in forward order."""
     return [m for m in result.maps if m.kind == SELF and m.layout is not None]
@@ -230,12 +168,12 @@ def self_attention_layers(result: CaptureResult) -> list[AttentionMap]:
 def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerProjections:
     """Run the model once on `x` (capturing all attention) and recompute q, k, v of self-attention
     layer `layer` (index among `self_attention_layers`; negative counts from the end) from its input."""
-    records: dict[str, _Recorded] = {}
+    records: dict[str, Recorded] = {}
     handles = []
     for mod_name, mod in model.named_modules():
-        if _projector(mod) is not None:
+        if projector_for(model, mod) is not None:
             def hook(mod, args, kwargs, output, _name=mod_name):
-                records[_name] = _Recorded(args, kwargs, output)
+                records[_name] = Recorded(args, kwargs, output)
             handles.append(mod.register_forward_hook(hook, with_kwargs=True))
     try:
         result = capture(model, x)
@@ -251,7 +189,7 @@ def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerPro
     layer = layer % len(maps)
     m = maps[layer]
     module = model.get_submodule(m.name)
-    how, rec = _projector(module), records.get(m.name)
+    how, rec = projector_for(model, module), records.get(m.name)
     if how is None or rec is None:
         raise MethodNotDefinedError(
             f"the step-by-step view covers plain q·kᵀ/√d attention (timm Attention with a qkv projection, "

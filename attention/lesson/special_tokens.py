@@ -36,7 +36,7 @@ import torch
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from ..adapters import model_tokens
+from ..families import family_of, model_tokens
 from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import SELF, TokenLayout
@@ -190,23 +190,9 @@ def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12) -> np.ndar
 # --------------------------------------------------------------------------- token norms
 
 def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The flat stack of transformer blocks whose outputs are the token sequence, with module names.
-
-    timm: ``model.blocks``; torchvision ViT and `TorchViT`: ``model.encoder.layers``; otherwise the
-    layers of the first ``nn.TransformerEncoder`` inside the model.
-    """
-    names = {id(m): n for n, m in model.named_modules()}
-    stack = getattr(model, "blocks", None)
-    if not isinstance(stack, (nn.Sequential, nn.ModuleList)) or len(stack) == 0:
-        stack = getattr(getattr(model, "encoder", None), "layers", None)
-    if not isinstance(stack, (nn.Sequential, nn.ModuleList)) or len(stack) == 0:
-        stack = next((m.layers for m in model.modules() if isinstance(m, nn.TransformerEncoder)), None)
-    if stack is None or len(stack) == 0:
-        raise MethodNotDefinedError(
-            f"{type(model).__name__} has no flat stack of transformer blocks over one token sequence (ViT-style), "
-            "so there are no per-layer token norms to show (Swin merges tokens between stages; a CNN has no "
-            "tokens).")
-    return [(names.get(id(b), f"block{i}"), b) for i, b in enumerate(stack)]
+    """The flat stack of transformer blocks whose outputs are the token sequence, with module names
+    (the model's family descriptor knows where it is; hierarchical models and CNNs have none)."""
+    return family_of(model).blocks(model)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from matplotlib import patheffects
 from matplotlib.patches import FancyBboxPatch, Rectangle
 from torch import nn
 
-from ..adapters import model_tokens
+from ..families import PositionEmbedding, family_of, model_tokens
 from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
 from ..preprocess import PreparedImage
@@ -64,54 +64,9 @@ def token_color(name: str) -> str:
 
 # --------------------------------------------------------------------------- position embedding
 
-@dataclass(frozen=True)
-class PositionEmbedding:
-    """A model's absolute position embedding: ``table`` (positions, D), prefix positions first."""
-
-    table: torch.Tensor              # (num_prefix_positions + gh * gw, D), float32, CPU, detached
-    num_prefix_positions: int        # positions of prefix tokens in the table (0: patches only)
-    grid: tuple[int, int]            # the patch grid the table was made for
-    learned: bool                    # a trained parameter (False: a fixed buffer)
-    source: str                      # attribute it was read from
-
-    @property
-    def patch_table(self) -> torch.Tensor:
-        """(gh * gw, D) rows of the patch positions, row-major."""
-        return self.table[self.num_prefix_positions:]
-
-
-def _is_square(n: int) -> bool:
-    return n > 0 and int(round(math.sqrt(n))) ** 2 == n
-
-
 def position_embedding(model: nn.Module) -> Optional[PositionEmbedding]:
-    """The absolute position embedding of a timm / torchvision / demo ViT, or None if it has none."""
-    enc = getattr(model, "encoder", None)
-    if hasattr(model, "class_token") and isinstance(getattr(enc, "pos_embedding", None), torch.Tensor):
-        pe = enc.pos_embedding  # torchvision: (1, 1 + N, D), class-token position first
-        g = int(model.image_size) // int(model.patch_size)
-        return PositionEmbedding(pe.detach().float().cpu()[0], pe.shape[1] - g * g, (g, g),
-                                 isinstance(pe, nn.Parameter) and pe.requires_grad, "encoder.pos_embedding")
-    pe = getattr(model, "pos_embed", None)
-    if not isinstance(pe, torch.Tensor) or pe.dim() != 3:
-        return None
-    n = pe.shape[1]
-    pemb = getattr(model, "patch_embed", None)
-    grid = getattr(pemb, "grid_size", None)
-    if grid is not None:  # timm: the table is made for patch_embed.grid_size (resampled for other sizes)
-        gh, gw = int(grid[0]), int(grid[1])
-        if n - gh * gw < 0:
-            return None
-    else:  # e.g. TorchViT: prefix positions for the prefix tokens, then a square grid
-        n_prefix = len(model_tokens(model, (224, 224)).prefix_names)
-        if _is_square(n - n_prefix):
-            gh = gw = int(round(math.sqrt(n - n_prefix)))
-        elif _is_square(n):
-            gh = gw = int(round(math.sqrt(n)))
-        else:
-            return None
-    return PositionEmbedding(pe.detach().float().cpu()[0], n - gh * gw, (gh, gw),
-                             isinstance(pe, nn.Parameter) and pe.requires_grad, "pos_embed")
+    """The absolute position embedding of `model` as its family descriptor knows it, or None."""
+    return family_of(model).position_embedding(model)
 
 
 def _relative_position_kind(model: nn.Module) -> Optional[str]:

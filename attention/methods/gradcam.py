@@ -44,25 +44,10 @@ from .layers import grid_stride
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
-    """The layer whose activations Grad-CAM uses by default (see the module docstring)."""
-    stages = getattr(model, "layers", None)
-    if isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages) and hasattr(stages[-1], "blocks"):
-        blk = stages[-1].blocks[-1]
-        if hasattr(blk, "norm1"):
-            return blk.norm1
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) and hasattr(blocks[-1], "norm1"):
-        return blocks[-1].norm1
-    enc = getattr(model, "encoder", None)
-    if enc is not None and hasattr(enc, "layers") and len(enc.layers) and hasattr(enc.layers[-1], "ln_1"):
-        return enc.layers[-1].ln_1
-    enc_layers = [m for m in model.modules() if isinstance(m, nn.TransformerEncoderLayer)]
-    if enc_layers:
-        return enc_layers[-1].norm1
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if convs:
-        return convs[-1]
-    raise MethodNotDefinedError("Grad-CAM needs a target layer; none found (pass target_layer=...)")
+    """The layer whose activations Grad-CAM uses by default: the model's family descriptor says which
+    (the last block's first norm for transformers, the last conv of a CNN)."""
+    from ..families import family_of
+    return family_of(model).gradcam_target(model)
 
 
 def _grid_for(n: int, input_hw: tuple[int, int]) -> Optional[tuple[int, int]]:
