@@ -17,11 +17,14 @@ Baselines: ``"blur"`` (Gaussian blur of the image, σ = ``blur_sigma`` · max(H,
 ``"mean"`` (each channel's mean over the image), ``"zero"`` (zeros: the dataset mean after
 normalisation), or a tensor broadcastable to the image. Perturbed inputs run through the model in
 batches of ``batch_size``.
+
+`method_faithfulness` scores every registered method this way (the demo evaluation and the app's
+Faithfulness tab call it).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -177,5 +180,42 @@ def insertion_curve(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, t
     return perturbation_curves(model, x, saliency, target, modes=("insertion",), **kw)
 
 
-__all__ = ["Curves", "perturbation_curves", "deletion_curve", "insertion_curve", "auc", "ranking",
+def method_faithfulness(model: nn.Module, result, x: Optional[torch.Tensor] = None, target=None, *,
+                        methods: Optional[Iterable[str]] = None, steps: int = 10, baseline: Baseline = "blur",
+                        batch_size: int = 32, masks=None, cache=None, grad_lock=None,
+                        progress: Optional[Callable[[float, str], None]] = None) -> list[dict]:
+    """Deletion and insertion AUC of every registered method's map (default settings) on one batch.
+
+    One row per method, in menu order: ``{"method", "label", "deletion_auc", "insertion_auc"}`` (means
+    over the batch), plus ``"pointing_game"`` and ``"auroc"`` when ground-truth ``masks`` (B, H, W) are
+    given (`attention.demo.quality.evaluate_maps`); a method undefined for the model gets
+    ``{"method", "label", "reason"}`` instead. ``target``: class per item (None: top-1). ``cache``
+    and ``grad_lock`` go to `attention.methods.compute_map` (so maps already computed are reused).
+    """
+    from .errors import MethodNotDefinedError
+    from .methods import compute_map, methods as registered
+    x = result.input if x is None else x
+    chosen = [m for m in registered() if methods is None or m.name in set(methods)]
+    rows = []
+    for k, m in enumerate(chosen):
+        if progress:
+            progress(k / max(len(chosen), 1), f"{m.label}: map, then {2 * (steps + 1)} perturbed forwards")
+        try:
+            out = compute_map(m.name, result, model=model, x=x, target=target, cache=cache, grad_lock=grad_lock)
+        except MethodNotDefinedError as e:
+            rows.append({"method": m.name, "label": m.label, "reason": str(e)})
+            continue
+        maps = torch.nan_to_num(out.maps.detach().float(), nan=0.0)
+        c = perturbation_curves(model, x, maps, target, steps=steps, baseline=baseline, batch_size=batch_size)
+        row = {"method": m.name, "label": m.label, "deletion_auc": float(np.mean(c.deletion_auc)),
+               "insertion_auc": float(np.mean(c.insertion_auc))}
+        if masks is not None:
+            from .demo.quality import evaluate_maps
+            q = evaluate_maps(maps.numpy(), masks)
+            row.update({"pointing_game": q["pointing_game"], "auroc": q["auroc"]})
+        rows.append(row)
+    return rows
+
+
+__all__ = ["Curves", "perturbation_curves", "method_faithfulness", "deletion_curve", "insertion_curve", "auc", "ranking",
            "cell_counts", "make_baseline", "pixel_cells"]

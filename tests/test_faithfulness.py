@@ -112,3 +112,28 @@ def test_non_divisible_grid_covers_every_pixel():
     perturbation_curves(Spy(), x, torch.rand(3, 5), target=0, steps=3, baseline="zero", modes=("deletion",))
     last = seen[-1][-1]
     assert torch.count_nonzero(last) == 0
+
+
+def test_method_faithfulness_scores_every_registered_method():
+    from attention.capture import capture
+    from attention.methods import compute_map, method_names
+    from attention.models import load_model
+    lm = load_model("demo-vit")
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    r = capture(lm.model, x)
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[:, 16:40, 8:32] = 255
+    from attention.faithfulness import method_faithfulness
+    rows = method_faithfulness(lm.model, r, x, None, steps=6, masks=masks)
+    assert [row["method"] for row in rows] == method_names()
+    for row in rows:
+        assert "reason" not in row                      # a ViT: every method is defined
+        maps = compute_map(row["method"], r, model=lm.model, x=x).maps
+        c = perturbation_curves(lm.model, x, maps, None, steps=6)
+        assert row["deletion_auc"] == pytest.approx(float(c.deletion_auc.mean()), rel=1e-6)
+        assert row["insertion_auc"] == pytest.approx(float(c.insertion_auc.mean()), rel=1e-6)
+        assert 0 <= row["pointing_game"] <= 1 and 0 <= row["auroc"] <= 1
+    pool = load_model("demo-cnn-attnpool")
+    rows = method_faithfulness(pool.model, capture(pool.model, x), x, None, steps=2)
+    undefined = {row["method"] for row in rows if "reason" in row}
+    assert undefined == {"rollout", "grad_rollout", "transformer_attribution", "attnlrp"}

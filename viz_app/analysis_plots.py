@@ -105,8 +105,10 @@ def _r(v, nd: int = 3):
 
 
 def faithfulness_figure(analysis: Analysis, loaded, mapped, view, steps: int = 20,
-                        progress: Optional[Callable[[float, str], None]] = None, with_random: bool = True):
-    """(figure, markdown) with the deletion and insertion curves of the current map and their AUCs."""
+                        progress: Optional[Callable[[float, str], None]] = None, with_random: bool = True,
+                        per_method: bool = True, grad_lock=None):
+    """(figure, markdown) with the deletion and insertion curves of the current map and their AUCs, and
+    (``per_method``) a table of every registered method's deletion / insertion AUC on this image."""
     from attention.faithfulness import perturbation_curves
     steps = int(min(max(steps, 2), 50))
     target = analysis.top1 if view.target is None else int(view.target)
@@ -146,4 +148,29 @@ def faithfulness_figure(analysis: Analysis, loaded, mapped, view, steps: int = 2
         md += (f"  \nRandom patch order: deletion {rand.deletion_auc[0]:.3f}, insertion {rand.insertion_auc[0]:.3f}"
                f" — a faithful map beats both.")
     md += "  \nPatches are replaced by a blurred copy of the image (baseline 'blur')."
+    if per_method:
+        md += "\n\n" + method_table(analysis, loaded, target, progress, grad_lock)
     return fig, md
+
+
+TABLE_STEPS = 10
+
+
+def method_table(analysis: Analysis, loaded, target: int, progress=None, grad_lock=None) -> str:
+    """Markdown: every registered method's deletion / insertion AUC on this image (library:
+    `attention.faithfulness.method_faithfulness`; maps come from the analysis cache where computed)."""
+    from attention.faithfulness import method_faithfulness
+    step = (lambda f, d: progress(0.6 + 0.4 * f, d)) if progress else None
+    rows = analysis.cached(("faithfulness_table", target, TABLE_STEPS), lambda: method_faithfulness(
+        loaded.model, analysis.result, analysis.prepared.tensor, target, steps=TABLE_STEPS, batch_size=16,
+        cache=analysis.cached, grad_lock=grad_lock, progress=step))
+    lines = [f"**Every method on this image** (class as above, {TABLE_STEPS} steps, default settings of each "
+             f"method). Pointing game and AUROC need a ground-truth mask: see `python -m attention.demo "
+             f"evaluate` for them on the shapes set or on a folder with masks.", "",
+             "| method | deletion AUC ↓ | insertion AUC ↑ |", "|---|---|---|"]
+    for r in rows:
+        if "reason" in r:
+            lines.append(f"| {r['label']} | not defined for this model | – |")
+        else:
+            lines.append(f"| {r['label']} | {r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} |")
+    return "\n".join(lines)
