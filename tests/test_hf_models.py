@@ -219,3 +219,24 @@ def test_hf_hub_name_not_cached_fails_fast_and_clearly(tmp_path, monkeypatch, of
     assert time.monotonic() - t < 10
     msg = str(e.value)
     assert "google/vit-base-patch16-224" in msg and "save_pretrained" in msg and "demo-vit" in msg
+
+
+@pytest.mark.parametrize("family", ["deit_teacher", "dinov2_backbone"])
+def test_hf_models_in_the_app(tmp_path, family):
+    """The app's path: a save_pretrained folder by path on this machine, analysed with predictions from id2label."""
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import ModelManager
+    ref, folder = _save(family, tmp_path / family)
+    cb = Callbacks(ModelManager())
+    name = cb.manager.register_path(folder)
+    img = tmp_path / "photo.png"
+    _photo(60, 80).save(img)
+    a = cb.analyse("s1", str(img), name)
+    x = a.prepared.tensor
+    if family in HEADLESS:
+        assert a.predictions == [] and "No predictions" in cb.manager.prediction_note(name)
+    else:
+        probs = _out(ref, x).logits.softmax(-1)[0]
+        assert a.predictions[0]["label"] == LABELS[int(probs.argmax())]
+        assert abs(a.predictions[0]["probability"] - float(probs.max())) < 1e-4
+    assert len(a.result.maps) >= 2
