@@ -62,7 +62,7 @@ def audit(tmp_path_factory, single_intra_op_thread):
     g = {}
     shards = list(iter_shards(out, outcome.report["run"]["shards"]))
     for k in shards[0]:
-        if k not in ("shard", "failed_ids", "failed_reasons", "notes"):
+        if k not in ("shard", "failed_ids", "failed_reasons", "notes", "time_start", "time_end"):
             g[k] = np.concatenate([s[k] for s in shards])
     lm = load_model("demo-vit")
     ds = read_dataset(root)

@@ -94,6 +94,8 @@ def test_local_and_ray_engines_agree(tmp_path, single_intra_op_thread):
     for za, zb in zip(iter_shards(str(tmp_path / "local"), N // SHARD), iter_shards(out, N // SHARD)):
         assert za.keys() == zb.keys()
         for k in za:
+            if k.startswith("time_"):          # when the shard ran
+                continue
             if za[k].dtype.kind == "f":
                 np.testing.assert_allclose(za[k], zb[k], atol=1e-6, rtol=0, err_msg=k)
             else:

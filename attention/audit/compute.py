@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -176,6 +177,7 @@ class ShardComputer:
 
     def compute(self, shard: int, items: list[Item], labels: list[int], on_batch=None) -> dict:
         """The shard's arrays (keys in the README); ``on_batch(n)`` is called after each sub-batch."""
+        t_start = time.time()
         rows, failed, notes = [], [], []
         for it, lab in zip(items, labels):
             try:
@@ -209,6 +211,8 @@ class ShardComputer:
                 out[k] = np.concatenate([p[1][k] for p in parts])
         else:
             out["ids"] = np.array([], dtype=str)
+        # when the shard ran (wall-clock seconds since the epoch): throughput without start-up
+        out["time_start"], out["time_end"] = np.array(t_start), np.array(time.time())
         return out
 
     @torch.no_grad()

@@ -47,7 +47,7 @@ def gather(shards) -> dict:
         if z.get("ids") is None or len(z["ids"]) == 0:
             continue
         for k, v in z.items():
-            if k in ("shard", "failed_ids", "failed_reasons", "notes"):
+            if k in ("shard", "failed_ids", "failed_reasons", "notes") or k.startswith("time_"):
                 continue
             parts.setdefault(k, []).append(v)
     for k, v in parts.items():

@@ -1,0 +1,125 @@
+"""Speed of the dataset audit: ``python -m benchmarks.audit [--images 240] [--rounds 2] [--quick]``.
+
+On the shapes dataset with the bundled demo-vit (the default methods rollout, grad_rollout, gradcam;
+deletion/insertion curves of 10 steps), interleaved rounds of: the local engine (1 torch thread),
+Ray with 1 worker, Ray with 2 workers (1 CPU and 1 torch thread each, Ray started locally by the
+audit): the wall clock of the whole run (Ray start and actor start included) and the rate in the
+workers, from the shards' own start and end times (start-up left out). Then the
+per-image cost against the one-image-at-a-time alternative: one ``python -m attention export`` process
+per image (with the same three methods), and one export process for all the images. Last, ViT-B/16
+(random init, 224 px, no deletion curves) on a few images, for scale. Prints markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+METHODS = ["rollout", "grad_rollout", "gradcam"]
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def one_audit(data: str, engine: str, workers: int, shard: int, steps: int, model: str = "demo-vit",
+              random_init: bool = False) -> dict:
+    """Whole-run wall clock, and the span from the first shard's start to the last shard's end in the
+    workers (start-up of Ray, the actors and the model left out)."""
+    from attention.audit import run_audit
+    from attention.audit.shards import iter_shards
+    out = tempfile.mkdtemp(prefix="bench_audit_")
+    t0 = time.perf_counter()
+    outcome = run_audit(data, out, model, methods=METHODS, engine=engine, workers=workers, shard_size=shard,
+                        faithfulness_steps=steps, random_init=random_init, quiet=True, html=False, log=lambda s: None)
+    wall = time.perf_counter() - t0
+    shards = list(iter_shards(out, outcome.report["run"]["shards"]))
+    span = max(float(z["time_end"]) for z in shards) - min(float(z["time_start"]) for z in shards)
+    n = outcome.report["images"]["computed"]
+    return {"wall": wall, "images": n, "per_s": n / wall, "pool_per_s": n / span, "fixed": wall - span}
+
+
+def export_per_image(data_dir: str, k: int) -> tuple[float, float]:
+    """(seconds per image with one export process per image, seconds per image with one process for all k)."""
+    imgs = sorted(os.listdir(os.path.join(data_dir, "images")))[:k]
+    paths = [os.path.join(data_dir, "images", f) for f in imgs]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    base = [sys.executable, "-m", "attention", "export", "--model", "demo-vit", "--methods", ",".join(METHODS), "--quiet"]
+    out = tempfile.mkdtemp(prefix="bench_export_")
+    t0 = time.perf_counter()
+    for p in paths:
+        subprocess.run(base + ["--out", out, p], check=True, env=env, cwd=ROOT, capture_output=True)
+    each = (time.perf_counter() - t0) / k
+    t0 = time.perf_counter()
+    subprocess.run(base + ["--out", out] + paths, check=True, env=env, cwd=ROOT, capture_output=True)
+    together = (time.perf_counter() - t0) / k
+    return each, together
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=160)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--shard-size", type=int, default=40)
+    p.add_argument("--steps", type=int, default=10, help="deletion/insertion steps")
+    p.add_argument("--export-images", type=int, default=8)
+    p.add_argument("--vitb-images", type=int, default=8)
+    p.add_argument("--quick", action="store_true", help="80 images, 1 round, no ViT-B")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.images, a.rounds, a.vitb_images, a.shard_size = 80, 1, 0, 20
+    torch.set_num_threads(1)
+    from attention.demo.shapes import write_dataset
+    data = tempfile.mkdtemp(prefix="bench_shapes_")
+    write_dataset(a.images, 7, data)
+    load0 = _load()
+    configs = [("local", 1), ("ray", 1), ("ray", 2)]
+    runs: dict = {c: [] for c in configs}
+    for _ in range(a.rounds):
+        for engine, w in configs:           # interleaved: each round runs every configuration once
+            runs[(engine, w)].append(one_audit(data, engine, w, a.shard_size, a.steps))
+    print(f"## Dataset audit (`python -m benchmarks.audit`, {time.strftime('%Y-%m-%d')})\n")
+    print(f"demo-vit on {a.images} shapes images (64×64, masks), methods {', '.join(METHODS)}, deletion/insertion "
+          f"{a.steps} steps, shards of {a.shard_size}; 1 torch thread per process (Ray: 1 CPU per worker); "
+          f"{a.rounds} interleaved round(s), median (min–max). *In the workers*: images ÷ (last shard's end − first "
+          f"shard's start), i.e. without the start-up; *start-up* = whole run − that span (model load, Ray and actor "
+          f"start, report). Load average before: [{load0}], after: [{_load()}] (2 cores shared with other jobs).\n")
+    print("| engine | workers | wall s (whole run) | images/s (whole run) | images/s (in the workers) | start-up s |")
+    print("|---|---|---|---|---|---|")
+    for (engine, w), rs in runs.items():
+        def med(k, d=2):
+            v = [r[k] for r in rs]
+            return f"{statistics.median(v):.{d}f} ({min(v):.{d}f}–{max(v):.{d}f})"
+        print(f"| {engine} | {w} | {med('wall', 1)} | {med('per_s')} | {med('pool_per_s')} | {med('fixed', 1)} |")
+    local_per_img = 1 / statistics.median(r["pool_per_s"] for r in runs[("local", 1)])
+    each, together = export_per_image(data, a.export_images)
+    print(f"\nPer image: the audit (local, everything above: maps, head statistics, border mass, pointing/AUROC, "
+          f"{2 * (a.steps + 1)} perturbed forwards per method) **{1000 * local_per_img:.0f} ms** (in the worker); one "
+          f"`python -m attention export --methods {','.join(METHODS)}` process per image **{1000 * each:.0f} ms** "
+          f"({each / local_per_img:.1f}× the audit's cost, mostly interpreter and model start-up); one export process "
+          f"for {a.export_images} images {1000 * together:.0f} ms per image (maps only, no dataset numbers).")
+    if a.vitb_images:
+        from attention.demo.shapes import write_dataset as wd
+        d2 = tempfile.mkdtemp(prefix="bench_vitb_")
+        wd(a.vitb_images, 8, d2, size=224)
+        r = one_audit(d2, "local", 1, a.vitb_images, 0, model="vit_base_patch16_224", random_init=True)
+        per = r["wall"] / r["images"]
+        print(f"\nViT-B/16 (random init, 224×224, same methods, no deletion curves), local, {r['images']} images: "
+              f"{per:.2f} s per image including the model load → 50 000 images ≈ {50000 * per / 3600:.1f} h on one "
+              f"core of this machine; each Ray worker adds one such core.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
