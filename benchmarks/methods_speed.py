@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.timing import interleaved, load, threads  # noqa: E402
+from benchmarks.timing import interleaved, threads  # noqa: E402
 
 METHODS = ("grad_rollout", "attnlrp", "transformer_attribution", "gradcam")
 GOALS = {"grad_rollout": 1.15}

@@ -26,8 +26,8 @@ from attention.images import LoadedImage, open_image
 from .errors import user_facing
 from .models import ModelManager
 from .state import Analysis, SessionStore
-from .views import (METHODS, View, compute_map, display_to_photo, draw, head_choices, layer_map, query_choices,
-                    spatial_layers)
+from .views import (METHODS, View, click_method, compute_map, display_to_photo, draw, fallback_method, head_choices,
+                    layer_map, needs_model, query_choices, spatial_layers)
 
 log = logging.getLogger("viz_app")
 
@@ -151,13 +151,8 @@ class Callbacks:
     @staticmethod
     def default_view(analysis: Analysis, base: Optional[View] = None) -> View:
         """A view that exists for this model: rollout where defined, else raw attention of the last layer."""
-        from attention.methods.rollout import rollout_layers
         base = base or View()
-        try:
-            rollout_layers(analysis.result)
-            method = base.method
-        except MethodNotDefinedError:
-            method = "raw" if base.method in ("rollout", "grad_rollout") else base.method
+        method = fallback_method(analysis.result, base.method)
         queries = query_choices(analysis.result)
         query = base.query if base.query in queries else queries[0]
         if query == "auto" and "cls+dist" in queries:
@@ -183,7 +178,7 @@ class Callbacks:
     def _render(self, session: str, analysis: Analysis, view: View) -> tuple[np.ndarray, str]:
         mapped = self._map(analysis, view)
         picture = draw(analysis, mapped, view)
-        if view.method in ("grad_rollout", "gradcam"):
+        if needs_model(view.method):
             self.store.touch(session, analysis)
         return picture, mapped.caption
 
@@ -199,14 +194,7 @@ class Callbacks:
         """A click at (x, y) on the displayed picture -> the view of where that patch attends."""
         analysis = self._get(session, model_name, sha)
         py, px = display_to_photo(analysis, x, y)
-        method = view.method if view.method in ("raw", "rollout") else "raw"
-        if method == "rollout":
-            try:
-                from attention.methods.rollout import rollout_layers
-                rollout_layers(analysis.result)
-            except MethodNotDefinedError:
-                method = "raw"
-        new = view.with_(method=method, query="patch", click=(py, px))
+        new = view.with_(method=click_method(analysis.result, view.method), query="patch", click=(py, px))
         self._map(analysis, new)     # raises a clear error for a click outside the model's view
         return new
 

@@ -22,12 +22,10 @@ from typing import Optional
 
 import gradio as gr
 
-from attention.errors import MethodNotDefinedError
-
 from .callbacks import Callbacks
 from .errors import as_gr_error
 from .models import choose_default
-from .views import METHODS, head_label, query_label
+from .views import METHODS, available_methods, class_method, head_label, query_label
 
 log = logging.getLogger("viz_app")
 
@@ -93,12 +91,8 @@ def slider_range(n: int, value: int) -> dict:
 
 def method_choices(analysis) -> tuple[list, Optional[str]]:
     """(Radio choices, why some are missing) for this model: rollout needs a stack of self-attention layers."""
-    from attention.methods.rollout import rollout_layers
-    try:
-        rollout_layers(analysis.result)
-        return [(v, k) for k, v in METHODS.items()], None
-    except MethodNotDefinedError as e:
-        return [(v, k) for k, v in METHODS.items() if k not in ("rollout", "grad_rollout")], str(e)
+    names, why = available_methods(analysis.result)
+    return [(METHODS[k], k) for k in names], why
 
 
 def query_menu(queries: list[str], result) -> list[tuple[str, str]]:
@@ -297,11 +291,7 @@ class Handlers:
         label = evt.value if isinstance(evt.value, str) else (evt.value or {}).get("label", "")
         target = self.cb.target_from_label(analysis, label)
         new = view.with_(target=target)
-        if new.method not in ("grad_rollout", "gradcam"):
-            new = new.with_(method="grad_rollout")
-            new = self.cb.default_view(analysis, new)
-            if new.method == "raw":
-                new = new.with_(method="gradcam")
+        new = self.cb.default_view(analysis, new.with_(method=class_method(analysis.result, new.method)))
         picture, cap = self.cb.render(session, model_name, sha, new)
         return {u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)), u.view_state: new,
                 u.method: gr.update(value=new.method), u.target_md: _target_text(analysis, new)}

@@ -17,7 +17,7 @@ import numpy as np
 from attention.capture import CaptureResult
 from attention.errors import MethodNotDefinedError
 from attention.methods import (FUSIONS, compute_map as library_map, get_method, grid_stride, is_spatial, method_names,
-                               methods, query_grid, resolve_layer, spatial_layers)
+                               methods, query_grid, resolve_layer, spatial_layers)  # noqa: F401 (re-exported)
 from attention.render import overlay, photo_to_patch
 
 from .state import Analysis
@@ -94,7 +94,35 @@ def method_help() -> str:
 
 def fallback_method(result: CaptureResult, wanted: str) -> str:
     """`wanted` where it is defined for this model, else raw attention."""
-    return wanted if get_method(wanted).defined_for(result) is None else "raw"
+    return wanted if wanted in METHODS and get_method(wanted).defined_for(result) is None else "raw"
+
+
+def available_methods(result: CaptureResult) -> tuple[list[str], Optional[str]]:
+    """(the methods defined for this model, in menu order; the first reason one is not, or None)."""
+    names, why = [], None
+    for m in methods():
+        reason = m.defined_for(result)
+        if reason is None:
+            names.append(m.name)
+        elif why is None:
+            why = f"{m.label}: {reason}"
+    return names, why
+
+
+def class_method(result: CaptureResult, current: str) -> str:
+    """The method to show when a class is picked: `current` if class-specific (and defined), else the
+    first class-specific method defined for this model."""
+    if is_class_specific(current) and get_method(current).defined_for(result) is None:
+        return current
+    return next((m.name for m in methods() if m.class_specific and m.defined_for(result) is None), current)
+
+
+def click_method(result: CaptureResult, current: str) -> str:
+    """The method a click on the picture shows the clicked patch's view with: `current` when it reads a
+    query from the attention alone (raw, rollout), else raw attention."""
+    m = get_method(current) if current in METHODS else None
+    ok = m is not None and m.uses_query and not m.needs_model and m.defined_for(result) is None
+    return current if ok else "raw"
 
 
 # ---------------------------------------------------------------------------- layers, heads, queries

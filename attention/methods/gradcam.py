@@ -34,7 +34,6 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import ModelTokens
 from ..modelstate import preserved

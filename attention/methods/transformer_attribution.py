@@ -36,7 +36,6 @@ def relevance_weighted_layers(model: nn.Module, x: torch.Tensor, target: Target 
         check_covered(model, [m.name for m in layers])
         targets = plain.logits.detach().argmax(-1) if target is None else target
         grads = attention_gradients(plain, layers, targets)
-        attn = [m.weights.detach().float() for m in layers]
         del plain
         modules = dict(model.named_modules())
         with model_lock(model), lrp_rules(model, [modules[m.name] for m in layers]):
