@@ -127,3 +127,25 @@ def test_zero_shot_entries_per_classes(tmp_path):
     assert cb.manager.get(a_name).model.visual is cb.manager.get(b_name).model.visual
     with pytest.raises(UserError, match="not a zero-shot model"):
         cb.manager.with_classes("demo-vit", "cat, dog")
+
+
+def test_the_app_server_takes_checkpoint_sized_uploads(monkeypatch):
+    """`python app.py` / `attention-viz` launch Gradio with the checkpoint limit (one server-wide limit);
+    a stand-in records the launch arguments instead of serving."""
+    from types import SimpleNamespace
+
+    from viz_app.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    class Recorder:
+        viz_callbacks = Callbacks(ModelManager(pretrained=True))
+        viz_default = SimpleNamespace(model=None, notice=None)
+
+        def launch(self, **kwargs):
+            self.kwargs = kwargs
+
+    demo = Recorder()
+    assert main([], demo=demo) == 0
+    assert demo.kwargs["max_file_size"] >= 2 * 1024 ** 3 and demo.kwargs["server_name"] == "127.0.0.1"
+    assert demo.viz_default.model == "demo-vit"
