@@ -72,7 +72,10 @@ def fetch_repo(repo: str, name: str) -> str:
     """The cached snapshot of `repo`; downloaded once when the hub answers, never minutes of retries."""
     from huggingface_hub import snapshot_download
     try:
-        return snapshot_download(repo, allow_patterns=WEIGHT_PATTERNS, cache_dir=cache_dir(), local_files_only=True)
+        folder = snapshot_download(repo, allow_patterns=WEIGHT_PATTERNS + ["pytorch_model.bin"],
+                                   cache_dir=cache_dir(), local_files_only=True)
+        if is_model_folder(folder) and _has_weights(folder):
+            return folder
     except Exception:  # noqa: BLE001 - not (completely) in the cache
         pass
     if offline():
@@ -82,6 +85,9 @@ def fetch_repo(repo: str, name: str) -> str:
     try:
         folder = snapshot_download(repo, allow_patterns=WEIGHT_PATTERNS, cache_dir=cache_dir(),
                                    etag_timeout=PROBE_TIMEOUT_S)
+        if not _has_weights(folder):     # an older repository without safetensors
+            folder = snapshot_download(repo, allow_patterns=WEIGHT_PATTERNS + ["pytorch_model.bin"],
+                                       cache_dir=cache_dir(), etag_timeout=PROBE_TIMEOUT_S)
     except Exception as e:  # noqa: BLE001 - any hub trouble becomes one clear message
         raise _unavailable(name, f"downloading {repo} failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
                            ) from None
