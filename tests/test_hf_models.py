@@ -240,3 +240,22 @@ def test_hf_models_in_the_app(tmp_path, family):
         assert a.predictions[0]["label"] == LABELS[int(probs.argmax())]
         assert abs(a.predictions[0]["probability"] - float(probs.max())) < 1e-4
     assert len(a.result.maps) >= 2
+
+
+def test_timm_model_in_hub_format_folder(tmp_path):
+    """A timm model saved the way timm pushes to the hub: config.json {architecture, num_classes, label_names}
+    + model.safetensors; the folder path loads it (headless or not)."""
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3).eval()
+    d = tmp_path / "timm_folder"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 3,
+                                               "label_names": ["cat", "dog", "teapot"]}))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(d / "model.safetensors"))
+    lm = load_model(str(d))
+    assert lm.source == "timm" and lm.class_names == ["cat", "dog", "teapot"]
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(lm.model(x), ref(x))

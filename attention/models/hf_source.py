@@ -303,6 +303,9 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
     if img_size is not None:
         raise CheckpointError("--img-size is for timm ViTs; Hugging Face models run at their processor's size")
     folder, origin = resolve_folder(name)
+    timm_cfg = _timm_folder_config(folder)
+    if timm_cfg is not None:      # a timm model saved to the hub format (push_to_hub / save_for_hf)
+        return _load_timm_folder(name, folder, timm_cfg, checkpoint, labels, pretrained)
     model, notes = build(folder, pretrained=pretrained and not checkpoint)
     if checkpoint:
         load_strict(model, read_state_dict(checkpoint), f"{notes['class']} (from {os.path.basename(checkpoint)})")
@@ -328,6 +331,38 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
             read_labels(labels)   # a bad file still gets its own message
             raise CheckpointError(f"labels were given but {notes['class']} has no classifier")
     return LoadedModel(name, model, pre, names, "transformers", info, no_classifier_reason=reason)
+
+
+def _timm_folder_config(folder: str):
+    """The config of a timm hub-format folder (``{"architecture": ..., "num_classes": ...}``), else None."""
+    import json
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(cfg, dict) and "architecture" in cfg and "model_type" not in cfg:
+        return cfg
+    return None
+
+
+def _load_timm_folder(name, folder, cfg, checkpoint, labels, pretrained) -> LoadedModel:
+    from . import timm_source
+    weights = checkpoint or next((os.path.join(folder, f) for f in ("model.safetensors", "pytorch_model.bin")
+                                  if os.path.isfile(os.path.join(folder, f))), None)
+    if weights is None and pretrained:
+        raise CheckpointError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin)")
+    arch = cfg["architecture"]
+    if not timm_source._claims(arch):
+        raise ModelNotFoundError(f"{folder}: timm {__import__('timm').__version__} has no architecture {arch!r}")
+    lm = timm_source.load(arch, checkpoint=weights if pretrained or checkpoint else None, labels=labels,
+                          pretrained=False)
+    names = cfg.get("label_names")
+    if not labels and isinstance(names, list) and lm.has_classifier and len(names) == lm.num_classes:
+        lm.class_names = [str(n) for n in names]
+    lm.name = name
+    lm.info["hf"] = folder
+    return lm
 
 
 register_source(ModelSource("transformers", _claims, load))
