@@ -70,9 +70,11 @@ def test_a_failed_load_keeps_the_previous_model_and_says_what_is_wrong(tmp_path)
 
 
 def test_path_on_this_machine_loads_without_copying(tmp_path, backbone):
+    from viz_app.models import LocalPath
     ref, path = backbone
     mgr = ModelManager(pretrained=False)
-    name = mgr.register_path(path, "vit_tiny_patch16_224")
+    name = mgr.register("vit_tiny_patch16_224", LocalPath(path))     # what the UI's path field passes
+    assert name == mgr.register_path(path, "vit_tiny_patch16_224")
     assert name in mgr.choices() and mgr.spec(name).checkpoint == os.path.abspath(path)
     assert mgr._files is None                      # nothing was copied into the upload folder
     x = torch.randn(1, 3, 224, 224)
@@ -118,6 +120,8 @@ def test_zero_shot_entries_per_classes(tmp_path):
     a_name = cb.manager.with_classes(base, "cat, dog")
     b_name = cb.manager.with_classes(a_name, "teapot, kettle, cup")     # re-typed on an entry: same base
     assert cb.manager.classes_of(b_name) == "teapot, kettle, cup" and cb.manager.is_zero_shot(b_name)
+    assert cb.manager.classes_box(b_name) == (True, "teapot, kettle, cup")
+    assert cb.manager.classes_box("demo-vit") == (False, "") and cb.manager.classes_box("") == (False, "")
     assert a_name in cb.manager.choices() and b_name in cb.manager.choices()
     photo = _photo(tmp_path)
     a, b = cb.analyse("s1", photo, a_name), cb.analyse("s2", photo, b_name)

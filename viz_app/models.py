@@ -74,6 +74,11 @@ HOW_TO_GET_IMAGENET = (
     "that cache here (HF_HOME), or load your own checkpoint under 'Your own model'.")
 
 
+class LocalPath(str):
+    """A path typed by the user on this machine (not an upload): `ModelManager.register` loads it in
+    place, without copying (`register_path`)."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to load one entry of the picker."""
@@ -204,6 +209,13 @@ class ModelManager:
             loaded = self._loaded.get(spec.name)
         return bool(loaded is not None and getattr(loaded, "is_zero_shot", False))
 
+    def classes_box(self, name: str) -> tuple[bool, str]:
+        """(show the classes box?, its text) for picker entry `name`; never raises (any name may be typed)."""
+        try:
+            return self.is_zero_shot(name), self.classes_of(name)
+        except Exception:  # noqa: BLE001 - an unknown name simply has no classes box
+            return False, ""
+
     def classes_of(self, name: str) -> str:
         """The classes typed for a zero-shot entry, as the text box shows them ("" when none)."""
         spec = self.spec(name)
@@ -278,7 +290,10 @@ class ModelManager:
     # ------------------------------------------------------------------ your own model
     def register(self, arch: str, checkpoint: Optional[str], labels: Optional[str] = None,
                  name: Optional[str] = None, progress: Optional[Callable[[float, str], None]] = None) -> str:
-        """Load `arch` with your checkpoint (and labels); on success it joins the picker. Returns its name."""
+        """Load `arch` with your checkpoint (and labels); on success it joins the picker. Returns its name.
+        A `LocalPath` checkpoint (typed, not uploaded) is loaded in place by `register_path`."""
+        if isinstance(checkpoint, LocalPath):
+            return self.register_path(checkpoint, arch, labels, progress=progress)
         arch = (arch or "").strip()
         if not arch and checkpoint and str(checkpoint).lower().endswith(".onnx"):
             arch = "onnx"
@@ -408,4 +423,4 @@ class ModelManager:
 
 __all__ = ["ModelManager", "ModelSpec", "choose_default", "hub_status", "IMAGENET_MODELS", "DEMO_MODELS",
            "CUSTOM_ARCHS", "DEFAULT_ONLINE", "FALLBACK", "ModelUnavailableError", "CHECKPOINT_MAX_BYTES",
-           "CHECKPOINT_TYPES", "upload_limit_bytes", "real_offline_models"]
+           "CHECKPOINT_TYPES", "upload_limit_bytes", "real_offline_models", "LocalPath"]
