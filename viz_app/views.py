@@ -247,7 +247,7 @@ def compute_map(analysis: Analysis, view: View, model: Optional[ModelGetter] = N
                           cache=analysis.cached, grad_lock=grad_lock)
         return out.numpy(0), out.stride, out.query_patch, out.description
     heat, stride, patch, desc = analysis.cached(key, run)
-    caption = f"**{method.label}**"
+    caption = f"**{method.title or method.label}**"
     if target is not None:
         caption += f" for class **{_class_name(analysis, target)}**"
     caption += f" · {desc}" if desc else ""

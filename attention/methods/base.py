@@ -141,7 +141,8 @@ class MapResult:
 class Method:
     """Base class of every map method; see the module docstring.
 
-    Subclasses set ``name``, ``label`` (for menus), ``summary`` (one line: what it shows), the
+    Subclasses set ``name``, ``label`` (for menus), ``title`` (for captions, default the label),
+    ``summary`` (one line: what it shows), the
     capability flags, and implement ``compute``; ``defined_for`` defaults to "always defined".
     ``uses_layer``: reads ``context.layer``; ``uses_layer_range``: reads ``start_layer`` /
     ``end_layer``; ``uses_heads``: accepts a single head index (otherwise only fusions, or
@@ -150,6 +151,7 @@ class Method:
 
     name: str = ""
     label: str = ""
+    title: str = ""          # the name in captions (default: the label)
     summary: str = ""
     needs_gradients: bool = False
     needs_model: bool = False

@@ -28,7 +28,8 @@ from ..errors import MethodNotDefinedError
 from .base import MapResult, Method, MethodContext, register
 from .layers import grid_stride
 from .queries import Query, query_weights, resolve_query
-from .rollout import chain_ops, chained_range, finish, joint_layout, propagate, query_words, rollout_defined, rollout_layers
+from .rollout import (chain_ops, chained_range, finish, joint_layout, layer_range_words, propagate, query_words,
+                      rollout_defined, rollout_layers)
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
 
@@ -148,6 +149,7 @@ class GradRollout(Method):
 
     name = "grad_rollout"
     label = "Gradient-weighted (Chefer)"
+    title = "Gradient-weighted attention (Chefer et al. 2021)"
     summary = "rollout of attention x its gradient for the chosen class (Chefer, Gur & Wolf 2021)"
     needs_gradients = True
     needs_model = True
@@ -177,7 +179,7 @@ class GradRollout(Method):
         query = ctx.query
         return MapResult(maps, self.name, joint_layout(layers), grid_stride(result, maps.shape[-2:]),
                          None if isinstance(query, str) else tuple(int(v) for v in query),
-                         f"layers {first}–{last} of 0–{len(layers) - 1} · {query_words(query)}",
+                         f"{layer_range_words(first, last, len(layers))} · {query_words(query)}",
                          {"targets": targets.tolist(), "start_layer": first, "end_layer": last})
 
 

@@ -290,6 +290,10 @@ def rollout_defined(result: CaptureResult) -> Optional[str]:
     return None
 
 
+def layer_range_words(first: int, last: int, n: int) -> str:
+    return f"through layer {last} of 0–{n - 1}" + (f", from layer {first}" if first else "")
+
+
 def query_words(query) -> str:
     if isinstance(query, str):
         return {"auto": "default query", "patch_mean": "mean over patch queries",
@@ -304,6 +308,7 @@ class Rollout(Method):
 
     name = "rollout"
     label = "Rollout"
+    title = "Attention rollout"
     summary = "attention multiplied through the layers, with the residual as identity (Abnar & Zuidema 2020)"
     uses_layer_range = True
     order = 10
@@ -325,7 +330,7 @@ class Rollout(Method):
                                         add_identity=identity, query=query, end_layer=last))
         full = joint_layout(layers)
         note = "" if isinstance(ctx.head, str) else " (rollout fuses the heads: mean used)"
-        desc = (f"layers {first}–{last} of 0–{len(layers) - 1} · {fusion} over heads{note} · {query_words(query)}"
+        desc = (f"{layer_range_words(first, last, len(layers))} · {fusion} over heads{note} · {query_words(query)}"
                 + (f" · smallest {ratio:.0%} discarded" if ratio else ""))
         return MapResult(maps, self.name, full, grid_stride(result, maps.shape[-2:]),
                          None if isinstance(query, str) else qkey, desc,
@@ -334,5 +339,6 @@ class Rollout(Method):
 
 register(Rollout())
 
-__all__ = ["Rollout", "chained_range", "rollout_defined", "rollout", "rollout_tokens", "rollout_layers", "joint_layout", "discard_smallest", "propagate", "chain_ops",
+__all__ = ["Rollout", "chained_range", "rollout_defined", "layer_range_words", "query_words", "rollout",
+           "rollout_tokens", "rollout_layers", "joint_layout", "discard_smallest", "propagate", "chain_ops",
            "ChainOp", "finish"]

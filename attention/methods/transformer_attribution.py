@@ -5,7 +5,8 @@ For target class c, per chained attention layer l: ``Ā_l = mean_h( (∇A_l^h �
 ``∇A = ∂y_c/∂A`` (the ordinary gradient) and ``R_A`` the LRP relevance of the attention map (here
 from AttnLRP's rules via lxt, `attention.methods.lrp_rules`, where the paper used its own LRP
 rules): the uniform rule gives A half the relevance of the product ``A v``, ``R_A = ½ A ⊙ g̃_A``
-in the Gradient x Input form (lxt applies A's half at q and k, so ``A ⊙ g̃_A`` is the whole); then ``R = I``, ``R ← R + Ā_l · R`` over the layers
+in the Gradient x Input form (lxt applies A's half at q and k, so ``A ⊙ g̃_A`` is the whole);
+then ``R = I``, ``R ← R + Ā_l · R`` over the layers
 ``start_layer … end_layer``, and the map is the query's row of R over the patches (CLS by default),
 computed as in `attention.methods.grad_rollout` (``qᵀ (I + Ā_L) ⋯ (I + Ā_s)``).
 
@@ -25,7 +26,7 @@ from .base import MapResult, Method, MethodContext, register
 from .grad_rollout import Target, attention_gradients, chain_weighted
 from .layers import grid_stride
 from .lrp_rules import check_covered, lrp_rules, model_lock
-from .rollout import chained_range, joint_layout, query_words, rollout_defined, rollout_layers
+from .rollout import chained_range, joint_layout, layer_range_words, query_words, rollout_defined, rollout_layers
 
 
 def relevance_weighted_layers(model: nn.Module, x: torch.Tensor, target: Target = None) -> list[torch.Tensor]:
@@ -86,7 +87,7 @@ class TransformerAttribution(Method):
         q = ctx.query
         return MapResult(maps, self.name, joint_layout(layers), grid_stride(result, maps.shape[-2:]),
                          None if isinstance(q, str) else tuple(int(v) for v in q),
-                         f"layers {first}–{last} of 0–{len(layers) - 1} · {query_words(q)}",
+                         f"{layer_range_words(first, last, len(layers))} · {query_words(q)}",
                          {"targets": targets.tolist(), "start_layer": first, "end_layer": last})
 
 
