@@ -337,3 +337,18 @@ def test_bad_checkpoint_files_get_specific_messages(tmp_path, finetuned_vit):
     cut.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="cut.safetensors: it is truncated or corrupt"):
         load_model("vit_tiny_patch16_224", checkpoint=str(cut))
+
+
+def test_headless_hub_model_loads_from_the_cache_offline(tmp_path, monkeypatch):
+    """A hub model published without classifier (EVA02-Ti MIM): weights from the HF cache, no predictions."""
+    torch.manual_seed(2)
+    ref = timm.create_model("eva02_tiny_patch14_224", pretrained=False, num_classes=0).eval()
+    repo = timm.models.get_pretrained_cfg("eva02_tiny_patch14_224").hf_hub_id
+    _fake_hub_cache(str(tmp_path), repo, ref.state_dict())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lm = load_model("eva02_tiny_patch14_224")
+    assert not lm.has_classifier and "num_classes=0" in lm.no_classifier_reason and lm.class_names == []
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.equal(_logits(lm.model, x), _logits(ref, x))
+    assert lm.top_k(_logits(lm.model, x)) == [[]]
