@@ -25,7 +25,6 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
