@@ -101,8 +101,7 @@ def _from_checkpoint(arch: str, checkpoint: str, img_size: Optional[int], info: 
     what = f"{arch} (from {base})"
     num_classes = classifier_out_features(sd, _classifier_names(arch))
     kwargs = {"pretrained": False, "num_classes": num_classes if num_classes is not None else 0}
-    with torch.device("meta"):        # the structure only (patch size, prefix tokens), no weights
-        probe = timm.create_model(arch, **kwargs)
+    probe = _structure(arch, **kwargs)
     grid = checkpoint_grid(probe, sd)
     if img_size is not None:
         _check_img_size(probe, img_size, arch)
@@ -122,6 +121,16 @@ def _from_checkpoint(arch: str, checkpoint: str, img_size: Optional[int], info: 
     return model
 
 
+def _structure(arch: str, **kwargs):
+    """The model's structure (patch size, prefix tokens, grid) without allocating weights where the
+    architecture builds on the meta device; a normal build otherwise."""
+    try:
+        with torch.device("meta"):
+            return timm.create_model(arch, **kwargs)
+    except Exception:  # noqa: BLE001 - some constructors compute on their tensors
+        return timm.create_model(arch, **kwargs)
+
+
 def _names(arch: str) -> list[str]:
     n = _classifier_names(arch)
     return [n] if isinstance(n, str) else list(n)
@@ -134,8 +143,7 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size: Opt
     info = {"arch": arch}
     extra = {}
     if img_size is not None and not checkpoint:
-        with torch.device("meta"):
-            _check_img_size(timm.create_model(arch, pretrained=False), img_size, arch)
+        _check_img_size(_structure(arch, pretrained=False), img_size, arch)
         extra["img_size"] = img_size
     if checkpoint:
         model = _from_checkpoint(arch, checkpoint, img_size, info)
