@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .modelstate import preserved
+
 Baseline = Union[str, torch.Tensor]
 
 
@@ -127,9 +129,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, saliency: torch.Tenso
     B, _, H, W = x.shape
     grid = tuple(sal.shape[-2:])
     P = grid[0] * grid[1]
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with preserved(model, eval_mode=True):
         if target is None:
             logits = model(x)
             logits = logits[0] if isinstance(logits, (tuple, list)) else logits
@@ -161,9 +161,6 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, saliency: torch.Tenso
                 inputs = taken * src[bi] + (1 - taken) * dst[bi]
                 probs[bi, ki] = _probabilities(model, inputs, targets[bi], batch_size)
             curves[mode] = probs.double().cpu().numpy()
-    finally:
-        for m, flag in flags:
-            m.training = flag
     fr = np.array([k / steps for k in range(steps + 1)])
     nan = np.full((B, K), np.nan)
     dele, ins = curves.get("deletion", nan), curves.get("insertion", nan)

@@ -263,7 +263,8 @@ class Callbacks:
         analysis = self._get(session, model_name, sha, image, progress)
         mapped = self._map(analysis, view)
         loaded = self.manager.get(analysis.model_key)
-        return faithfulness_figure(analysis, loaded, mapped, view, int(steps), progress, with_random)
+        return faithfulness_figure(analysis, loaded, mapped, view, int(steps), progress, with_random,
+                                   grad_lock=self.manager.grad_lock(analysis.model_key))
 
     # ------------------------------------------------------------------ downloads
     @user_facing

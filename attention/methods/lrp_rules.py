@@ -26,6 +26,12 @@ Why not ``lxt.efficient.monkey_patch``: it replaces the ``forward`` of whole cla
 its Hugging Face LLM patches, which need transformers < 5. The rule functions are taken from the
 installed ``lxt/efficient/rules.py`` (loaded by path, torch-only) and applied per instance, for the
 duration of one `lrp_rules` block only.
+
+While the rules are in place the forward *values* are unchanged (σ detached, identity-rule
+activations, gradient-only divisions, the restated attention), so another thread's plain forward on
+the same model is unaffected; another thread's *gradients* on that model would see the rules, which
+is why the app runs every gradient method of one model under one lock (`MethodContext.grad_lock`),
+and `model_lock` keeps two rule blocks on one model apart.
 """
 from __future__ import annotations
 
