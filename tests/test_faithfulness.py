@@ -137,3 +137,17 @@ def test_method_faithfulness_scores_every_registered_method():
     rows = method_faithfulness(pool.model, capture(pool.model, x), x, None, steps=2)
     undefined = {row["method"] for row in rows if "reason" in row}
     assert undefined == {"rollout", "grad_rollout", "transformer_attribution", "attnlrp"}
+
+
+def test_demo_evaluate_reports_faithfulness_per_method_on_a_folder_with_masks(tmp_path):
+    from attention.demo.evaluate import evaluate, markdown
+    from attention.demo.shapes import write_dataset
+    write_dataset(8, 5, str(tmp_path))                       # images/, masks/, labels.csv (PNG: lossless)
+    from_folder = evaluate(["demo-vit"], folder=str(tmp_path), maps=["rollout", "attnlrp"], faith_n=4, steps=4)
+    in_memory = evaluate(["demo-vit"], n=8, seed=5, maps=["rollout", "attnlrp"], faith_n=4, steps=4)
+    assert [r["map"] for r in from_folder] == ["rollout", "attnlrp"]
+    for a, b in zip(from_folder, in_memory):
+        for key in ("accuracy", "pointing_game", "auroc", "deletion_auc", "insertion_auc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+        assert a["faith_n"] == 4 and 0 <= a["deletion_auc"] <= 1
+    assert "deletion AUC" in markdown(from_folder) and "| demo-vit | attnlrp |" in markdown(from_folder)
