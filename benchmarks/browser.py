@@ -147,3 +147,181 @@ def _measure_in_browser(url: str, uploads: int, slider_changes: int, out: dict) 
         b.close()
     out["load"] = load()
     return out
+
+
+# ---------------------------------------------------------------------------------------------- click -> pixels
+# Any picture: t0 = the first DOM event of the user action (pointerdown, keydown, input, change), t1 = the second
+# animation frame after the new picture in `selector` has been decoded (the frame that shows its pixels).
+_ARM_ANY = """
+(sel) => {
+  const old = window.__bench;
+  if (old && old.cleanup) old.cleanup();
+  const first = document.querySelector(sel + ' img');
+  const b = {t0: null, t1: null, src: null, old: first ? first.src : null};
+  window.__bench = b;
+  const mark = () => { if (b.t0 === null) b.t0 = performance.now(); };
+  const kinds = ['pointerdown', 'keydown', 'input', 'change'];
+  kinds.forEach(k => document.addEventListener(k, mark, true));
+  const check = () => {
+    const im = document.querySelector(sel + ' img');
+    if (!im || !im.src || im.src === b.old || b.src !== null) return;
+    b.src = im.src;
+    const done = () => requestAnimationFrame(() => requestAnimationFrame(() => { b.t1 = performance.now(); }));
+    im.decode().then(done, done);
+  };
+  const obs = new MutationObserver(check);
+  obs.observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+  b.cleanup = () => { obs.disconnect(); kinds.forEach(k => document.removeEventListener(k, mark, true)); };
+}
+"""
+
+
+def click_to_pixels_once(page, selector: str, action, timeout_ms: int = 60_000) -> float:
+    """Seconds from the user's action to the new pixels of the picture in `selector` on screen."""
+    page.evaluate(_ARM_ANY, selector)
+    action()
+    try:
+        page.wait_for_function("() => window.__bench && window.__bench.t1 !== null && window.__bench.t0 !== null",
+                               timeout=timeout_ms)
+    except Exception as e:  # noqa: BLE001
+        state = page.evaluate("() => JSON.stringify(window.__bench)")
+        shot = os.path.join(tempfile.gettempdir(), "click_to_pixels_failure.png")
+        page.screenshot(path=shot)
+        raise RuntimeError(f"no new picture in {selector} within {timeout_ms} ms (state {state}; page: {shot})") from e
+    dt = page.evaluate("() => { const b = window.__bench; b.cleanup(); return b.t1 - b.t0; }")
+    _wait_idle(page)
+    page.wait_for_timeout(500)      # let the slider's second event (release after input) settle: not timed
+    return dt / 1e3
+
+
+def _set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _click_cell(page, selector: str, grid: tuple[int, int], row: int, col: int) -> None:
+    """Click the centre of cell (row, col) of a picture that shows a gh x gw patch grid (kept aspect)."""
+    img = page.locator(f"{selector} img")
+    img.scroll_into_view_if_needed()
+    box = img.bounding_box()
+    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    s = min(box["width"] / nw, box["height"] / nh)
+    w, h = nw * s, nh * s
+    x0, y0 = (box["width"] - w) / 2, (box["height"] - h) / 2
+    img.click(position={"x": x0 + w * (col + 0.5) / grid[1], "y": y0 + h * (row + 0.5) / grid[0]})
+
+
+def _show_part(page, label: str) -> None:
+    page.locator("#learn-part").get_by_label(label, exact=True).check()
+    page.wait_for_function("(p) => document.querySelector('#learn-query-pane').dataset.show === p",
+                           arg=label.split()[0])
+
+
+def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[dict]:
+    """Every lesson interaction and main-view change of the app at `url` (demo-vit), click -> new pixels."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+    rows = []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        ctx = b.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        page = ctx.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(url)
+        page.wait_for_selector("#heatmap img")
+        _wait_idle(page)
+
+        def run(group: str, label: str, selector: str, actions):
+            """The first action warms up (a layer's q, k, v); the statistics are over the others."""
+            times = [click_to_pixels_once(page, selector, a) for a in actions]
+            rows.append({"group": group, "interaction": label, **stats(times[1:] or times),
+                         "first_ms": round(times[0] * 1e3, 1)})
+
+        # ------------------------------------------------------------------ main view
+        run("main view", "layer slider (type + Enter)", "#heatmap",
+            [lambda v=v: _set_number(page, "layer", v) for v in ([2, 1, 0, 3] * repeats)[:repeats + 1]])
+        page.locator("#method").get_by_label("Raw attention").check()
+        _wait_idle(page)
+
+        heads = []
+        for h in (["head 1", "head 2", "head 3", "head 0"] * repeats)[:repeats + 1]:
+            page.locator("#head input").click()        # the menu opens before the clock starts
+            heads.append(click_to_pixels_once(page, "#heatmap",
+                                              lambda h=h: page.get_by_role("option", name=h, exact=True).click()))
+        rows.append({"group": "main view", "interaction": "head menu (option click)", **stats(heads[1:]),
+                     "first_ms": round(heads[0] * 1e3, 1)})
+        run("main view", "method radio", "#heatmap",
+            [lambda m=m: page.locator("#method").get_by_label(m).check()
+             for m in (["Rollout", "Raw attention"] * repeats)[:repeats + 1]])
+        run("main view", "patch click on the heatmap", "#heatmap",
+            [lambda rc=rc: _click_cell(page, "#heatmap", (8, 8), *rc)
+             for rc in [(1, 1), (2, 5), (6, 2), (4, 4), (7, 6), (3, 1), (5, 5)][:repeats + 1]])
+
+        # ------------------------------------------------------------------ lesson, step 2
+        page.get_by_role("tab", name="Learn", exact=True).click()
+        page.get_by_role("tab", name="2 · One query").click()
+        page.wait_for_selector("#learn-step1-img img")
+        _wait_idle(page)
+        cells = [(1, 6), (5, 2), (2, 2), (6, 5), (0, 3), (7, 7), (4, 1)]
+        run("lesson", "patch click (scores)", "#learn-step1-img",
+            [lambda rc=rc: _click_cell(page, "#learn-pick", (8, 8), *rc) for rc in cells[:repeats + 1]])
+        page.locator("#learn-step1-md").click()
+        run("lesson", "Shift + arrow (scores)", "#learn-step1-img",
+            [lambda k=k: page.keyboard.press(k) for k in (["Shift+ArrowRight", "Shift+ArrowDown", "Shift+ArrowLeft", "Shift+ArrowUp"] * repeats)
+             [:repeats + 1]])
+        run("lesson", "layer slider (type + Enter)", "#learn-step1-img",
+            [lambda v=v: _set_number(page, "learn-layer", v) for v in ([2, 1, 0, 3] * repeats)[:repeats + 1]])
+        run("lesson", "head slider (type + Enter)", "#learn-step1-img",
+            [lambda v=v: _set_number(page, "learn-head", v) for v in ([1, 2, 3, 0] * repeats)[:repeats + 1]])
+
+        def token(name):
+            page.locator("#learn-token").get_by_label(name, exact=True).check()
+        run("lesson", "CLS / patch query token", "#learn-step1-img",
+            [lambda t=t: token(t) for t in (["CLS", "a patch (click it)"] * repeats)[:repeats + 1]])
+        _show_part(page, "2 softmax")
+        run("lesson", "temperature (type + Enter; softmax)", "#learn-step2-img",
+            [lambda v=v: _set_number(page, "learn-temperature", v)
+             for v in ([0.5, 2, 0.3, 1, 3] * repeats)[:repeats + 1]])
+        _show_part(page, "slide")
+        run("lesson", "slide (all four steps)", "#learn-slide",
+            [lambda: page.locator("#learn-slide-btn").click()] +
+            [lambda v=v: (_set_number(page, "learn-temperature", v), page.locator("#learn-slide-btn").click())
+             for v in ([0.7, 1.5] * repeats)[:repeats]])
+        ctx.close()
+        b.close()
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    out = ["| where | interaction | median ms | min | max | first | n |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['group']} | {r['interaction']} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | "
+                   f"{r['max_ms']:.0f} | {r['first_ms']:.0f} | {r['n']} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    """``python -m benchmarks.browser [--repeats N]``: click -> pixels in Chromium for the lesson and the main
+    view (demo-vit, 1280x720, the app at one torch thread as it runs here), printed as a Markdown table."""
+    import argparse
+    ap = argparse.ArgumentParser(description="click -> new pixels in headless Chromium")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    why = unavailable()
+    if why:
+        print(f"skipped: {why}")
+        return 0
+    from viz_app.testing import served_app
+    before = load()
+    with served_app("--model", "demo-vit", timeout=180, env={"OMP_NUM_THREADS": "1"}) as url:
+        rows = click_to_pixels(url, args.repeats)
+    print(f"demo-vit · 1280x720 · server at 1 torch thread · load before {before}, after {load()}\n")
+    print(_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

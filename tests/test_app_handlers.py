@@ -127,7 +127,7 @@ def test_learn_follows_image_and_model(page, images, model):
         out = page.on_model(name, image, View(), "demo-vit", request(session), no_progress)
         key = out[page.ui.key_state]
         for step in ("learn-query", "learn-heads", "learn-tokens"):
-            upd = learn.on_key(key, "learn", step, "1", name, key[1], image, 7, 5, "patch", 7, 7, request(session))
+            upd = learn.on_key(key, "learn", step, "1", name, key[1], image, 7, 5, "patch", 7, 7, False, request(session))
             analysis = page.cb.find(session, name, key[1])
             c = learn.lesson.controls(session, name, key[1])
             slider_ok(upd[L.layer], c["layers"])
@@ -148,7 +148,7 @@ def test_learn_follows_image_and_model(page, images, model):
 def test_learn_before_an_image_is_a_message(page):
     learn = page.ui.learn
     out = learn.on_open("learn-query")("learn-query", "demo-vit", None, None, 3, 0, "patch", 3, 3, 1.0,
-                                       request("s-empty"))
+                                       False, request("s-empty"))
     texts = [v for v in out.values() if isinstance(v, str) and "Not available" in v]
     assert texts and all("pick one" in t for t in texts)
 
@@ -161,7 +161,7 @@ def test_previous_next_walk_through_every_step_in_order(page, images):
     sha = out[page.ui.key_state][1]
     step, part, seen = "learn-tokens", "1", [("learn-tokens", "1")]
     for _ in range(20):
-        upd = learn.on_nav(+1)(step, part, "demo-vit", sha, images[0], 3, 0, "patch", 3, 3, 1.0, request("s-nav"))
+        upd = learn.on_nav(+1)(step, part, "demo-vit", sha, images[0], 3, 0, "patch", 3, 3, 1.0, False, request("s-nav"))
         step, part = upd.get(L.step, step), upd.get(L.part, part)
         if (step, part) == seen[-1]:
             break
@@ -169,5 +169,5 @@ def test_previous_next_walk_through_every_step_in_order(page, images):
     assert seen == [("learn-tokens", "1")] + [("learn-query", p) for p in "1234"] + \
         [(s, p) for s, p in zip(STEP_IDS[2:], ["4"] * 4)]
     back = learn.on_nav(-1)("learn-query", "1", "demo-vit", sha, images[0], 3, 0, "patch", 3, 3, 1.0,
-                            request("s-nav"))
+                            False, request("s-nav"))
     assert back[L.step] == "learn-tokens" and "image `" in back[L.tokens_step.outputs[-1]]

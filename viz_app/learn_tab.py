@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from attention.lesson.figure import message_picture
+from attention.lesson.figure import PRESENTER_SCALE, message_picture
 from attention.lesson.learning import LESSON_RECIPE
 
 from .handlers import _session, message_of, provenance, slider_range, warn
@@ -42,7 +42,18 @@ body.presenter .katex { font-size: 1.3em !important; }
 #learn-query-pane[data-show="1"] .s1, #learn-query-pane[data-show="2"] .s2, #learn-query-pane[data-show="3"] .s3,
 #learn-query-pane[data-show="4"] .s4, #learn-query-pane[data-show="slide"] .s5 { display: flex; }
 #learn-query-pane:not([data-show]) .s1 { display: flex; }
-#learn-nav button { min-width: 0; }
+#learn-nav { align-items: center; }
+#learn-nav .prose p { margin: 0; font-size: 0.9rem; }
+/* the lesson on a projector: the input column narrows while the Learn tab is open (presenter mode hides it),
+   the pictures are shown at their own size (text >= 14 px at 1280x720) */
+body.learning #input-column { max-width: 250px !important; min-width: 250px !important; }
+body.learning #intro { display: none; }
+#learn-part .wrap { flex-wrap: nowrap; gap: 4px; }
+#learn-part label { padding: 4px 6px; white-space: nowrap; }
+#learn-part .wrap { gap: 3px; }
+body.presenter #intro, body.presenter #notice { display: none !important; }
+body.presenter .learn-fig { height: 600px !important; }
+body.presenter .learn-fig-wide { height: 620px !important; }
 """
 
 # Shift + arrow keys move the lesson's query patch (when no text field has the focus).
@@ -71,22 +82,20 @@ LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": 
 STEPS = [("learn-tokens", "1 · Tokens"), ("learn-query", "2 · One query"), ("learn-heads", "3 · Heads"),
          ("learn-layers", "4 · Layers"), ("learn-special", "5 · Special tokens"), ("learn-train", "6 · Train")]
 STEP_IDS = [s for s, _ in STEPS]
-PARTS = [("1 scores", "1"), ("2 softmax", "2"), ("3 weights", "3"), ("4 output", "4"), ("all four (slide)", "slide")]
+PARTS = [("1 scores", "1"), ("2 softmax", "2"), ("3 weights", "3"), ("4 output", "4"), ("slide", "slide")]
 PART_IDS = [p for _, p in PARTS]
 
-INTRO = ("**A lesson on attention, on this image and this model.** Every number is the model's own, checked "
-         "against the attention captured in the forward pass. **Previous / Next** walk through it; **Shift + "
-         "arrows** move the query patch.")
+INTRO = "**A lesson on attention** on this image and model: every number is the model's own."
 
 
 def _md(value: str = "", **kw) -> gr.Markdown:
     return gr.Markdown(value, latex_delimiters=LATEX, elem_classes=["learn-text"], **kw)
 
 
-def _pic(label: str, elem_id: str, height=None) -> gr.Image:
+def _pic(label: str, elem_id: str, height=None, wide: bool = False) -> gr.Image:
     # the pictures carry their own titles; Gradio's label badge would cover them
     return gr.Image(label=label, show_label=False, interactive=False, format="png", elem_id=elem_id, height=height,
-                    buttons=["download", "fullscreen"])
+                    buttons=["download", "fullscreen"], elem_classes=["learn-fig-wide" if wide else "learn-fig"])
 
 
 @dataclass
@@ -173,8 +182,10 @@ class LearnHandlers:
                 out[p] = pic
         return out
 
-    def compute(self, step: str, session, model, sha, image, choice: QueryChoice) -> dict:
-        """The outputs of lesson step `step` for this session's (image, model), as named updates."""
+    def compute(self, step: str, session, model, sha, image, choice: QueryChoice, presenter: bool = False) -> dict:
+        """The outputs of lesson step `step` for this session's (image, model), as named updates
+        (``presenter``: the pictures drawn larger, text >= 20 px)."""
+        scale = PRESENTER_SCALE if presenter else 1.0
         L, lesson = self.ui, self.lesson
         try:
             key = self._key(session, model, sha, image)
@@ -183,7 +194,7 @@ class LearnHandlers:
                 return dict(zip(L.tokens_step.outputs, [pic, pos, _signed(md, key)]))
             if step == "learn-query":
                 out = {L.pick: lesson.picker(session, model, sha, choice, image)}
-                values = lesson.query_steps(session, model, sha, choice, image)
+                values = lesson.query_steps(session, model, sha, choice, image, scale=scale)
                 values[1::2] = [_signed(md, key) for md in values[1::2]]
                 out.update(zip(L.step_outputs, values))
                 return out
@@ -217,7 +228,8 @@ class LearnHandlers:
                 L.token: gr.update(choices=tokens, value=choice.token), L.row: slider_range(gh, choice.row),
                 L.col: slider_range(gw, choice.col), L.temperature: gr.update(value=1.0)}, choice
 
-    def on_key(self, key, page_tab, step, part, model, sha, image, layer, head, token, row, col, request: gr.Request):
+    def on_key(self, key, page_tab, step, part, model, sha, image, layer, head, token, row, col, presenter=False,
+               request: gr.Request = None):
         """A new image or model: ranges re-derived, the step on screen recomputed, the others cleared."""
         out = {}
         for s in STEP_IDS:
@@ -233,7 +245,7 @@ class LearnHandlers:
             return out
         out.update(upd)
         if page_tab == "learn":
-            out.update(self.compute(step, session, model, sha, image, choice))
+            out.update(self.compute(step, session, model, sha, image, choice, bool(presenter)))
         else:
             try:
                 out[self.ui.pick] = self.lesson.picker(session, model, sha, choice, image)
@@ -244,17 +256,21 @@ class LearnHandlers:
     # ------------------------------------------------------------------ navigation
     def on_open(self, step):
         """The Learn tab or one of its steps was opened (by a click on its tab)."""
-        def handler(current, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        def handler(current, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
+                    request: gr.Request = None):
             s = current if step is None else step
-            out = {self.ui.step: s}
+            # the Learn tab itself re-opens the current step and leaves the step state alone: a quick click on
+            # a step's tab right after it must not be overwritten by this (slower) answer
+            out = {} if step is None else {self.ui.step: s}
             out.update(self.compute(s, _session(request), model, sha, image,
-                                    self._choice(layer, head, token, row, col, temperature)))
+                                    self._choice(layer, head, token, row, col, temperature), bool(presenter)))
             return out
         return handler
 
     def on_nav(self, delta: int):
         """Previous / Next: through the steps in order, step 2 part by part."""
-        def handler(step, part, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+        def handler(step, part, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
+                    request: gr.Request = None):
             L = self.ui
             i = STEP_IDS.index(step) if step in STEP_IDS else 0
             part = part if part in PART_IDS[:4] else "1"
@@ -268,59 +284,75 @@ class LearnHandlers:
                 out[L.part] = "1" if delta > 0 else "4"
             if new != step:
                 out.update(self.compute(new, _session(request), model, sha, image,
-                                        self._choice(layer, head, token, row, col, temperature)))
+                                        self._choice(layer, head, token, row, col, temperature), bool(presenter)))
             return out
         return handler
 
     # ------------------------------------------------------------------ step 2: one query
-    def on_steps(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+    def on_steps(self, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
+                 request: gr.Request = None):
         return self.compute("learn-query", _session(request), model, sha, image,
-                            self._choice(layer, head, token, row, col, temperature))
+                            self._choice(layer, head, token, row, col, temperature), bool(presenter))
 
-    def on_temperature(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+    def on_temperature(self, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
+                       request: gr.Request = None):
         L = self.ui
         session = _session(request)
         choice = self._choice(layer, head, token, row, col, temperature)
         try:
             key = self._key(session, model, sha, image)
-            values = self.lesson.temperature(session, model, sha, choice, image)
+            values = self.lesson.temperature(session, model, sha, choice, image,
+                                             scale=PRESENTER_SCALE if presenter else 1.0)
         except Exception as e:  # noqa: BLE001
             return self.failed("learn-query", e)
         values[1::2] = [_signed(md, key) for md in values[1::2]]
         return dict(zip(L.step_outputs[2:6], values))
 
-    def on_pick(self, model, sha, image, pick, evt: gr.SelectData, request: gr.Request):
+    def on_pick(self, model, sha, image, pick, layer, head, temperature, presenter, evt: gr.SelectData,
+                request: gr.Request):
+        """A click on the patch picker: that patch becomes the query, and its steps are drawn in the same answer
+        (one round trip, not two)."""
         L = self.ui
         if pick is None:
             gr.Warning("No image yet: pick one on the left.")
             return gr.skip()
         x, y = evt.index
+        session = _session(request)
         try:
-            row, col = self.lesson.click(_session(request), model, sha, pick.shape[:2], x, y, image)
+            row, col = self.lesson.click(session, model, sha, pick.shape[:2], x, y, image)
         except Exception as e:  # noqa: BLE001
             warn(e)
             return gr.skip()
-        return {L.token: "patch", L.row: row, L.col: col}
+        out = {L.token: "patch", L.row: row, L.col: col}
+        out.update(self.compute("learn-query", session, model, sha, image,
+                                self._choice(layer, head, "patch", row, col, temperature), bool(presenter)))
+        return out
 
     def on_move(self, dr: int, dc: int):
-        """A keyboard move of the query patch by (dr, dc), kept inside the grid."""
-        def move(model, sha, image, row, col, request: gr.Request):
+        """A keyboard move of the query patch by (dr, dc), kept inside the grid, drawn in the same answer."""
+        def move(model, sha, image, row, col, layer, head, temperature, presenter, request: gr.Request):
             L = self.ui
+            session = _session(request)
             try:
-                c = self.lesson.controls(_session(request), model, sha, image)
+                c = self.lesson.controls(session, model, sha, image)
             except Exception as e:  # noqa: BLE001
                 warn(e)
                 return gr.skip()
             gh, gw = c["grid"]
-            return {L.token: "patch", L.row: min(max(int(row) + dr, 0), gh - 1),
-                    L.col: min(max(int(col) + dc, 0), gw - 1)}
+            r, k = min(max(int(row) + dr, 0), gh - 1), min(max(int(col) + dc, 0), gw - 1)
+            out = {L.token: "patch", L.row: r, L.col: k}
+            out.update(self.compute("learn-query", session, model, sha, image,
+                                    self._choice(layer, head, "patch", r, k, temperature), bool(presenter)))
+            return out
         return move
 
-    def on_slide(self, model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+    def on_slide(self, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
+                 request: gr.Request = None):
         L = self.ui
         choice = self._choice(layer, head, token, row, col, temperature)
         try:
-            pic = self.lesson.slide(_session(request), model, sha, choice, image)
+            pic = self.lesson.slide(_session(request), model, sha, choice, image,
+                                    scale=PRESENTER_SCALE if presenter else 1.0)
         except Exception as e:  # noqa: BLE001
             warn(e)
             return gr.skip()
@@ -389,13 +421,13 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
     private = dict(api_visibility="private")
     with gr.Tab("Learn", id="learn") as learn_tab:
         L.step = gr.State(STEP_IDS[0])
-        with gr.Row(equal_height=True, elem_id="learn-nav"):
+        with gr.Row(equal_height=False, elem_id="learn-nav"):
             L.prev_btn = gr.Button("◀ Previous", elem_id="learn-prev", size="sm", scale=0, min_width=110)
             L.next_btn = gr.Button("Next ▶", elem_id="learn-next", size="sm", variant="primary", scale=0,
                                    min_width=90)
             _md(INTRO)
-            L.presenter = gr.Checkbox(False, label="Presenter mode", elem_id="presenter", scale=0, min_width=170,
-                                      info="large text, full width")
+            L.presenter = gr.Checkbox(False, label="Presenter mode", elem_id="presenter", scale=0, min_width=160,
+                                      container=False)
         with gr.Tabs(elem_id="learn-tabs") as L.tabs:
             L.tokens_step = _picture_step(STEPS[0][1], "learn-tokens", "Show how this image becomes tokens",
                                           [("Patches and the token sequence", "learn-tokens-img"),
@@ -405,9 +437,9 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
             # ---------------------------------------------------------------- 2 one query
             with gr.Tab(STEPS[1][1], id="learn-query") as tab_query:
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=2, min_width=230):
+                    with gr.Column(scale=2, min_width=200):
                         L.pick = gr.Image(label="The query patch (click another one)", interactive=False,
-                                          format="png", elem_id="learn-pick", height=230, buttons=["fullscreen"])
+                                          format="png", elem_id="learn-pick", height=210, buttons=["fullscreen"])
                         L.token = gr.Radio([("a patch (click it)", "patch")], value="patch", label="Query token",
                                            elem_id="learn-token")
                         with gr.Row():
@@ -425,26 +457,26 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                     with gr.Column(scale=7, elem_id="learn-query-pane"):
                         with gr.Row(equal_height=True):
                             L.part = gr.Radio(PARTS, value="1", label="Part", show_label=False,
-                                              elem_id="learn-part", scale=3)
-                            L.temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05,
-                                                      label="Temperature T (1 = the model)",
-                                                      elem_id="learn-temperature", scale=2, min_width=180)
+                                              elem_id="learn-part", scale=4, container=False)
+                            L.temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05, label="Temperature T",
+                                                      info="1 = the model", elem_id="learn-temperature", scale=2,
+                                                      min_width=160)
                         with gr.Row(elem_classes=["kbd-hidden"]):
                             run_btn = gr.Button("Show the steps", elem_id="learn-run")
                         L.step_outputs = []
                         for k, label in enumerate(["1 · scores q·k", "2 · scale, temperature, softmax",
                                                    "3 · attention weights", "4 · weighted sum of values"]):
                             with gr.Row(equal_height=False, elem_classes=["substep", f"s{k + 1}"]):
-                                with gr.Column(scale=4, min_width=300):
-                                    img = _pic(label, f"learn-step{k + 1}-img", height=440)
-                                with gr.Column(scale=3, min_width=220):
+                                with gr.Column(scale=3, min_width=300):
+                                    img = _pic(label, f"learn-step{k + 1}-img", height=400)
+                                with gr.Column(scale=2, min_width=200):
                                     md = _md(elem_id=f"learn-step{k + 1}-md")
                             L.step_outputs += [img, md]
                         with gr.Row(elem_classes=["substep", "s5"]):
                             with gr.Column():
                                 L.slide_btn = gr.Button("Draw the slide: all four steps in one picture",
                                                         elem_id="learn-slide-btn", size="sm")
-                                L.slide_img = _pic("All four steps", "learn-slide", height=470)
+                                L.slide_img = _pic("All four steps", "learn-slide", height=440, wide=True)
 
             # ---------------------------------------------------------------- 3 many heads
             with gr.Tab(STEPS[2][1], id="learn-heads") as tab_heads:
@@ -492,35 +524,40 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
     q_in = base + [L.layer, L.head, L.token, L.row, L.col]
     everything = h.all_outputs()
     controls = [L.layer, L.head, L.token, L.row, L.col, L.temperature]
-    page.key_state.change(h.on_key, [page.key_state, page.page_tab, L.step, L.part] + q_in,
+    page.key_state.change(h.on_key, [page.key_state, page.page_tab, L.step, L.part] + q_in + [L.presenter],
                           everything + controls, **private)
-    open_in = [L.step] + q_in + [L.temperature]
+    tq = [L.temperature, L.presenter]
+    open_in = [L.step] + q_in + tq
     learn_tab.select(h.on_open(None), open_in, [L.step] + everything, **private)
     for (step_id, _), tab in zip(STEPS, (L.tokens_step.tab, tab_query, tab_heads, L.layers_step.tab,
                                          L.special_step.tab, tab_train)):
         tab.select(h.on_open(step_id), open_in, [L.step] + h.step_outputs(step_id), **private)
     nav_out = [L.tabs, L.step, L.part] + everything
-    L.prev_btn.click(h.on_nav(-1), [L.step, L.part] + q_in + [L.temperature], nav_out, **private)
-    L.next_btn.click(h.on_nav(+1), [L.step, L.part] + q_in + [L.temperature], nav_out, **private)
+    L.prev_btn.click(h.on_nav(-1), [L.step, L.part] + q_in + tq, nav_out, **private)
+    L.next_btn.click(h.on_nav(+1), [L.step, L.part] + q_in + tq, nav_out, **private)
+    L.presenter.change(h.on_open(None), open_in, [L.step] + everything, **private)   # redraw larger / smaller
     query_out = h.step_outputs("learn-query")
-    steps = dict(fn=h.on_steps, inputs=q_in + [L.temperature], outputs=query_out, trigger_mode="always_last",
+    steps = dict(fn=h.on_steps, inputs=q_in + tq, outputs=query_out, trigger_mode="always_last",
                  show_progress="hidden", **private)
     run_btn.click(**steps)
     for comp in (L.layer, L.head, L.row, L.col):
+        comp.input(**steps)
         comp.release(**steps)
     L.token.input(**steps)
     for event in (L.temperature.input, L.temperature.release):
-        event(h.on_temperature, q_in + [L.temperature], query_out,
+        event(h.on_temperature, q_in + tq, query_out,
               trigger_mode="always_last", show_progress="hidden", **private)
-    L.pick.select(h.on_pick, base + [L.pick], [L.token, L.row, L.col], **private).then(**steps)
+    pick_out = [L.token, L.row, L.col] + query_out
+    L.pick.select(h.on_pick, base + [L.pick, L.layer, L.head] + tq, pick_out, show_progress="hidden", **private)
     for name, (dr, dc) in {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}.items():
-        moves[name].click(h.on_move(dr, dc), base + [L.row, L.col], [L.token, L.row, L.col], **private).then(**steps)
-    L.slide_btn.click(h.on_slide, q_in + [L.temperature], [L.slide_img, L.part], **private)
+        moves[name].click(h.on_move(dr, dc), base + [L.row, L.col, L.layer, L.head] + tq, pick_out,
+                          trigger_mode="always_last", show_progress="hidden", **private)
+    L.slide_btn.click(h.on_slide, q_in + tq, [L.slide_img, L.part], **private)
     for button, step_id, outs in ((heads_btn, "learn-heads", h.step_outputs("learn-heads")),
                                   (L.tokens_step.button, "learn-tokens", L.tokens_step.outputs),
                                   (L.layers_step.button, "learn-layers", L.layers_step.outputs),
                                   (L.special_step.button, "learn-special", L.special_step.outputs)):
-        button.click(_opener(h, step_id), q_in + [L.temperature], outs, **private)
+        button.click(_opener(h, step_id), q_in + tq, outs, **private)
     train_out = [L.train_bar, L.train_md, L.train_curves, L.train_probes, L.train_timer, L.train_seen]
     train_start.click(h.on_train_start, train_steps, train_out, **private)
     L.train_timer.tick(h.on_train_tick, L.train_seen, train_out, show_progress="hidden", **private)
@@ -532,9 +569,10 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
 
 def _opener(h: LearnHandlers, step_id: str):
     """A button's handler: compute `step_id` (same inputs as a tab opening, without the current step)."""
-    def handler(model, sha, image, layer, head, token, row, col, temperature, request: gr.Request):
+    def handler(model, sha, image, layer, head, token, row, col, temperature, presenter=False,
+                request: gr.Request = None):
         return h.compute(step_id, _session(request), model, sha, image,
-                         h._choice(layer, head, token, row, col, temperature))
+                         h._choice(layer, head, token, row, col, temperature), bool(presenter))
     return handler
 
 

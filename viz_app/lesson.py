@@ -7,6 +7,8 @@ The explanations carry the formulas (LaTeX, `$$ … $$`) and the current numbers
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
@@ -123,8 +125,28 @@ def explain_output(step: QueryStep) -> str:
 class Lesson:
     """The Learn tab's computations; every method takes the browser session id first."""
 
+    PICTURES_KEPT = 48        # drawn query pictures kept (about 0.6 MB each): revisits cost nothing
+
     def __init__(self, cb: Callbacks):
         self.cb = cb
+        self._pictures: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._pictures_lock = threading.Lock()
+
+    def picture(self, session: str, a: Analysis, key: tuple, draw) -> np.ndarray:
+        """A query picture from a small LRU keyed by (session, model, image, key): the same (layer, head,
+        query, temperature) is drawn once."""
+        k = (session, a.model_key, a.image_sha) + tuple(key)
+        with self._pictures_lock:
+            hit = self._pictures.get(k)
+            if hit is not None:
+                self._pictures.move_to_end(k)
+                return hit
+        pic = draw()
+        with self._pictures_lock:
+            self._pictures[k] = pic
+            while len(self._pictures) > self.PICTURES_KEPT:
+                self._pictures.popitem(last=False)
+        return pic
 
     def analysis(self, session: str, model_name: str, sha: Optional[str], image=None) -> Analysis:
         if not sha and image is None:
@@ -210,32 +232,43 @@ class Lesson:
             raise MethodNotDefinedError("this model has no self-attention over patch tokens to query")
         return picker_cell(shape, layers[0].layout.grid, x, y)
 
-    @user_facing
-    def query_steps(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None):
-        """[scores pic, md, softmax pic, md, weights pic, md, output pic, md] for the chosen query."""
-        a = self.analysis(session, model_name, sha, image)
+    def _pictures_of(self, session: str, a: Analysis, choice: QueryChoice, scale: float, which=(0, 1, 2, 3)):
         step = self.step(session, a, choice)
         view = model_view(a)
         T = float(choice.temperature)
-        return [scores_picture(step, view), explain_scores(step),
-                softmax_picture(step, T), explain_softmax(step, T),
-                weights_picture(step, view, T), explain_weights(step, T),
-                output_picture(step), explain_output(step)]
+        key = (choice.layer, step.head, str(choice.query()), scale)
+        draw = {0: (("scores",), lambda: scores_picture(step, view, scale)),
+                1: (("softmax", T), lambda: softmax_picture(step, T, scale)),
+                2: (("weights", T), lambda: weights_picture(step, view, T, scale)),
+                3: (("output",), lambda: output_picture(step, scale=scale))}
+        return step, [self.picture(session, a, key + draw[k][0], draw[k][1]) for k in which]
 
     @user_facing
-    def temperature(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None):
+    def query_steps(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None,
+                    scale: float = 1.0):
+        """[scores pic, md, softmax pic, md, weights pic, md, output pic, md] for the chosen query
+        (``scale``: presenter mode draws everything larger)."""
+        a = self.analysis(session, model_name, sha, image)
+        step, pics = self._pictures_of(session, a, choice, scale)
+        T = float(choice.temperature)
+        return [pics[0], explain_scores(step), pics[1], explain_softmax(step, T),
+                pics[2], explain_weights(step, T), pics[3], explain_output(step)]
+
+    @user_facing
+    def temperature(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None,
+                    scale: float = 1.0):
         """Only what the temperature changes: [softmax pic, md, weights pic, md]."""
         a = self.analysis(session, model_name, sha, image)
-        step = self.step(session, a, choice)
+        step, pics = self._pictures_of(session, a, choice, scale, which=(1, 2))
         T = float(choice.temperature)
-        return [softmax_picture(step, T), explain_softmax(step, T),
-                weights_picture(step, model_view(a), T), explain_weights(step, T)]
+        return [pics[0], explain_softmax(step, T), pics[1], explain_weights(step, T)]
 
     @user_facing
-    def slide(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None) -> np.ndarray:
+    def slide(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None,
+              scale: float = 1.0) -> np.ndarray:
         """All four steps in one picture (for a slide)."""
         a = self.analysis(session, model_name, sha, image)
-        return query_steps_picture(self.step(session, a, choice), model_view(a), float(choice.temperature))
+        return query_steps_picture(self.step(session, a, choice), model_view(a), float(choice.temperature), scale)
 
     # ------------------------------------------------------------------ step 3: many heads
     @user_facing

@@ -24,12 +24,14 @@ log = logging.getLogger("viz_app")
 
 CSS = """
 #heatmap img, #grid img { image-rendering: auto; }
+#intro h2 { margin: 0 0 4px 0; font-size: 1.5rem; }
+#intro p { margin: 0; }
 #notice { border-left: 4px solid #f59e0b; padding-left: 8px; }
 .caption p { margin: 0.2em 0; }
 """ + LEARN_CSS
 JS = LEARN_JS
 
-INTRO = """# What does the model look at?
+INTRO = """## What does the model look at?
 Pick an image (upload, paste, webcam, or an example) and a model. The picture shows where the model's attention goes;
 **click a patch** of it to see where that patch attends, **click a class** in the predictions to explain that class.
 """
@@ -96,7 +98,7 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         u.key_state = gr.State(None)          # (model, image sha) the page shows: the lesson follows it
         u.page_tab = gr.State("attention")    # the top-level tab shown
 
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO, elem_id="intro")
         u.notice_md = gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
 
         with gr.Row(equal_height=False):
@@ -259,6 +261,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                             (compare_tab, "compare"), (diag_tab, "diagnostics"), (faith_tab, "faithfulness"),
                             (export_tab, "downloads")):
             tab.select(h.on_tab(tab_id), None, u.page_tab, show_progress="hidden", **private)
+            tab.select(None, None, None, js=f"() => {{ document.body.classList.toggle('learning', "
+                                            f"{'true' if tab_id == 'learn' else 'false'}); return []; }}", **private)
         demo.load(h.on_load, u.image_in, [u.model_dd, u.model_state, u.notice_md, u.api_model, u.image_in]
                   + u.cmp_models, **private)
         u.image_in.change(h.on_image, [u.image_in, u.model_state, u.view_state], main_outputs, show_progress="full",
