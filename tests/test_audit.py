@@ -314,3 +314,18 @@ def test_csv_class_folders_and_plain_folders(tmp_path):
     assert ds.layout == "folder" and not ds.has_labels and len(ds.items) == 4
     with pytest.raises(UserError, match="not classes of the model.*dog"):
         label_indices([type(ds.items[0])("a", "a", "dog")], list(CLASS_NAMES))
+
+
+@pytest.mark.slow
+def test_audit_benchmark_prints_its_table():
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-m", "benchmarks.audit", "--images", "20", "--rounds", "1", "--shard-size", "10",
+                        "--engines", "local", "--export-images", "1", "--vitb-images", "0"], cwd=root, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = next(line for line in p.stdout.splitlines() if line.startswith("| local | 1 |"))
+    wall, per_s = float(row.split("|")[3].split()[0]), float(row.split("|")[4].split()[0])
+    assert per_s == pytest.approx(20 / wall, rel=0.02)          # the rate is the images over the wall clock
+    assert "one `python -m attention export" in p.stdout
