@@ -85,6 +85,8 @@ def export_metadata(loaded: LoadedModel, prepared: PreparedImage, result: Captur
         "num_classes": loaded.num_classes,
         "predictions": [{"label": p["label"], "index": p["index"], "probability": p["probability"]}
                         for p in loaded.top_k(result.logits, 5)[0]],
+        # why `predictions` is empty (a backbone without classifier, a zero-shot model without classes)
+        "no_predictions_reason": loaded.predictions_message() or None,
         "preprocessing": {**loaded.preprocess.describe(), "geometry": prepared.geometry.to_dict()},
         "tokens": {"prefix_names": list(result.tokens.prefix_names),
                    "grid": list(result.tokens.grid) if result.tokens.grid else None,

@@ -311,6 +311,7 @@ def test_headless_export_through_the_cli(tmp_path, photo):
     stem = os.path.splitext(os.path.basename(photo))[0]
     meta = json.loads((out / f"{stem}.json").read_text())
     assert meta["predictions"] == [] and meta["num_classes"] == 0
+    assert "backbone.safetensors has no classifier weight" in meta["no_predictions_reason"]
     d = np.load(out / f"{stem}.npz")
     np.testing.assert_allclose(d["logits"], _logits(ref, torch.from_numpy(d["input"])).numpy(), atol=1e-5)
 

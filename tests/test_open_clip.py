@@ -133,3 +133,4 @@ def test_cli_export_with_classes(saved_clip, tmp_path):
     probs = F.softmax(want, -1)[0]
     assert meta["predictions"][0]["label"] == ["cat", "dog", "teapot"][int(probs.argmax())]
     assert abs(meta["predictions"][0]["probability"] - float(probs.max())) < 1e-5
+    assert meta["no_predictions_reason"] is None
