@@ -329,3 +329,28 @@ def test_audit_benchmark_prints_its_table():
     wall, per_s = float(row.split("|")[3].split()[0]), float(row.split("|")[4].split()[0])
     assert per_s == pytest.approx(20 / wall, rel=0.02)          # the rate is the images over the wall clock
     assert "one `python -m attention export" in p.stdout
+
+
+def test_shortcut_flag_fires_for_a_class_that_looks_at_the_border():
+    """Synthetic per-image numbers: class 0's maps sit on the outer ring, class 1's are uniform."""
+    from attention.audit.compute import border_corner
+    from attention.audit.report import shortcuts
+    rng = np.random.default_rng(1)
+    border, corner = band_masks((8, 8))
+    maps = []
+    for i in range(40):
+        m = rng.random((8, 8)) * 0.1
+        if i < 20:
+            m[border] += 1.0                  # class 0: on the border
+        else:
+            m[:] = 1.0                        # class 1: uniform
+        maps.append(m)
+    bc = np.array([border_corner(m) for m in maps])
+    assert bc[20:, 0] == pytest.approx(28 / 64) and bc[20:, 1] == pytest.approx(4 / 64)
+    g = {"label": np.array([0] * 20 + [1] * 20), "pred": np.zeros(40, int), "map_m": np.stack(maps).astype(np.float16),
+         "border_m": bc[:, 0], "corner_m": bc[:, 1]}
+    s = shortcuts(g, ["m"], ["edge", "fair"], seed=0)["m"]
+    assert s["border_area"] == 28 / 64 and s["corner_area"] == 4 / 64
+    assert s["per_class"]["edge"]["border_flag"] and s["per_class"]["edge"]["border_lift"] > 2
+    assert not s["per_class"]["fair"]["border_flag"] and s["per_class"]["fair"]["border_lift"] == pytest.approx(1)
+    assert [e["class"] for e in s["leaning_most"]["border"]] == ["edge", "fair"]

@@ -203,8 +203,9 @@ def shortcuts(g: dict, methods: list[str], class_names: list[str], seed: int) ->
             per[cn] = {"n": int(sel.sum()), "border_mass": b, "corner_mass": k,
                        "border_lift": _num(b["mean"] / b_area) if b["mean"] is not None else None,
                        "corner_lift": _num(k["mean"] / c_area) if k["mean"] is not None else None,
-                       "border_flag": bool(b["low"] is not None and b["low"] > b_area),
-                       "corner_flag": bool(k["low"] is not None and k["low"] > c_area)}
+                       # above the uniform share beyond sampling noise (and beyond float rounding)
+                       "border_flag": bool(b["low"] is not None and b["low"] > b_area * (1 + 1e-9)),
+                       "corner_flag": bool(k["low"] is not None and k["low"] > c_area * (1 + 1e-9))}
 
         def lean(key):
             ranked = sorted((v[f"{key}_lift"], cn) for cn, v in per.items() if v[f"{key}_lift"] is not None)
