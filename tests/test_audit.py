@@ -354,3 +354,12 @@ def test_shortcut_flag_fires_for_a_class_that_looks_at_the_border():
     assert s["per_class"]["edge"]["border_flag"] and s["per_class"]["edge"]["border_lift"] > 2
     assert not s["per_class"]["fair"]["border_flag"] and s["per_class"]["fair"]["border_lift"] == pytest.approx(1)
     assert [e["class"] for e in s["leaning_most"]["border"]] == ["edge", "fair"]
+
+
+def test_engine_registry():
+    from attention.audit.engines import ENGINES, get_engine
+    assert ENGINES == ("local", "ray")
+    for name in ENGINES:
+        assert callable(get_engine(name))
+    with pytest.raises(KeyError, match="unknown engine 'spark'"):
+        get_engine("spark")

@@ -10,12 +10,15 @@ method, with the map ``p`` normalised to sum 1 over its cells (negative values c
   each side of a (gh, gw) grid (``g`` = gh for rows, gw for columns); ``corner`` mass the same over
   the four ``b × b`` corner blocks. The fraction of cells they cover (their mass under a uniform map)
   is ``border_area`` / ``corner_area``;
+  A model that takes a shortcut through the image frame or a corner watermark (Geirhos et al.,
+  "Shortcut learning in deep neural networks", Nature Machine Intelligence 2020) puts more there;
 * with a mask (the photo's mask taken through the same resize and crop as the photo, to the model
-  input): ``pointing`` (the map's top cell touches the object) and ``auroc`` (cells covered >= 50 %
-  are positives, cells not touched negatives, partly covered cells left out), as
-  `attention.demo.quality.evaluate_maps` defines them;
-* ``deletion`` / ``insertion`` AUC (`attention.faithfulness.perturbation_curves`, blur baseline) for
-  the predicted class, when ``faithfulness_steps`` > 0 (with or without a mask).
+  input): ``pointing`` (the map's top cell touches the object; the pointing game of Zhang et al.,
+  ECCV 2016) and ``auroc`` (cells covered >= 50 % are positives, cells not touched negatives, partly
+  covered cells left out), as `attention.demo.quality.evaluate_maps` defines them;
+* ``deletion`` / ``insertion`` AUC (Petsiuk et al., RISE, BMVC 2018;
+  `attention.faithfulness.perturbation_curves`, blur baseline) for the predicted class, when
+  ``faithfulness_steps`` > 0 (with or without a mask).
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@
 * **Localisation and faithfulness** per method: pointing game, AUROC (images with a mask), deletion
   and insertion AUC, each a mean with a bootstrap 95 % interval.
 
-Bootstrap: ``resamples`` draws of the images with replacement, the percentile interval of the mean;
+Bootstrap (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993): ``resamples`` draws of the
+images with replacement, the percentile interval of the mean;
 the generator is seeded from ``seed`` and the quantity's name, so every run gives the same interval.
 """
 from __future__ import annotations
