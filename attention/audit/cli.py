@@ -20,6 +20,7 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--methods", default="", help="comma-separated maps (default: rollout,grad_rollout,gradcam where defined)")
     a.add_argument("--engine", default="local", choices=("local", "ray"), help="local (one process) or ray (Ray Data)")
     a.add_argument("--workers", type=int, default=1, help="Ray: number of model actors (one per worker)")
+    a.add_argument("--cpus-per-worker", type=int, default=1, help="Ray: CPUs (and torch threads) per model actor")
     a.add_argument("--ray-address", help="Ray: address of a running cluster (default: start Ray on this machine)")
     a.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     a.add_argument("--shard-size", type=int, default=64, help="images per shard (the unit of work and of resuming)")
@@ -37,7 +38,8 @@ def audit_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or None
     outcome = run_audit(args.data, args.out, args.model, masks=args.masks, methods=methods, checkpoint=args.checkpoint,
                         labels=args.labels, random_init=args.random_init, engine=args.engine, workers=args.workers,
-                        ray_address=args.ray_address, batch_size=args.batch_size, shard_size=args.shard_size,
+                        ray_address=args.ray_address, cpus_per_worker=args.cpus_per_worker,
+                        batch_size=args.batch_size, shard_size=args.shard_size,
                         faithfulness_steps=args.faithfulness_steps, fresh=args.fresh, html=not args.no_html,
                         quiet=args.quiet)
     return outcome.exit_code

@@ -63,7 +63,8 @@ def _progress_bar(total: int, desc: str, quiet: bool):
 
 def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, methods: Optional[list[str]] = None,
               checkpoint: Optional[str] = None, labels: Optional[str] = None, random_init: bool = False,
-              engine: str = "local", workers: int = 1, ray_address: Optional[str] = None, batch_size: int = 32,
+              engine: str = "local", workers: int = 1, ray_address: Optional[str] = None, cpus_per_worker: int = 1,
+              batch_size: int = 32,
               shard_size: int = 64, faithfulness_steps: int = 10, fresh: bool = False, html: bool = True,
               quiet: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> AuditOutcome:
     """Run (or resume) an audit into ``out``; see the package docstring for the outputs."""
@@ -72,8 +73,8 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     from .report import CLASS_MAPS_FILE, build_report, gather
 
     run_engine = get_engine(engine)
-    if batch_size < 1 or shard_size < 1 or workers < 1:
-        raise UserError("--batch-size, --shard-size and --workers must be at least 1")
+    if min(batch_size, shard_size, workers, cpus_per_worker) < 1:
+        raise UserError("--batch-size, --shard-size, --workers and --cpus-per-worker must be at least 1")
     ds = read_dataset(data, masks)
     loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init)
     label_idx = label_indices(ds.items, loaded.class_names)
@@ -98,7 +99,7 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     bar = _progress_bar(n_todo, f"audit {loaded.name} ({engine})", quiet)
     try:
         run_engine(spec, todo, out, bar.update, workers=workers, address=ray_address,
-                   **({"loaded": loaded} if engine == "local" else {}))
+                   **({"loaded": loaded} if engine == "local" else {"cpus_per_worker": cpus_per_worker}))
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
