@@ -215,6 +215,8 @@ class Handlers:
             warn(e, f" — still using {current}.")
             return {u.model_dd: gr.update(value=current), u.model_state: current}
         out = {u.model_dd: gr.update(value=name), u.model_state: name}
+        for c_model in u.cmp_models:         # Compare starts from the page's model (a side can then change it)
+            out[c_model] = gr.update(value=name)
         if image is None:
             return out
         try:
@@ -235,7 +237,7 @@ class Handlers:
         choices = self.cb.manager.choice_pairs()
         out = {u.model_dd: gr.update(choices=choices, value=name), u.model_state: name}
         for c_model in u.cmp_models:
-            out[c_model] = gr.update(choices=choices)
+            out[c_model] = gr.update(choices=choices, value=name)
         if image is not None:
             try:
                 out.update(self.analyse_and_show(session, image, name, view, progress))

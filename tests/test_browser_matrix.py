@@ -1,0 +1,257 @@
+"""A sweep, not a walk: every bundled model × every view and lesson step in headless Chromium, with an image
+change and a model change in the middle; and the layout at 1024×768, 1280×720 and 1920×1080.
+
+Asserted everywhere: no red Error badge and no error toast; every caption on screen that names an image and a
+model names the ones the page shows (#status, the session's source of truth); the layer and head controls
+have ranges valid for the model (one attention layer: no slider); the lesson is reachable without overflow
+menus. Kept affordable: the model × view sweep runs once at 1280×720 on one page, the layout checks are one
+page per viewport (demo-vit). Screenshots of every lesson step at 1280×720 go to $VIZ_APP_SCREENSHOTS.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from attention.lesson.figure import MIN_TEXT_PX
+from browser_support import CHROMIUM, ARGS, MARKS, wait_idle
+
+pytestmark = MARKS + [pytest.mark.slow]
+
+MODELS = ["demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attnpool"]
+VIEWPORTS = [(1024, 768), (1280, 720), (1920, 1080)]
+PROVENANCE = r"image ([0-9a-f]{8})(?: \([^)]*\))? · model (\S+?)\.?$"
+LESSON_STEPS = [("1 · Tokens", "#learn-tokens-md"), ("2 · One query", "#learn-step1-md"),
+                ("3 · Heads", "#learn-heads-md"), ("4 · Layers", "#learn-layers-md"),
+                ("5 · Special tokens", "#learn-special-md")]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from attention.models import demo_names
+    missing = [m for m in MODELS if m not in demo_names()]
+    if missing:
+        pytest.skip(f"bundled models missing: {missing}")
+    from viz_app.testing import served_app
+    with served_app("--model", "demo-vit") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url, width, height):
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    pg = ctx.new_page()
+    pg.set_default_timeout(90_000)
+    pg.goto(url)
+    pg.wait_for_selector("#heatmap img")           # the first screen already shows an example
+    wait_status(pg)
+    return ctx, pg
+
+
+def wait_status(pg) -> tuple[str, str]:
+    pg.wait_for_function("() => /image [0-9a-f]{8}/.test((document.querySelector('#status') || {}).innerText || '')")
+    return current(pg)
+
+
+def current(pg) -> tuple[str, str]:
+    text = pg.locator("#status").inner_text().strip()
+    m = re.search(PROVENANCE, text, re.M)
+    assert m, text
+    return m.group(1), m.group(2)
+
+
+def settle(pg) -> None:
+    wait_idle(pg)
+    pg.wait_for_timeout(300)
+    wait_idle(pg)
+
+
+def assert_clean(pg, where: str) -> None:
+    """No Error badge on any component, no error toast, every caption on screen agrees with #status."""
+    badges = pg.eval_on_selector_all("[data-testid=status-tracker] .error",
+                                     "es => es.filter(e => e.offsetParent !== null).map(e => e.innerText)")
+    assert not badges, f"{where}: Error badges {badges}"
+    toasts = pg.eval_on_selector_all(".toast-body", "es => es.map(e => e.innerText)")
+    assert not [t for t in toasts if "error" in t.lower()], f"{where}: error toasts {toasts}"
+    sha, model = current(pg)
+    texts = pg.eval_on_selector_all(".prose", "es => es.filter(e => e.offsetParent !== null).map(e => e.innerText)")
+    for text in texts:
+        for line in text.splitlines():
+            m = re.search(PROVENANCE, line.strip())
+            if m:
+                assert (m.group(1), m.group(2)) == (sha, model), f"{where}: a caption names {m.groups()}, " \
+                                                                  f"the page shows {(sha, model)}: {line!r}"
+
+
+def slider(pg, elem_id: str):
+    """(visible, min, max, value) of a slider."""
+    loc = pg.locator(f"#{elem_id}")
+    if loc.count() == 0 or not loc.is_visible():
+        return False, None, None, None
+    rng = pg.locator(f"#{elem_id} input[type=range]")
+    return True, float(rng.get_attribute("min")), float(rng.get_attribute("max")), float(rng.input_value())
+
+
+def expected_layers(model: str) -> tuple[int, int]:
+    """(attention layers with a spatial map, heads of the last one) of `model`, computed here through the
+    library on the first example (not read from the page)."""
+    from viz_app.callbacks import Callbacks
+    from viz_app.examples import example_files
+    a = Callbacks().analyse("matrix", example_files()[0][0], model)
+    spatial = [m for m in a.result.maps if m.is_spatial]
+    return len(spatial), spatial[-1].num_heads
+
+
+def choose_model(pg, model: str) -> None:
+    pg.get_by_role("tab", name="Attention", exact=True).click()
+    pg.locator("#model input").click()
+    pg.get_by_role("option", name=re.compile("^" + re.escape(model) + r"\b")).first.click()
+    pg.wait_for_function("(m) => (document.querySelector('#status') || {}).innerText.includes('model ' + m)",
+                         arg=model)
+    settle(pg)
+
+
+def click_example(pg, index: int) -> None:
+    before = current(pg)[0]
+    pg.locator("#examples button.thumbnail-item").nth(index).click()
+    pg.wait_for_function("(s) => !(document.querySelector('#status').innerText.includes(s))", arg=before)
+    settle(pg)
+
+
+def sweep_views(pg, model: str, n_layers: int, n_heads: int) -> None:
+    """Every view tab of the page on the current (image, model)."""
+    where = f"{model} / Attention"
+    assert_clean(pg, where)
+    visible, lo, hi, value = slider(pg, "layer")
+    if n_layers > 1:
+        assert visible and lo == 0 and hi == n_layers - 1 and 0 <= value <= hi, (where, lo, hi, value)
+    else:
+        assert not visible, f"{where}: a layer slider for a one-layer model"
+    pg.get_by_role("tab", name="Grid", exact=True).click()
+    pg.wait_for_function("() => /layers × \\d+ heads/.test(document.querySelector('#grid-md').innerText)")
+    settle(pg)
+    assert_clean(pg, f"{model} / Grid")
+    pg.get_by_role("tab", name="Compare", exact=True).click()
+    pg.locator("#compare-btn").click()
+    pg.wait_for_function("() => /image [0-9a-f]{8}/.test(document.querySelector('#compare-b-md').innerText)")
+    settle(pg)
+    assert_clean(pg, f"{model} / Compare")
+    pg.locator("#compare-a-head input").click()
+    offered = pg.eval_on_selector_all("[role=option]", "es => es.map(e => e.innerText.replace('✓', '').trim())")
+    pg.keyboard.press("Escape")
+    assert offered == ["mean", "max", "min"] + [str(i) for i in range(n_heads)], (model, offered)
+    pg.get_by_role("tab", name="Heads", exact=True).click()
+    pg.locator("#diag-btn").click()
+    pg.wait_for_function("() => /image [0-9a-f]{8}|Not|not/.test(document.querySelector('#diag-md').innerText)")
+    settle(pg)
+    assert_clean(pg, f"{model} / Heads")
+    pg.get_by_role("tab", name="Faithfulness", exact=True).click()
+    pg.locator("#faith-btn").click()
+    pg.wait_for_function("() => /image [0-9a-f]{8}/.test(document.querySelector('#faith-md').innerText)")
+    settle(pg)
+    assert_clean(pg, f"{model} / Faithfulness")
+    pg.get_by_role("tab", name="Export", exact=True).click()
+    pg.locator("#prepare-downloads").click()
+    pg.locator("#downloads a[download$='.npz']").wait_for()
+    settle(pg)
+    assert_clean(pg, f"{model} / Export")
+
+
+def sweep_lesson(pg, model: str, shots=None) -> None:
+    """Every lesson step on the current (image, model): computed on it, or a message saying why not."""
+    pg.get_by_role("tab", name="Learn", exact=True).click()
+    for title, md in LESSON_STEPS:
+        pg.get_by_role("tab", name=title, exact=True).click()
+        sha, _ = current(pg)
+        pg.wait_for_function("([sel, sha]) => { const t = document.querySelector(sel).innerText;"
+                             " return t.includes(sha) || t.includes('Not available'); }", arg=[md, sha])
+        settle(pg)
+        assert_clean(pg, f"{model} / Learn / {title}")
+        for elem_id in ("learn-layer", "learn-head", "learn-row", "learn-col"):
+            visible, lo, hi, value = slider(pg, elem_id)
+            if visible:
+                assert lo < hi and lo <= value <= hi, (model, elem_id, lo, hi, value)
+        if shots is not None:
+            shots(pg, f"learn_{title.split(' · ')[0]}_{title.split(' · ')[1].replace(' ', '_').lower()}")
+
+
+def test_every_model_every_view_and_step_with_image_and_model_changes(server, browser):
+    ctx, pg = open_page(browser, server, 1280, 720)
+    try:
+        for k, model in enumerate(MODELS):
+            choose_model(pg, model)                       # a model change (from the previous one)
+            n_layers, n_heads = expected_layers(model)
+            sweep_views(pg, model, n_layers, n_heads)
+            click_example(pg, 1 + k)                      # an image change in the middle
+            assert_clean(pg, f"{model} after the image change")
+            sweep_lesson(pg, model)
+            # back on the main view: the new image's picture, every stale picture cleared
+            pg.get_by_role("tab", name="Attention", exact=True).click()
+            assert_clean(pg, f"{model} back on Attention")
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=[f"{w}x{h}" for w, h in VIEWPORTS])
+def test_layout_lesson_visible_without_overflow_and_readable(server, browser, viewport, shots):
+    width, height = viewport
+    ctx, pg = open_page(browser, server, width, height)
+    try:
+        for tabs in ("#main-tabs", "#learn-tabs"):
+            if tabs == "#learn-tabs":
+                pg.get_by_role("tab", name="Learn", exact=True).click()
+                pg.wait_for_selector("#learn-tabs")
+            hidden = pg.eval_on_selector_all(f"{tabs} .overflow-menu",
+                                             "es => es.filter(e => !e.classList.contains('hide') && "
+                                             "getComputedStyle(e).display !== 'none').length")
+            assert hidden == 0, f"{tabs}: tabs behind an overflow menu at {viewport}"
+        for title, _ in LESSON_STEPS + [("6 · Train", None)]:
+            tab = pg.get_by_role("tab", name=title, exact=True)
+            assert tab.is_visible(), f"{title} not visible at {viewport}"
+            box = tab.bounding_box()
+            assert box["x"] + box["width"] <= width, f"{title} runs off the screen at {viewport}"
+        pg.get_by_role("tab", name="2 · One query").click()
+        pg.wait_for_selector("#learn-step1-img img")
+        settle(pg)
+        assert_clean(pg, f"Learn at {viewport}")
+        if (width, height) != (1024, 768):
+            # each part of the step fits one screen, its picture shown at >= its own size (text >= 14 px)
+            for part in ("1 scores", "2 softmax", "3 weights", "4 output"):
+                pg.locator("#learn-part").get_by_label(part, exact=True).check()
+                sel = f"#learn-step{part[0]}-img img"
+                pg.wait_for_selector(sel)
+                pg.evaluate("() => window.scrollTo(0, 0)")
+                box = pg.locator(sel).bounding_box()
+                nw, nh = pg.eval_on_selector(sel, "e => [e.naturalWidth, e.naturalHeight]")
+                shown = min(box["width"] / nw, box["height"] / nh)
+                assert shown * MIN_TEXT_PX >= 14, f"{part}: text {shown * MIN_TEXT_PX:.1f} px at {viewport}"
+                assert box["y"] + box["height"] <= height + 1, f"{part} does not fit the screen at {viewport}"
+                if (width, height) == (1280, 720):
+                    shots(pg, f"learn_2_one_query_part{part[0]}")
+        if (width, height) == (1280, 720):
+            pg.get_by_role("tab", name="Learn", exact=True).click()
+            for title, _ in LESSON_STEPS:
+                if title.startswith("2"):
+                    continue
+                pg.get_by_role("tab", name=title, exact=True).click()
+                settle(pg)
+                shots(pg, f"learn_{title.split(' · ')[0]}_{title.split(' · ')[1].replace(' ', '_').lower()}")
+        # no image at all: the lesson says so, nothing turns red
+        pg.locator("#input-image button[aria-label='Remove Image']").first.click()
+        pg.wait_for_function("() => document.querySelector('#status').innerText.includes('No image')")
+        pg.get_by_role("tab", name="1 · Tokens", exact=True).click()
+        pg.wait_for_function("() => document.querySelector('#learn-tokens-md').innerText.includes('pick one')")
+        settle(pg)
+        badges = pg.eval_on_selector_all("[data-testid=status-tracker] .error",
+                                         "es => es.filter(e => e.offsetParent !== null).length")
+        assert badges == 0
+    finally:
+        ctx.close()
