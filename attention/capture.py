@@ -258,15 +258,29 @@ class _Prepared:
     """What is computed once per model (and redone when its modules change): the module paths, the
     family descriptor, whether the MHA fast path must be off, and the per-layer layout decisions."""
 
-    def __init__(self, model: nn.Module, signature: tuple):
+    def __init__(self, model: nn.Module):
         from .families import family_of
-        self.signature = signature
-        self.names: dict[int, str] = {id(m): n for n, m in model.named_modules()}
+        named = list(model.named_modules())
+        self.modules = [m for _, m in named]
+        # the tree as (parent, ids of its children): checking it is a flat loop, not a module walk
+        self.edges = [(m, tuple(map(id, m._modules.values()))) for m in self.modules]
+        self.names: dict[int, str] = {id(m): n for n, m in named}
         self.family = family_of(model)
         self.needs_fastpath_off = any(isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))
-                                      for m in model.modules())
+                                      for m in self.modules)
         self.specs: dict = {}
         self.tokens: dict = {}
+
+    def still_valid(self) -> bool:
+        """True while no submodule was added, removed or replaced anywhere in the tree."""
+        for parent, ids in self.edges:
+            children = parent._modules
+            if len(children) != len(ids):
+                return False
+            for child, i in zip(children.values(), ids):
+                if id(child) != i:
+                    return False
+        return True
 
     def tokens_for(self, model: nn.Module, hw: tuple[int, int]) -> ModelTokens:
         t = self.tokens.get(hw)
@@ -285,10 +299,9 @@ _lock = threading.Lock()
 
 def prepare(model: nn.Module) -> _Prepared:
     """The model's cached instrumentation (built on first use, rebuilt if its module tree changed)."""
-    signature = tuple(map(id, model.modules()))
     p = _prepared.get(model)
-    if p is None or p.signature != signature:
-        p = _Prepared(model, signature)
+    if p is None or not p.still_valid():
+        p = _Prepared(model)
         with _lock:
             _prepared[model] = p
     return p
@@ -321,8 +334,7 @@ def instrumented(model: nn.Module, eval_mode: bool = False) -> Iterator[_Prepare
             with _lock:
                 fl = _flags.setdefault(model, _TrainingFlags())
                 if fl.count == 0:
-                    fl.undo = _training_flags(model)
-                    model.eval()
+                    fl.undo = _training_flags(prepared.modules)
                 fl.count += 1
         try:
             undo_family = prepared.family.instrument(model)
@@ -341,8 +353,12 @@ def instrumented(model: nn.Module, eval_mode: bool = False) -> Iterator[_Prepare
         interception.release(prepared.needs_fastpath_off)
 
 
-def _training_flags(model: nn.Module) -> Callable[[], None]:
-    flags = [(m, m.training) for m in model.modules()]
+def _training_flags(modules: list) -> Callable[[], None]:
+    """Put every module in eval mode; return the undo. A model already in eval mode (the usual case)
+    costs one pass over the flags and nothing is written."""
+    flags = [(m, m.training) for m in modules if m.training]
+    for m, _ in flags:
+        m.training = False
 
     def undo():
         for m, t in flags:

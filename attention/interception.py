@@ -56,30 +56,39 @@ class OpSite:
     ``self`` is a module of the model (``names``: id -> module path).
     """
 
-    __slots__ = ("frame", "names", "_chain")
+    __slots__ = ("frame", "names", "_found", "_next")
 
     def __init__(self, frame, names: dict):
         self.frame = frame
         self.names = names
-        self._chain: Optional[list] = None
+        self._found: list = []      # [(module, frame)] found so far, innermost first
+        self._next = frame          # where the walk goes on
 
-    def chain(self) -> list:
-        """[(module, frame)] of the model's modules running, innermost first (one entry per module)."""
-        if self._chain is None:
-            out, seen, f = [], set(), self.frame
-            while f is not None:
-                m = f.f_locals.get("self") if "self" in f.f_code.co_varnames else None
+    def _walk(self):
+        """Yield (module, frame) of the model's running modules, innermost first, walking lazily."""
+        yield from self._found
+        seen = {id(m) for m, _ in self._found}
+        f = self._next
+        while f is not None:
+            code = f.f_code
+            if code.co_argcount and code.co_varnames[0] == "self":
+                m = f.f_locals.get("self")
                 if m is not None and id(m) in self.names and id(m) not in seen:
                     seen.add(id(m))
-                    out.append((m, f))
-                f = f.f_back
-            self._chain = out
-        return self._chain
+                    self._found.append((m, f))
+                    self._next = f.f_back
+                    yield m, f
+            f = f.f_back
+            self._next = f
+
+    def chain(self) -> list:
+        """[(module, frame)] of every running module of the model, innermost first."""
+        return list(self._walk())
 
     @property
     def module(self) -> Optional[nn.Module]:
         """The innermost module that ran the op (an ``nn.Softmax`` counts as part of its parent)."""
-        for m, _ in self.chain():
+        for m, _ in self._walk():
             if not isinstance(m, nn.Softmax):
                 return m
         return None
@@ -91,7 +100,7 @@ class OpSite:
 
     def enclosing(self, predicate: Callable[[nn.Module], bool]) -> Optional[nn.Module]:
         """The innermost running module of the model for which ``predicate`` holds."""
-        return next((m for m, _ in self.chain() if predicate(m)), None)
+        return next((m for m, _ in self._walk() if predicate(m)), None)
 
     def inputs(self, module: nn.Module) -> tuple:
         """The positional arguments ``module`` was called with (from its ``_call_impl`` frame)."""

@@ -66,7 +66,7 @@ def interleaved(sides: dict[str, Callable[[], object]], base: str, rounds: int =
             times[n].append(once(sides[n]))
     ratios = {n: ratio_stats([a / b for a, b in zip(times[n], times[base])]) for n in names if n != base}
     return {"load_before": before, "load_after": load(), "sides": {n: stats(t) for n, t in times.items()},
-            f"ratio_to_{base}": ratios}
+            f"ratio_to_{base}": ratios, "times": times}
 
 
 @contextlib.contextmanager

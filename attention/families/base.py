@@ -74,15 +74,14 @@ def prefix_names_guess(n: int) -> tuple[str, ...]:
 @lru_cache(maxsize=4096)
 def infer_grid(num_patches: int, hw: tuple[int, int]) -> Optional[tuple[tuple[int, int], tuple[float, float]]]:
     """A (gh, gw) grid with gh * gw = num_patches that an integer stride s lays over an (H, W) input
-    (gh in {H // s, ceil(H / s)}, likewise gw), with its stride; None if there is none."""
+    ((gh, gw) = (H // s, W // s) or both rounded up), with the cell size (H / gh, W / gw); None if none fits."""
     H, W = hw
     if num_patches <= 0:
         return None
     for s in range(1, max(H, W) + 1):
-        for gh in {H // s, -(-H // s)}:
-            for gw in {W // s, -(-W // s)}:
-                if gh > 0 and gw > 0 and gh * gw == num_patches:
-                    return (gh, gw), (float(s), float(s))
+        for gh, gw in ((H // s, W // s), (-(-H // s), -(-W // s))):  # no padding / padding to whole cells
+            if gh > 0 and gw > 0 and gh * gw == num_patches:
+                return (gh, gw), (H / gh, W / gw)  # cells laid evenly over the input
         if (H // s) * (W // s) < num_patches:
             break
     return None
