@@ -87,11 +87,17 @@ def infer_grid(num_patches: int, hw: tuple[int, int]) -> Optional[tuple[tuple[in
     return None
 
 
+#: prefix-token counts seen in practice: none, CLS, CLS + DIST, 4 registers, CLS + 4 registers
+PREFIX_COUNTS = (0, 1, 2, 4, 5)
+
+
 @lru_cache(maxsize=4096)
-def infer_layout(num_tokens: int, hw: tuple[int, int], max_prefix: int = 8) -> Optional[TokenLayout]:
+def infer_layout(num_tokens: int, hw: tuple[int, int]) -> Optional[TokenLayout]:
     """Prefix tokens + a patch grid fitted to ``num_tokens`` and the input size: the fewest prefix tokens
-    for which the rest forms a grid an integer stride lays over the input."""
-    for p in range(0, min(max_prefix, num_tokens - 1) + 1):
+    (of `PREFIX_COUNTS`) for which the rest forms a grid an integer stride lays over the input."""
+    for p in PREFIX_COUNTS:
+        if p >= num_tokens:
+            break
         g = infer_grid(num_tokens - p, hw)
         if g is not None:
             return TokenLayout(prefix_names_guess(p), g[0], g[1])
