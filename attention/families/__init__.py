@@ -2,7 +2,7 @@
 
 `family_of(model)` picks the descriptor with the highest priority that matches the model, or the
 base `Family`, which infers layouts from shapes. Adding a family = one file with a `Family` subclass
-decorated by `@register_family`, imported at the bottom of this module.
+decorated by `@register_family` in this package (every module of the package is imported).
 """
 from __future__ import annotations
 
@@ -38,9 +38,16 @@ def family_of(model: nn.Module) -> Family:
     return _GENERIC
 
 
-# Importing the family modules registers them.
-from . import (declared, timm_vit, timm_swin, cait, convit, xcit, pvt, torch_mha, torchvision_swin,  # noqa: E402,F401
-               huggingface, open_clip)
+def _import_families() -> None:
+    """Import every module of this package (each registers its family): a new family is one new file."""
+    import importlib
+    import pkgutil
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_families()
 
 __all__ = ["Family", "MapSpec", "PositionEmbedding", "Recorded", "register_family", "families", "family_of", "generic", "infer_layout"]
 
