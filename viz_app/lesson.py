@@ -294,9 +294,10 @@ class Lesson:
               f"(left: layer {k}, all {layers[k].num_heads} heads). A head's **mean attention distance** "
               f"$$\\bar d = \\frac{{1}}{{N}}\\sum_i \\sum_j a_{{ij}}\\, \\lVert p_i - p_j \\rVert$$ "
               f"(in input pixels, averaged over the patch queries) says whether it looks **locally** or **globally** "
-              f"(right, one dot per head, as in the ViT paper's Fig. 7). For this image the most local head is layer "
-              f"{lo[0]} head {lo[1]} ({d[lo]:.1f} px), the most global layer {hi[0]} head {hi[1]} ({d[hi]:.1f} px); "
-              f"attending uniformly would give {u:.1f} px.")
+              f"(right, one dot per head, as in the ViT paper's Fig. 7). The numbers over the heads on the left are "
+              f"the distance of **this query** alone; the dots on the right average **all patch queries**. For this "
+              f"image the most local head (all queries) is layer {lo[0]} head {lo[1]} ({d[lo]:.1f} px), the most "
+              f"global layer {hi[0]} head {hi[1]} ({d[hi]:.1f} px); attending uniformly would give {u:.1f} px.")
         return pic, depth, md
 
     # ------------------------------------------------------------------ step 4: across layers

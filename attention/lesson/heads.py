@@ -75,7 +75,8 @@ def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndar
         ax.set_xticks([])
         ax.set_yticks([])
     q = "CLS" if query in ("auto", "cls") else (query.upper() if isinstance(query, str) else f"patch {tuple(query)}")
-    fig.suptitle(f"layer {layer}: where {q} looks, head by head (px: mean attention distance)", fontsize=TITLE_SIZE)
+    fig.suptitle(f"layer {layer}: where {q} looks, head by head (px: this query's attention distance)",
+                 fontsize=TITLE_SIZE)
     return figure_to_rgb(fig)
 
 
