@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--classes", help="zero-shot models (open_clip): the classes, e.g. \"cat, dog, teapot\"")
     e.add_argument("--methods", default="", help="comma-separated extra maps, or 'all': any registered method "
                    "(python -m attention models lists them)")
+    e.add_argument("--target", type=int, default=None, help="class explained by class-specific methods (default: top-1)")
+    e.add_argument("--start-layer", type=int, default=None, help="first layer chained by rollout-type methods (0-based)")
+    e.add_argument("--end-layer", type=int, default=None, help="last layer chained (negative: from the end)")
     e.add_argument("--overlays", action="store_true", help="also write a PNG overlay per method")
     e.add_argument("--grid", action="store_true", help="also write the layer x head grid sheet PNG")
     e.add_argument("--random-init", action="store_true", help="random weights instead of pretrained (no download)")
@@ -67,7 +70,8 @@ def export_command(args) -> int:
             img = open_image(path)
             prepared = loaded.prepare(img.image)
             result = loaded.capture(prepared)
-            arrays, skipped = export_arrays(loaded, prepared, result, methods)
+            arrays, skipped = export_arrays(loaded, prepared, result, methods, target=args.target,
+                                            start_layer=args.start_layer, end_layer=args.end_layer)
             meta = export_metadata(loaded, prepared, result, path, img.notes, skipped)
             stem = unique_stem(path, taken)
             write_export(args.out, stem, arrays, meta)

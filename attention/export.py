@@ -68,9 +68,10 @@ def export_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureR
     for i, m in enumerate(result.maps):
         arrays[f"attn_{i:02d}"] = _np(m.weights)
     arrays["heatmap"] = heatmap
-    if get_method("rollout").defined_for(result) is None:
-        arrays["rollout"] = _np(compute_map("rollout", result).maps)[0]
-    extra, skipped = method_arrays(loaded, prepared, result, [m for m in methods if m != "rollout"], **context)
+    methods = list(methods)
+    if "rollout" not in methods and get_method("rollout").defined_for(result) is None:
+        arrays["rollout"] = _np(compute_map("rollout", result).maps)[0]     # always there where defined
+    extra, skipped = method_arrays(loaded, prepared, result, methods, **context)
     arrays.update(extra)
     return arrays, skipped
 

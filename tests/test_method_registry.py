@@ -208,3 +208,19 @@ def test_layer_numbering_is_the_spatial_layers():
         resolve_layer(r, 99, clamp=False)
     out = compute_map("raw", r, layer=2)
     torch.testing.assert_close(out.maps, received(r.maps[idx[2]]))
+
+
+def test_cli_export_passes_the_context_to_every_method(tmp_path):
+    from PIL import Image
+    from attention.cli import main as cli_main
+    img = tmp_path / "b.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(img)
+    assert cli_main(["export", "--model", "demo-vit", "--methods", "all", "--target", "2", "--start-layer", "1",
+                     "--end-layer", "2", "--quiet", "--out", str(tmp_path / "out"), str(img)]) == 0
+    lm = load_model("demo-vit")
+    prepared = lm.prepare(Image.open(img))
+    r = lm.capture(prepared)
+    with np.load(tmp_path / "out" / "b.npz") as z:
+        for name in method_names():
+            want = compute_map(name, r, model=lm.model, x=prepared.tensor, target=2, start_layer=1, end_layer=2)
+            np.testing.assert_allclose(z[name], want.maps[0].numpy(), rtol=1e-5, atol=1e-7)
