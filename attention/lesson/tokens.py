@@ -406,11 +406,15 @@ def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "vi
     fig = new_figure(side + 2.2, side + 1.6)
     ax = fig.add_subplot()
     cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
-    im = ax.imshow(mosaic, cmap=cm, vmin=-1, vmax=1, interpolation="nearest")
+    # the colour scale spans the values present (a fixed -1..1 made 0.6-1.0 look uniform); tiles are 0-based
+    # like every other patch index in the lesson
+    lo = float(np.nanmin(mosaic)) if np.isfinite(mosaic).any() else -1.0
+    lo = min(lo, 0.999)
+    im = ax.imshow(mosaic, cmap=cm, vmin=lo, vmax=1, interpolation="nearest")
     step = max(1, int(math.ceil(max(gh, gw) / 16)))
     th, tw = sim.shape[2] + gap, sim.shape[3] + gap
-    ax.set_xticks([c * tw + (tw - gap - 1) / 2 for c in range(0, gw, step)], [str(c + 1) for c in range(0, gw, step)])
-    ax.set_yticks([r * th + (th - gap - 1) / 2 for r in range(0, gh, step)], [str(r + 1) for r in range(0, gh, step)])
+    ax.set_xticks([c * tw + (tw - gap - 1) / 2 for c in range(0, gw, step)], [str(c) for c in range(0, gw, step)])
+    ax.set_yticks([r * th + (th - gap - 1) / 2 for r in range(0, gh, step)], [str(r) for r in range(0, gh, step)])
     ax.tick_params(labelsize=TEXT_SIZE, length=0)
     ax.set_xlabel("input patch column", fontsize=LABEL_SIZE)
     ax.set_ylabel("input patch row", fontsize=LABEL_SIZE)
