@@ -110,3 +110,26 @@ def test_capture_never_raises_on_strange_softmaxes():
     res = capture(_Crashy(), torch.randn(2, 3, 8, 8))
     assert len(res.maps) == 1 and res.maps[0].weights.shape == (6, 2, 5, 5)
     assert res.maps[0].layout_source == UNKNOWN
+
+
+def test_davit_windows_and_channels_are_known():
+    """The DaViT family file: window maps carry a geometry that covers the stage grid exactly once per
+    window token, and channel attention is labelled as such."""
+    torch.manual_seed(0)
+    model = timm.create_model("davit_tiny", depths=(1, 1, 1, 1)).eval()  # fully convolutional stem
+    res = capture(model, torch.randn(2, 3, 96, 128))
+    assert family_of(model).name == "timm-davit"
+    kinds = [m.kind for m in res.maps]
+    assert kinds == ["window", "channel"] * 4
+    for m in res.maps:
+        assert m.layout_source == KNOWN
+        if m.kind == "window":
+            w = m.window
+            assert m.weights.shape[0] == 2 * w.windows_per_image
+            seen = {w.token_position(i, p) for i in range(w.windows_per_image) for p in range(w.window[0] * w.window[1])}
+            seen.discard(None)
+            assert seen == {(r, c) for r in range(w.grid[0]) for c in range(w.grid[1])}
+            for r, c in [(0, 0), (w.grid[0] - 1, w.grid[1] - 1), (w.grid[0] // 2, 1)]:
+                assert w.token_position(*w.locate(r, c)) == (r, c)
+        else:
+            assert not m.is_spatial and "channel" in m.not_spatial_reason()
