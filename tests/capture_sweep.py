@@ -32,6 +32,18 @@ def _score(name: str, input_px: int) -> tuple:
     return (input_px > 256, idx, input_px, len(name), name)
 
 
+_ATTENTION_WORDS = re.compile(r"softmax|scaled_dot_product|[Aa]ttention|attn|vision_transformer|[Tt]ransformer")
+
+
+def source_mentions_attention(module: str) -> bool:
+    """Whether a timm module's source can build attention at all (a softmax, SDPA, an attention layer or
+    factory, or a transformer it builds on). Modules that mention none of these are plain CNNs; the
+    sweep names them instead of building them (the slowest models of the registry are among them)."""
+    import importlib
+    import inspect
+    return bool(_ATTENTION_WORDS.search(inspect.getsource(importlib.import_module(f"timm.models.{module}"))))
+
+
 def smallest_model(module: str) -> Optional[str]:
     """The smallest-sounding model of a timm module, preferring a default input of at most 256 px."""
     import timm
@@ -58,6 +70,7 @@ class SweepRow:
     layouts: dict = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0
+    dtype: str = "float32"
 
     @property
     def ok(self) -> bool:
@@ -71,21 +84,16 @@ def check(family: str, model_name: str, build: Callable, x: torch.Tensor) -> Swe
     try:
         torch.manual_seed(0)
         model = build().eval()
-        out, ref = reference_attention(model, x)
-        plain = prediction_tensor(out)
-        res = capture(model, x)
-        recs = [m for m in res.records if m.op in ("softmax", "sdpa")]
-        row.ops, row.ref_ops, row.maps = len(recs), len(ref.records), len(res.maps)
-        errs = []
-        for got, want in zip(recs, ref.records):
-            g = got.weights.double().reshape(-1, got.weights.shape[-1])
-            errs.append(float((g - want).abs().max()) if g.shape == want.shape else float("inf"))
-        row.max_err = max(errs, default=0.0)
-        scale = max(1.0, float(plain.abs().max()))
-        row.logits_err = float((res.logits - plain).abs().max()) / scale
-        for m in res.maps:
-            key = f"{m.kind}:{m.layout_source}"
-            row.layouts[key] = row.layouts.get(key, 0) + 1
+        _compare(row, model, x)
+        if row.max_err > TOL and row.ops == row.ref_ops:
+            # float32 rounding differs between a fused kernel and the weights written out, and random-init
+            # models amplify it with depth; in float64 both agree to ~1e-15 at every depth, so a real
+            # difference (a scale, mask or bias missed) still stands out
+            try:
+                _compare(row, model.double(), x.double())
+                row.dtype = "float64"
+            except Exception:  # noqa: BLE001 - a model that insists on float32 keeps its float32 numbers
+                model.float()
     except Exception as e:  # noqa: BLE001 - reported, and the test fails on it
         row.error = f"{type(e).__name__}: {e}"[:300]
     row.seconds = time.perf_counter() - t0
@@ -93,14 +101,33 @@ def check(family: str, model_name: str, build: Callable, x: torch.Tensor) -> Swe
 
 
 #: above this many parameters the sweep builds the model with two blocks (``depth=2``) where the
-#: family accepts it: the attention code is the same, the forward 10-50x cheaper
-BIG = 30_000_000
+#: family accepts it: the attention code is the same, the forward several times cheaper
+BIG = 10_000_000
 
 
 def _params_on_meta(name: str, **kw) -> int:
     import timm
     with torch.device("meta"):
         return sum(p.numel() for p in timm.create_model(name, pretrained=False, **kw).parameters())
+
+
+def _compare(row: SweepRow, model, x) -> None:
+    out, ref = reference_attention(model, x)
+    plain = prediction_tensor(out)
+    res = capture(model, x)
+    recs = [m for m in res.records if m.op in ("softmax", "sdpa")]
+    row.ops, row.ref_ops, row.maps = len(recs), len(ref.records), len(res.maps)
+    errs = []
+    for got, want in zip(recs, ref.records):
+        g = got.weights.double().reshape(-1, got.weights.shape[-1])
+        errs.append(float((g - want).abs().max()) if g.shape == want.shape else float("inf"))
+    row.max_err = max(errs, default=0.0)
+    scale = max(1.0, float(plain.abs().max()))
+    row.logits_err = float((res.logits - plain).abs().max()) / scale
+    row.layouts = {}
+    for m in res.maps:
+        key = f"{m.kind}:{m.layout_source}"
+        row.layouts[key] = row.layouts.get(key, 0) + 1
 
 
 def timm_case(module: str):
@@ -113,36 +140,51 @@ def timm_case(module: str):
     size = tuple(cfg.input_size[-2:]) if cfg is not None else (224, 224)
     kw = {}
     try:
-        if _params_on_meta(name) > BIG and _params_on_meta(name, depth=2) < BIG:
+        big = _params_on_meta(name) > BIG
+    except Exception:  # noqa: BLE001 - cannot be built on the meta device: try the cut-down build
+        big = True
+    if big:
+        try:
+            with torch.device("meta"):
+                timm.create_model(name, pretrained=False, depth=2)
             kw = {"depth": 2}
-    except Exception:  # noqa: BLE001 - no ``depth`` argument in this family: build it whole
-        kw = {}
+        except Exception:  # noqa: BLE001 - no ``depth`` argument in this family: build it whole
+            kw = {}
     label = name + ("(depth=2)" if kw else "")
     return label, (lambda: timm.create_model(name, pretrained=False, **kw)), torch.randn(1, 3, *size)
+
+
+def _line(r: SweepRow) -> str:
+    return (f"| {r.family} | {r.model} | {r.ops}/{r.ref_ops} | {r.maps} | {r.max_err:.1e} | {r.dtype} | "
+            f"{r.logits_err:.1e} | {', '.join(f'{k} x{v}' for k, v in sorted(r.layouts.items()))} | "
+            f"{r.seconds:.1f} | {'ok' if r.ok else 'FAIL ' + r.error} |")
 
 
 def main():
     import timm
     torch.set_num_threads(2)
     rows = []
+    print("| family | model | ops / reference | maps | max error | dtype | logits (rel.) | layouts | s | |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    cnns = []
     for mod in timm.list_modules():
+        if not source_mentions_attention(mod):
+            cnns.append(mod)
+            continue
         case = timm_case(mod)
         if case is None:
             continue
         rows.append(check(mod, *case))
         r = rows[-1]
-        print(f"{r.family:28s} {r.model:40s} ops {r.ops:3d}/{r.ref_ops:3d} maps {r.maps:3d} err {r.max_err:.1e} "
-              f"logits {r.logits_err:.1e} {r.layouts} {r.seconds:.1f}s {'OK' if r.ok else 'FAIL ' + r.error}",
-              flush=True)
+        print(_line(r), flush=True)
     for case in extra_cases():
         rows.append(check(*case))
         r = rows[-1]
-        print(f"{r.family:28s} {r.model:40s} ops {r.ops:3d}/{r.ref_ops:3d} maps {r.maps:3d} err {r.max_err:.1e} "
-              f"logits {r.logits_err:.1e} {r.layouts} {r.seconds:.1f}s {'OK' if r.ok else 'FAIL ' + r.error}",
-              flush=True)
+        print(_line(r), flush=True)
     att = [r for r in rows if r.ref_ops]
-    print(f"\n{sum(r.ok for r in att)} of {len(att)} attention families pass; "
-          f"{len(rows) - len(att)} modules compute no softmax attention")
+    print(f"\n{sum(r.ok for r in att)} of {len(att)} attention families pass; {len(rows) - len(att)} built "
+          f"modules compute no softmax attention; {len(cnns)} modules mention no attention in their source "
+          f"(not built): {', '.join(cnns)}")
 
 
 if __name__ == "__main__":

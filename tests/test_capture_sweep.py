@@ -1,7 +1,8 @@
 """Coverage proven by sweeping: every timm module, and models beyond timm, against an aten-level reference.
 
-For each entry of ``timm.list_modules()`` the smallest model (random init, default input size; two
-blocks where it has over 30 M parameters) runs once plainly under `AtenAttentionRecorder`, which
+For each entry of ``timm.list_modules()`` whose source can build attention (the others are CNNs, named
+and skipped), the smallest model (random init, default input size; two blocks where it has over
+10 M parameters) runs once plainly under `AtenAttentionRecorder`, which
 records every softmax and recomputes every fused SDPA's weights, and once through `capture`.
 Per model: the same number of attention ops in the same order, each equal to the reference, the
 logits unchanged, and every map's layout labelled (known / inferred / unknown). A module whose model
@@ -15,7 +16,7 @@ import timm
 import torch
 
 from attention.layout import LAYOUT_SOURCES
-from tests.capture_sweep import TOL, check, extra_cases, timm_case
+from tests.capture_sweep import TOL, check, extra_cases, source_mentions_attention, timm_case
 
 #: families allowed to fail, each with the reason (at most three; none today)
 EXCLUDED: dict[str, str] = {}
@@ -43,6 +44,8 @@ def _two_threads():
 def test_timm_module(module):
     if module in EXCLUDED:
         pytest.xfail(EXCLUDED[module])
+    if not source_mentions_attention(module):
+        pytest.skip(f"timm module {module} mentions no softmax, SDPA, attention or transformer: a CNN")
     case = timm_case(module)
     if case is None:
         pytest.skip(f"timm module {module} registers no model")
