@@ -224,3 +224,17 @@ def test_cli_export_passes_the_context_to_every_method(tmp_path):
         for name in method_names():
             want = compute_map(name, r, model=lm.model, x=prepared.tensor, target=2, start_layer=1, end_layer=2)
             np.testing.assert_allclose(z[name], want.maps[0].numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_methods_speed_benchmark_prints_its_table():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": root}
+    p = subprocess.run([sys.executable, "-m", "benchmarks.methods_speed", "--model", "vit_tiny_patch16_224",
+                        "--rounds", "1"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in p.stdout.splitlines() if line.startswith("| ")}
+    assert {"plain_fwd_bwd_input", "grad_rollout", "attnlrp", "transformer_attribution", "gradcam"} <= set(rows)
+    assert float(rows["grad_rollout"].split("|")[3].split()[0]) > 0
