@@ -267,7 +267,8 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[di
         cells = [(1, 6), (5, 2), (2, 2), (6, 5), (0, 3), (7, 7), (4, 1)]
         run("lesson", "patch click (scores)", "#learn-step1-img",
             [lambda rc=rc: _click_cell(page, "#learn-pick", (8, 8), *rc) for rc in cells[:repeats + 1]])
-        page.locator("#learn-step1-md").click()
+        click_to_pixels_once(page, "#learn-step1-img", lambda: _click_cell(page, "#learn-pick", (8, 8), 3, 3))
+        page.locator("#learn-step1-md").click()         # from (3, 3): the arrows below never hit the border
         run("lesson", "Shift + arrow (scores)", "#learn-step1-img",
             [lambda k=k: page.keyboard.press(k) for k in (["Shift+ArrowRight", "Shift+ArrowDown", "Shift+ArrowLeft", "Shift+ArrowUp"] * repeats)
              [:repeats + 1]])
