@@ -187,9 +187,6 @@ def main():
           f"(not built): {', '.join(cnns)}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ------------------------------------------------------------------------------------ beyond timm
 
@@ -278,3 +275,7 @@ def _open_clip_visual():
     clip = CLIP(embed_dim=16, vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=8, patch_size=8, image_size=32),
                 text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=16, heads=2, layers=1))
     return clip.visual
+
+
+if __name__ == "__main__":
+    main()
