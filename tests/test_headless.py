@@ -153,3 +153,75 @@ def test_the_app_server_takes_checkpoint_sized_uploads(monkeypatch):
     assert main([], demo=demo) == 0
     assert demo.kwargs["max_file_size"] >= 2 * 1024 ** 3 and demo.kwargs["server_name"] == "127.0.0.1"
     assert demo.viz_default.model == "demo-vit"
+
+
+# ---------------------------------------------------------------- in the browser
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_big_upload_path_field_and_bad_file(tmp_path):
+    """Headless Chromium on the real app: an 88 MB headless checkpoint uploads (over the 50 MB image
+    limit), a path typed on this machine loads without uploading, a text file named .pth gets its
+    own message and the previous model keeps serving."""
+    from browser_support import CHROMIUM, app_page, wait_status
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent")
+    from viz_app.testing import served_app
+    torch.manual_seed(0)
+    big = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0).eval()
+    big_path = _save(big, tmp_path / "dino_backbone.safetensors")
+    assert os.path.getsize(big_path) > 60 * 2 ** 20
+    tiny = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
+    tiny_path = _save(tiny, tmp_path / "tiny_backbone.safetensors")
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights\n")
+    photo = _photo(tmp_path)
+    with served_app("--model", "demo-vit") as url, app_page(url, photo, timeout_ms=120_000) as pg:
+        pg.get_by_text("Your own model").first.click()
+        arch = pg.locator("#arch input")
+        arch.fill("vit_small_patch16_224")
+        arch.press("Enter")
+        pg.set_input_files("#ckpt-file input[type=file]", big_path)
+        pg.wait_for_selector("#ckpt-file a, #ckpt-file .file-name", timeout=120_000)
+        pg.locator("#custom-btn").click()
+        wait_status(pg, "dino_backbone.safetensors")
+        assert "exceed" not in pg.content()
+        # a path on this machine: no upload
+        arch.fill("vit_tiny_patch16_224")
+        arch.press("Enter")
+        pg.locator("#ckpt-path textarea").fill(tiny_path)
+        pg.locator("#custom-btn").click()
+        wait_status(pg, tiny_path)
+        # a text file named .pth: its own message, the previous model stays
+        pg.locator("#ckpt-path textarea").fill(str(text))
+        pg.locator("#custom-btn").click()
+        toast = pg.locator(".toast-body", has_text="is a text file, not a checkpoint")
+        toast.first.wait_for()
+        assert "still using" in toast.first.inner_text()
+        assert "Traceback" not in pg.content() and "IndexError" not in pg.content()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_zero_shot_classes_box(tmp_path):
+    """A zero-shot model shows a classes box; typed classes become the predictions (random-init ViT-S-32)."""
+    pytest.importorskip("open_clip")
+    from browser_support import CHROMIUM, app_page, wait_status
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent")
+    from viz_app.testing import served_app
+    photo = _photo(tmp_path)
+    with served_app("--model", "open_clip:ViT-S-32", "--random-init") as url, \
+            app_page(url, photo, timeout_ms=120_000) as pg:
+        box = pg.locator("#classes textarea")
+        box.wait_for()
+        box.fill("cat, dog, teapot")
+        box.press("Enter")
+        wait_status(pg, "cat, dog, teapot")
+        pg.wait_for_selector("#predictions [data-testid=label-output-value]")
+        labels = pg.locator("#predictions").inner_text()
+        assert all(c in labels for c in ("cat", "dog", "teapot"))
+        pg.locator("#model input").click()
+        pg.get_by_role("option", name="demo-vit (bundled, shapes)").click()
+        pg.wait_for_function("() => { const e = document.querySelector('#classes');"
+                             " return !e || e.offsetParent === null; }")   # hidden for a classifier

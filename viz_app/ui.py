@@ -8,13 +8,13 @@ from typing import Optional
 import gradio as gr
 
 from .callbacks import Callbacks
-from .handlers import DefaultModel, Handlers
+from .handlers import DefaultModel, Handlers, warn
 from .examples import example_files
 from .learn_tab import LEARN_CSS, LEARN_JS, build_learn_tab
 from .lesson import Lesson
 from .training import TrainingRoom
 from . import gradio_cache
-from .models import CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, ModelManager
+from .models import CHECKPOINT_TYPES, CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, LocalPath, ModelManager
 from .state import SessionStore
 from .views import COLORMAPS, METHODS, MODES, NORMS, View
 
@@ -113,14 +113,20 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                                          allow_custom_value=True, elem_id="model",
                                          info="ImageNet models download once; demo-* models are bundled "
                                               "(synthetic shapes)")
+                u.classes_tb = gr.Textbox(label="Classes (zero-shot model: type them, comma-separated, then Enter)",
+                                          placeholder="cat, dog, teapot", lines=1, elem_id="classes",
+                                          visible=cb.manager.classes_box(initial_model)[0])
                 u.status_md = gr.Markdown("", elem_classes=["caption"], elem_id="status")
                 with gr.Accordion("Your own model (checkpoint + labels)", open=False):
                     u.arch_dd = gr.Dropdown(list(CUSTOM_ARCHS), value=CUSTOM_ARCHS[0], allow_custom_value=True,
                                             label="Architecture (timm name, torchvision:vit_b_16 or demo-*)",
                                             elem_id="arch")
-                    u.ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin)",
-                                          file_types=[".safetensors", ".pth", ".pt", ".bin"], type="filepath",
+                    u.ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin, .onnx; up to 4 GB)",
+                                          file_types=list(CHECKPOINT_TYPES), type="filepath",
                                           elem_id="ckpt-file")
+                    u.ckpt_path = gr.Textbox(label="... or its path on this machine (no upload): a checkpoint, a "
+                                                   "save_pretrained folder or an .onnx file", lines=1,
+                                             elem_id="ckpt-path")
                     u.labels_file = gr.File(label="Class names (optional: .txt one per line, or a .json list)",
                                             file_types=[".txt", ".json"], type="filepath", elem_id="labels-file")
                     u.custom_btn = gr.Button("Load my model", elem_id="custom-btn")
@@ -270,8 +276,35 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         u.gallery.select(h.on_gallery, None, u.image_in, **private)
         u.model_dd.input(h.on_model, [u.model_dd, u.image_in, u.view_state, u.model_state], model_outputs,
                          **private)
-        u.custom_btn.click(h.on_custom, [u.arch_dd, u.ckpt_file, u.labels_file, u.image_in, u.view_state,
-                                         u.model_state], model_outputs, **private)
+        def on_custom(arch, ckpt, path, labels, image, view, current, request: gr.Request, progress=gr.Progress()):
+            # a path typed on this machine wins over an upload and loads in place (no copy)
+            chosen = LocalPath(path.strip()) if (path or "").strip() else ckpt
+            return h.on_custom(arch, chosen, labels, image, view, current, request, progress)
+
+        def classes_box(name):
+            visible, text = cb.manager.classes_box(name)
+            return gr.update(visible=visible, value=text)
+
+        def on_classes(text, image, view, current, request: gr.Request, progress=gr.Progress()):
+            try:       # "model + these classes" becomes its own menu entry (see ModelManager.with_classes)
+                name = cb.manager.with_classes(current, text)
+            except Exception as e:  # noqa: BLE001 - the current model keeps serving
+                warn(e, f" — still using {current}.")
+                return {u.model_dd: gr.update(value=current), u.model_state: current}
+            out = h.on_model(name, image, view, current, request, progress)
+            if out.get(u.model_state) != name:        # it did not load: on_model said why
+                return out
+            choices = cb.manager.choice_pairs()
+            out[u.model_dd] = gr.update(choices=choices, value=name)
+            for c_model in u.cmp_models:
+                out[c_model] = gr.update(choices=choices)
+            return out
+
+        u.custom_btn.click(on_custom, [u.arch_dd, u.ckpt_file, u.ckpt_path, u.labels_file, u.image_in, u.view_state,
+                                       u.model_state], model_outputs, **private)
+        u.model_dd.change(classes_box, u.model_dd, u.classes_tb, show_progress="hidden", **private)
+        u.classes_tb.submit(on_classes, [u.classes_tb, u.image_in, u.view_state, u.model_state], model_outputs,
+                            **private)
         control_inputs = [u.method, u.layer, u.head, u.query, u.cmap, u.alpha, u.mode, u.norm, u.mass, u.contour,
                           u.view_state, u.sha_state, u.model_state, u.image_in]
         control_outputs = [u.heatmap, u.caption, u.view_state, u.head]
