@@ -61,6 +61,8 @@ def export_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureR
         "input": _np(prepared.tensor),
         "logits": _np(result.logits),
         "layer_names": np.array(result.layer_names, dtype=str),
+        # per layer: "known" (family descriptor), "inferred" (fitted to the shapes) or "unknown"
+        "layout_sources": np.array([m.layout_source for m in result.maps], dtype=str),
         "num_prefix_tokens": np.array(num_prefix, dtype=np.int64),
         # the grid the maps are drawn on (for Swin: the last stage's, where the heatmap lives)
         "grid": np.array(heatmap.shape, dtype=np.int64),

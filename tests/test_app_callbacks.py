@@ -256,6 +256,7 @@ def test_export_follows_the_cli_contract(cb, star):
         assert d["input"].shape == (1, 3, 64, 64) and d["attn_00"].shape == tuple(m0.weights.shape)
         assert list(d["grid"]) == list(a.result.tokens.grid) and int(d["num_prefix_tokens"]) == 1
         assert list(d["layer_names"]) == a.result.layer_names
+        assert list(d["layout_sources"]) == [m.layout_source for m in a.result.maps] == ["known"] * len(a.result.maps)
     meta = json.load(open(next(f for f in files if f.endswith(".json"))))
     assert meta["input_sha256"] == a.image_sha and meta["predictions"][0] == a.predictions[0]
 

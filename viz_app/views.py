@@ -255,6 +255,8 @@ def compute_map(analysis: Analysis, view: View, model: Optional[ModelGetter] = N
         caption += f" at patch {patch}"
     if view.query == "patch" and method.uses_query:
         caption += " (clicked patch)"
+    if m.layout_source == "inferred":
+        caption += " · token layout *inferred* from the shapes (no family descriptor for this model)"
     return MapResult(heat, stride, patch, caption)
 
 

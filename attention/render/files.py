@@ -14,7 +14,7 @@ from .grid import grid_sheet
 from .overlay import overlay
 
 # npz entries that are not maps over the patch grid
-_NOT_MAPS = {"input", "logits", "layer_names", "num_prefix_tokens", "grid"}
+_NOT_MAPS = {"input", "logits", "layer_names", "layout_sources", "num_prefix_tokens", "grid"}
 
 
 def save_png(path: str, rgb: np.ndarray) -> str:
