@@ -16,7 +16,7 @@ from .training import TrainingRoom
 from . import gradio_cache
 from .models import CHECKPOINT_TYPES, CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, LocalPath, ModelManager
 from .state import SessionStore
-from .views import COLORMAPS, METHODS, MODES, NORMS, View
+from .views import COLORMAPS, METHODS, MODES, NORMS, View, method_help
 
 gradio_cache.install()
 
@@ -36,17 +36,12 @@ Pick an image (upload, paste, webcam, or an example) and a model. The picture sh
 **click a patch** of it to see where that patch attends, **click a class** in the predictions to explain that class.
 """
 
-METHOD_HELP = """**Raw attention**: one layer's attention weights from the chosen query (CLS by default) to every patch.
-**Rollout** (Abnar & Zuidema 2020): attention multiplied through the layers up to the chosen one, residuals included.
-**Gradient-weighted** (Chefer et al. 2021): rollout of attention × its gradient for the chosen class — class-specific.
-**Grad-CAM**: gradients of the class score on the last block's activations — class-specific."""
-
 API_HELP = """### Scripting the app (`gradio_client`)
 Two named endpoints (see also "Use via API" at the bottom of the page):
 
 * `/predict` (image, model) → top-5 predictions, the model's default heatmap (PNG), metadata
 * `/attention_map` (image, model, method, layer, head, query, target, colormap, opacity, mode, mass_threshold)
-  → picture, metadata. `method`: raw | rollout | grad_rollout | gradcam; `layer`: 0-based, -1 = last;
+  → picture, metadata. `method`: one of """ + " | ".join(METHODS) + """; `layer`: 0-based, -1 = last;
   `head`: mean | max | min | a head number; `query`: auto | cls | dist | cls+dist | reg0… | patch_mean | "row,col";
   `target`: class index, -1 = top-1; `model`: "" = the app's default.
 
@@ -163,7 +158,7 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                             u.mass = gr.Slider(0.0, 0.95, value=0.0, step=0.05,
                                                label="Mass threshold (keep the patches holding this share; 0 = off)")
                             u.contour = gr.Checkbox(False, label="Outline")
-                        gr.Markdown(METHOD_HELP, elem_classes=["caption"])
+                        gr.Markdown(method_help(), elem_classes=["caption"])
 
                     lesson_saved, learn_tab = build_learn_tab(demo, Lesson(cb), TrainingRoom(cb.manager), u)
 
