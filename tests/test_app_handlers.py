@@ -171,3 +171,22 @@ def test_previous_next_walk_through_every_step_in_order(page, images):
     back = learn.on_nav(-1)("learn-query", "1", "demo-vit", sha, images[0], 3, 0, "patch", 3, 3, 1.0,
                             False, request("s-nav"))
     assert back[L.step] == "learn-tokens" and "image `" in back[L.tokens_step.outputs[-1]]
+
+
+def test_rollout_start_layer_control_changes_the_map_like_the_library(page, images):
+    """The "chain from layer" slider: rollout from layer 1 is the library's rollout(start_layer=1), and
+    differs from rollout over every layer."""
+    from attention.methods import compute_map
+    session, model = "s-start", "demo-vit"
+    out = page.on_model(model, images[0], View(), "demo-vit", request(session), no_progress)
+    slider_ok(out[page.ui.start_layer], 4)
+    view, sha = out[page.ui.view_state], out[page.ui.sha_state]
+    args = ("rollout", 3, "mean", "auto", "inferno", 0.5, "blocky", "minmax", 0.0, False)
+    full = page.on_start_layer(0, *args, view, sha, model, images[0], request(session), no_progress)
+    late = page.on_start_layer(1, *args, view, sha, model, images[0], request(session), no_progress)
+    assert late[page.ui.view_state].start_layer == 1 and full[page.ui.view_state].start_layer == 0
+    assert not np.array_equal(np.asarray(full[page.ui.heatmap]), np.asarray(late[page.ui.heatmap]))
+    analysis = page.cb.find(session, model, sha)
+    ref1 = compute_map("rollout", analysis.result, start_layer=1, end_layer=3).maps
+    ref0 = compute_map("rollout", analysis.result, start_layer=0, end_layer=3).maps
+    assert not np.allclose(ref0.numpy(), ref1.numpy())

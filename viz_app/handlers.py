@@ -176,6 +176,7 @@ class Handlers:
             u.key_state: (analysis.model_key, analysis.image_sha),
             u.method: gr.update(choices=methods, value=view.method),
             u.layer: slider_range(c["num_layers"], c["layer"]),
+            u.start_layer: slider_range(c["num_layers"], view.start_layer or 0),
             u.head: gr.update(choices=heads, value=view.head),
             u.query: gr.update(choices=queries, value=view.query),
             u.target_md: _target_text(analysis, view),
@@ -269,6 +270,14 @@ class Handlers:
         out.update({u.heatmap: picture, u.caption: self.caption(analysis, cap, image_name(image)),
                     u.view_state: new})
         return out
+
+    @guarded
+    def on_start_layer(self, start, m, lay, h, q, cm, al, mo, no, ma, co, view, sha, model_name, image,
+                       request: gr.Request, progress=gr.Progress()):
+        """The first layer chaining methods (rollout, gradient-weighted) start from (Chefer et al. start at 1)."""
+        view = view.with_(start_layer=int(start) if start is not None else None)
+        return self.on_controls.__wrapped__(self, m, lay, h, q, cm, al, mo, no, ma, co, view, sha, model_name,
+                                            image, request, progress)
 
     @guarded
     def on_heatmap_click(self, view, sha, model_name, image, request: gr.Request, evt: gr.SelectData):

@@ -145,6 +145,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                                                 label="Method", elem_id="method")
                         with gr.Row():
                             u.layer = gr.Slider(0, 11, value=11, step=1, label="Layer (0 = first)", elem_id="layer")
+                            u.start_layer = gr.Slider(0, 11, value=0, step=1, label="Chain from layer (rollout)",
+                                                      elem_id="start-layer")
                             u.head = gr.Dropdown([("mean over heads", "mean")], value="mean", label="Head",
                                                  elem_id="head")
                             u.query = gr.Dropdown([("CLS (default)", "auto")], value="auto", label="Query",
@@ -255,7 +257,7 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         # ================================================================= wiring
         stale = list(h.stale())
         main_outputs = [u.preds, u.heatmap, u.caption, u.sha_state, u.view_state, u.key_state, u.method, u.layer,
-                        u.head, u.query, u.target_md, u.notes_md, u.status_md] + u.cmp_heads + stale
+                        u.start_layer, u.head, u.query, u.target_md, u.notes_md, u.status_md] + u.cmp_heads + stale
         model_outputs = [u.model_dd, u.model_state] + u.cmp_models + main_outputs
         private = dict(api_visibility="private")
         for tab, tab_id in ((attention_tab, "attention"), (learn_tab, "learn"), (grid_tab, "grid"),
@@ -311,6 +313,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                        trigger_mode="always_last", **private)
             comp.release(h.on_controls, control_inputs, control_outputs, show_progress="hidden",
                          trigger_mode="always_last", **private)
+        u.start_layer.release(h.on_start_layer, [u.start_layer] + control_inputs, control_outputs,
+                              show_progress="hidden", trigger_mode="always_last", **private)
         view_keys = [u.view_state, u.sha_state, u.model_state, u.image_in]
         u.heatmap.select(h.on_heatmap_click, view_keys, [u.heatmap, u.caption, u.view_state, u.method, u.query],
                          **private)
