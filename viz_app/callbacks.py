@@ -102,8 +102,8 @@ class Callbacks:
             predictions = loaded.top_k(result.logits, 5)[0]
         else:
             predictions = []
-            notes.append(f"{name} has no classification head (a feature model, e.g. DINOv2): no predictions; raw "
-                         f"attention and rollout work, class-specific methods need a classifier")
+            notes.append((loaded.predictions_message() or f"{name}: no predictions.") +
+                         " Class-specific methods need a classifier; raw attention and rollout work.")
         progress(0.9, "drawing")
         analysis = Analysis(name, sha, photo, display_copy(photo), prepared, result, predictions,
                             class_names=list(loaded.class_names), notes=notes)

@@ -25,7 +25,7 @@ import gradio as gr
 from .callbacks import Callbacks
 from .errors import as_gr_error
 from .models import choose_default
-from .views import METHODS, available_methods, class_method, head_label, query_label
+from .views import METHODS, available_methods, class_method, head_label, is_class_specific, query_label
 
 log = logging.getLogger("viz_app")
 
@@ -90,8 +90,15 @@ def slider_range(n: int, value: int) -> dict:
 
 
 def method_choices(analysis) -> tuple[list, Optional[str]]:
-    """(Radio choices, why some are missing) for this model: rollout needs a stack of self-attention layers."""
+    """(Radio choices, why some are missing) for this model: rollout needs a stack of self-attention layers;
+    class-specific methods need predictions (a headless backbone has none)."""
     names, why = available_methods(analysis.result)
+    if not analysis.predictions:
+        dropped = [k for k in names if is_class_specific(k)]
+        names = [k for k in names if k not in dropped]
+        if dropped:
+            why = (why + "; " if why else "") + (", ".join(METHODS[k] for k in dropped) +
+                                                 ": class-specific, and this model has no classifier")
     return [(METHODS[k], k) for k in names], why
 
 
@@ -167,7 +174,7 @@ class Handlers:
             view = view.with_(query="auto")
         notes = list(analysis.notes)
         if why:
-            notes.append(f"Rollout and gradient-weighted rollout are not offered: {why}")
+            notes.append(f"Some methods are not offered here: {why}")
         if c["num_layers"] <= 1:
             notes.append("This model has one attention layer: no layer slider.")
         out = {
