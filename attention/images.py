@@ -3,8 +3,11 @@
 - EXIF orientation is applied (phones store photos sideways), so maps are drawn upright.
 - Transparency is composited on white (`BACKGROUND`); palette, grayscale, CMYK and 16-bit images are
   converted to 8-bit RGB; animated images use their first frame.
-- Decompression bombs are refused above `MAX_PIXELS`; very large photos are downscaled to at most
-  `MAX_SIDE` pixels on the long side before anything else, so memory stays bounded.
+- Decompression bombs are refused above `MAX_PIXELS` (250 MP: phone photos go up to 200 MP); very large
+  photos are downscaled to at most `MAX_SIDE` pixels on the long side before anything else, so memory
+  stays bounded. A large JPEG is decoded at a reduced scale by libjpeg itself (``Image.draft``: 1/2, 1/4
+  or 1/8 of the size, the smallest that still covers `MAX_SIDE`), which is several times faster and
+  never holds the full-size pixels.
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-MAX_PIXELS = 100_000_000          # refuse larger images (decompression-bomb guard)
+MAX_PIXELS = 250_000_000          # refuse larger images (decompression-bomb guard, above 200 MP phone photos)
 MAX_SIDE = 4096                   # downscale larger photos (the model sees a few hundred pixels)
-MAX_BYTES = 50 * 1024 * 1024      # refuse larger files
+MAX_BYTES = 200 * 1024 * 1024     # refuse larger files
+# PIL refuses images above twice its own limit (~179 MP) before we can look at them; our guard is the one
+# above, so PIL's is raised to it (it is a process-wide setting, only ever raised here, never lowered)
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
 MIN_SIDE = 2                      # a 1-pixel side has no spatial structure to attend to
 BACKGROUND = (255, 255, 255)      # transparent pixels are composited on white
 
@@ -73,6 +79,11 @@ def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | N
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of "
                                  f"{MAX_PIXELS:,} pixels (possible decompression bomb)")
+            if img.format == "JPEG" and max(img.size) > 2 * MAX_SIDE:
+                full = img.size
+                scale = MAX_SIDE / max(full)
+                img.draft("RGB", (max(1, int(full[0] * scale)), max(1, int(full[1] * scale))))
+                notes.append(f"decoded at reduced scale from {full[0]}x{full[1]} (JPEG draft mode)")
             img.load()
         except ImageError:
             raise

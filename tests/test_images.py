@@ -149,3 +149,22 @@ def test_tiny_images(tmp_path):
     with pytest.raises(ImageError, match="too small"):
         open_image(_save(Image.new("RGB", (1, 1)), tmp_path / "one.png"))
     assert open_image(_save(Image.new("RGB", (5, 3)), tmp_path / "small.png")).image.size == (5, 3)
+
+
+@pytest.mark.slow
+def test_a_200_megapixel_phone_photo_is_accepted_and_decoded_at_reduced_scale(tmp_path):
+    """16330 x 12250 (200 MP) JPEG: under the bomb guard, decoded by libjpeg at 1/2 scale (draft mode),
+    then downscaled to MAX_SIDE; the picture is the photo's (left half red, right half blue)."""
+    w, h = 16330, 12250
+    img = Image.new("RGB", (w, h), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, w // 2, h))
+    p = str(tmp_path / "phone.jpg")
+    img.save(p, quality=70)
+    del img
+    out = open_image(p)
+    assert max(out.image.size) == images.MAX_SIDE
+    assert any("JPEG draft mode" in n for n in out.notes) and any("downscaled" in n for n in out.notes)
+    a = np.asarray(out.image).astype(int)
+    W = a.shape[1]
+    assert (abs(a[:, : W // 2 - 8] - [255, 0, 0]).max()) < 24 and (abs(a[:, W // 2 + 8:] - [0, 0, 255]).max()) < 24
+    assert w * h <= images.MAX_PIXELS < 2 * w * h
