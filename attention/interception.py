@@ -198,7 +198,7 @@ def sdpa_weights(query, key, attn_mask=None, is_causal=False, scale=None, enable
     sc = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     if enable_gqa and key.dim() >= 3 and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
-    scores = (query @ key.transpose(-2, -1)) * sc
+    scores = (query * sc) @ key.transpose(-2, -1)  # scale the (L, d) queries, not the (L, S) scores
     if is_causal:
         keep = torch.ones(L, S, dtype=torch.bool, device=query.device).tril()
         scores = scores.masked_fill(~keep, float("-inf"))
