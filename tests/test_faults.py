@@ -16,6 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+import torch.nn.functional as F
+
+from attention import interception
 from attention.capture import capture
 from attention.models import demo_names
 from concurrency import run_in_threads
@@ -65,7 +68,8 @@ def test_exception_inside_capture_restores_fused_attn_and_hooks(vit_tiny):
 
     def boom(module, args, output):
         seen_inside["fused"] = fused_flags(model)
-        seen_inside["hooks"] = sum(h[0] + h[1] + h[3] for h in hook_counts(model).values())
+        seen_inside["hooks"] = hook_counts(model)
+        seen_inside["patched"] = F.scaled_dot_product_attention is interception._sdpa
         raise RuntimeError("hook failure in block 5")
 
     handle = model.blocks[5].register_forward_hook(boom)
@@ -74,13 +78,16 @@ def test_exception_inside_capture_restores_fused_attn_and_hooks(vit_tiny):
             capture(model, x)
     finally:
         handle.remove()
-    # the capture really was instrumented when the failure happened ...
-    assert all(v[1] is False for v in seen_inside["fused"].values())
-    assert seen_inside["hooks"] > 1
+    # the capture really was running when the failure happened (the attention ops were patched), and it
+    # never touched the model: fused flags and hooks as they were, apart from the test's own hook ...
+    assert seen_inside["patched"]
+    assert seen_inside["fused"] == flags_before
+    assert sum(h[0] for h in seen_inside["hooks"].values()) == sum(h[0] for h in hooks_before.values()) + 1
     # ... and everything is back as it was
+    assert F.scaled_dot_product_attention is interception._SDPA and interception._users == 0
     assert fused_flags(model) == flags_before
     assert hook_counts(model) == hooks_before
-    assert model not in capture_mod._instrumented
+    assert model not in capture_mod._flags and capture_mod._current.get() is None
     assert not model.training
     # the model still captures normally afterwards: 12 layers of (1, 3, 197, 197) row-stochastic maps
     res = capture(model, x)
@@ -103,7 +110,7 @@ def test_exception_in_training_mode_model_restores_training_flags(vit_tiny):
         finally:
             handle.remove()
         assert {n: m.training for n, m in model.named_modules()} == modes
-        assert model not in capture_mod._instrumented
+        assert model not in capture_mod._flags and interception._users == 0
     finally:
         model.eval()
 
@@ -128,7 +135,7 @@ def test_keyboard_interrupt_mid_capture_leaves_nothing_behind(fastpath):
 
         def interrupt(module, args, output):
             inside["fastpath"] = torch.backends.mha.get_fastpath_enabled()
-            inside["instrumented"] = model in capture_mod._instrumented
+            inside["instrumented"] = model in capture_mod._flags and F.softmax is interception._f_softmax
             raise KeyboardInterrupt
 
         handle = model.encoder.layers[1].register_forward_hook(interrupt)
@@ -139,13 +146,13 @@ def test_keyboard_interrupt_mid_capture_leaves_nothing_behind(fastpath):
             handle.remove()
         assert inside == {"fastpath": False, "instrumented": True}
         assert hook_counts(model) == hooks_before
-        assert model not in capture_mod._instrumented
+        assert model not in capture_mod._flags and F.softmax is interception._F_SOFTMAX
         assert torch.backends.mha.get_fastpath_enabled() is fastpath
         assert capture_mod._current.get() is None
         res = capture(model, x)        # still works, and restores again
         assert len(res.maps) == 2 and tuple(res.maps[0].weights.shape) == (1, 2, 17, 17)
         assert torch.backends.mha.get_fastpath_enabled() is fastpath
-        assert hook_counts(model) == hooks_before and model not in capture_mod._instrumented
+        assert hook_counts(model) == hooks_before and model not in capture_mod._flags
     finally:
         torch.backends.mha.set_fastpath_enabled(saved)
 
@@ -182,7 +189,7 @@ def test_interrupted_capture_while_another_capture_runs(vit_tiny):
     for a, b in zip(results["good"].maps, ref.maps):
         torch.testing.assert_close(a.weights, b.weights)
     assert fused_flags(model) == flags_before and hook_counts(model) == hooks_before
-    assert model not in capture_mod._instrumented
+    assert model not in capture_mod._flags and interception._users == 0
 
 
 # ------------------------------------------------------------------------------ (b) failed loads at run time
@@ -283,7 +290,7 @@ def test_two_sessions_at_the_same_time_never_see_each_others_results(callbacks):
             assert cb.find(sess, TINY, shas[other]) is None
     # both images give different answers, so the equality above is a real check
     assert not torch.allclose(reference["alice"].logits, reference["bob"].logits)
-    assert TINY in cb.manager.loaded_names() and loaded.model not in capture_mod._instrumented
+    assert TINY in cb.manager.loaded_names() and loaded.model not in capture_mod._flags
 
 
 # ------------------------------------------------------------------------------ (c) clients that go away
