@@ -199,10 +199,14 @@ def test_browser_big_upload_path_field_and_bad_file(tmp_path):
         arch.fill("vit_tiny_patch16_224")
         arch.press("Enter")
         pg.locator("#ckpt-path textarea").fill(tiny_path)
+        # Gradio sends a textbox's value to the server on its (debounced) input event; a click in the same
+        # instant can overtake it (a person moving the mouse to the button cannot)
+        pg.wait_for_timeout(1500)
         pg.locator("#custom-btn").click()
         wait_status(pg, tiny_path)
         # a text file named .pth: its own message, the previous model stays
         pg.locator("#ckpt-path textarea").fill(str(text))
+        pg.wait_for_timeout(1500)
         pg.locator("#custom-btn").click()
         toast = pg.locator(".toast-body", has_text="is a text file, not a checkpoint")
         toast.first.wait_for()
