@@ -11,13 +11,11 @@ from __future__ import annotations
 from torch import nn
 
 from . import register_family
-from .timm_vit import TimmViT, is_timm
+from .timm_vit import TimmViT
 
 
 @register_family
 class CaiT(TimmViT):
     name = "timm-cait"
     priority = 60
-
-    def matches(self, model: nn.Module) -> bool:
-        return is_timm(model) and type(model).__name__ == "Cait"
+    timm_classes = ("Cait",)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layout import KNOWN, SELF
 from . import register_family
-from .timm_vit import TimmViT, is_timm
+from .timm_vit import TimmViT
 
 
 def _is_gpsa(m: nn.Module) -> bool:
@@ -23,9 +23,7 @@ def _is_gpsa(m: nn.Module) -> bool:
 class ConViT(TimmViT):
     name = "timm-convit"
     priority = 60
-
-    def matches(self, model: nn.Module) -> bool:
-        return is_timm(model) and type(model).__name__ == "ConVit"
+    timm_classes = ("ConVit",)
 
     def instrument(self, model: nn.Module):
         from ..capture import current_session

@@ -12,16 +12,14 @@ from torch import nn
 from ..layout import CHANNEL, KNOWN, WINDOW, TokenLayout, WindowInfo
 from . import register_family
 from .base import MapSpec
-from .timm_vit import TimmViT, is_timm
+from .timm_vit import TimmViT
 
 
 @register_family
 class DaViT(TimmViT):
     name = "timm-davit"
     priority = 60
-
-    def matches(self, model: nn.Module) -> bool:
-        return is_timm(model) and type(model).__name__ == "DaVit"
+    timm_classes = ("DaVit",)
 
     def tokens(self, model, hw):
         return None  # hierarchical: each layer's grid comes from its block

@@ -16,7 +16,7 @@ from torch import nn
 from ..layout import KNOWN, REDUCED, SELF, WINDOW, TokenLayout, WindowInfo
 from . import register_family
 from .base import MapSpec
-from .timm_vit import TimmViT, is_timm, pair
+from .timm_vit import TimmViT, pair
 
 
 def reduced_geometry(module: nn.Module, q_grid: tuple[int, int], num_keys: int):
@@ -52,9 +52,7 @@ def _feat_size(args) -> Optional[tuple[int, int]]:
 class PyramidViT(TimmViT):
     name = "timm-pvt-twins"
     priority = 60
-
-    def matches(self, model: nn.Module) -> bool:
-        return is_timm(model) and type(model).__name__ in ("PyramidVisionTransformerV2", "Twins")
+    timm_classes = ("PyramidVisionTransformerV2", "Twins")
 
     def describe(self, session, module, weights, site):
         grid = _feat_size(site.inputs(module))

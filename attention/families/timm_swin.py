@@ -12,7 +12,7 @@ from torch import nn
 from ..layout import KNOWN, WINDOW, TokenLayout, WindowInfo
 from . import register_family
 from .base import MapSpec
-from .timm_vit import TimmViT, is_timm
+from .timm_vit import TimmViT
 
 
 def is_window_block(m: nn.Module) -> bool:
@@ -23,9 +23,7 @@ def is_window_block(m: nn.Module) -> bool:
 class TimmSwin(TimmViT):
     name = "timm-swin"
     priority = 60
-
-    def matches(self, model: nn.Module) -> bool:
-        return is_timm(model) and type(model).__name__ in ("SwinTransformer", "SwinTransformerV2")
+    timm_classes = ("SwinTransformer", "SwinTransformerV2")
 
     def describe(self, session, module, weights, site):
         block = site.enclosing(is_window_block)

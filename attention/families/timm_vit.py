@@ -83,8 +83,12 @@ def timm_qkv(module: nn.Module, rec: Recorded):
 class TimmViT(Family):
     name = "timm-vit"
     priority = 50
+    #: a subclass for one timm family names its model classes here (and gets a higher priority)
+    timm_classes: tuple[str, ...] = ()
 
     def matches(self, model: nn.Module) -> bool:
+        if self.timm_classes:
+            return is_timm(model) and type(model).__name__ in self.timm_classes
         pe = getattr(model, "patch_embed", None)
         return is_timm(model) and pe is not None and hasattr(pe, "patch_size")
 

@@ -10,16 +10,14 @@ from torch import nn
 from ..layout import CHANNEL, KNOWN
 from . import register_family
 from .base import MapSpec
-from .timm_vit import TimmViT, is_timm
+from .timm_vit import TimmViT
 
 
 @register_family
 class XCiT(TimmViT):
     name = "timm-xcit"
     priority = 60
-
-    def matches(self, model: nn.Module) -> bool:
-        return is_timm(model) and type(model).__name__ == "Xcit"
+    timm_classes = ("Xcit",)
 
     def describe(self, session, module, weights, site):
         if type(module).__name__ == "XCA":
