@@ -63,18 +63,17 @@ class HuggingFace(Family):
         return ModelTokens(prefix_names(model), grid, (float(ph), float(pw)))
 
     def describe(self, session, module, weights, site):
-        if True:  # windowed layers (also a stage that is one window)
-            layer = next(((m, f) for m, f in site.chain() if hasattr(m, "shift_size") and hasattr(m, "window_size")
-                          and hasattr(m, "maybe_pad")), None)
-            if layer is not None:
-                m, f = layer
-                loc = f.f_locals
-                H, W = (int(v) for v in loc["input_dimensions"])
-                ws, shift = int(m.window_size), int(m.shift_size)
-                padded = (H + (ws - H % ws) % ws, W + (ws - W % ws) % ws)
-                info = WindowInfo((ws, ws), (shift, shift), (H, W), padded, roll_after_pad=True)
-                return MapSpec(WINDOW, TokenLayout((), (H, W), session.stride_for((H, W))), window=info, source=KNOWN)
-        return super().describe(session, module, weights, site)
+        # a windowed layer (a Swin stage that is a single window included) runs inside a SwinLayer
+        layer = next(((m, f) for m, f in site.chain() if hasattr(m, "shift_size") and hasattr(m, "window_size")
+                      and hasattr(m, "maybe_pad")), None)
+        if layer is None:
+            return super().describe(session, module, weights, site)
+        m, f = layer
+        H, W = (int(v) for v in f.f_locals["input_dimensions"])
+        ws, shift = int(m.window_size), int(m.shift_size)
+        padded = (H + (ws - H % ws) % ws, W + (ws - W % ws) % ws)
+        info = WindowInfo((ws, ws), (shift, shift), (H, W), padded, roll_after_pad=True)
+        return MapSpec(WINDOW, TokenLayout((), (H, W), session.stride_for((H, W))), window=info, source=KNOWN)
 
     def _layers(self, model: nn.Module):
         enc = backbone(model).encoder
