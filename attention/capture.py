@@ -145,7 +145,6 @@ class CaptureSession:
         self.dtype = dtype
         self.keep_graph = keep_graph
         self.maps: list[AttentionMap] = []
-        self.scratch: dict = {}  # per-call facts a family passes between its own taps
 
     def owns(self, module: nn.Module) -> bool:
         return id(module) in self.names

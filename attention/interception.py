@@ -151,8 +151,8 @@ def _softmax_dim(t: torch.Tensor, dim) -> Optional[int]:
         return None
 
 
-def _recorded_softmax(original, t: torch.Tensor, dim, args, kwargs, frame):
-    out = original(t, dim, *args, **kwargs)
+def _recorded_softmax(original, t: torch.Tensor, dim, frame):
+    out = original(t, dim)
     s = current()
     if s is None or not isinstance(t, torch.Tensor):
         return out
@@ -173,21 +173,21 @@ def _f_softmax(input, dim=None, _stacklevel=3, dtype=None):
     if dim is None:  # F.softmax's legacy implicit dim
         dim = F._get_softmax_dim("softmax", input.dim(), _stacklevel)
     # F.softmax itself calls Tensor.softmax (patched too): call the C method so that it records once
-    return _recorded_softmax(lambda t, d: _TENSOR_SOFTMAX(t, d, dtype=dtype), input, dim, (), {},
+    return _recorded_softmax(lambda t, d: _TENSOR_SOFTMAX(t, d, dtype=dtype), input, dim,
                              sys._getframe(1))
 
 
 def _torch_softmax(input, dim=None, dtype=None, **kwargs):
     if current() is None:
         return _TORCH_SOFTMAX(input, dim, dtype=dtype, **kwargs)
-    return _recorded_softmax(lambda t, d: _TORCH_SOFTMAX(t, d, dtype=dtype, **kwargs), input, dim, (), {},
+    return _recorded_softmax(lambda t, d: _TORCH_SOFTMAX(t, d, dtype=dtype, **kwargs), input, dim,
                              sys._getframe(1))
 
 
 def _tensor_softmax(self, dim=None, dtype=None, **kwargs):
     if current() is None:
         return _TENSOR_SOFTMAX(self, dim, dtype=dtype, **kwargs)
-    return _recorded_softmax(lambda t, d: _TENSOR_SOFTMAX(t, d, dtype=dtype, **kwargs), self, dim, (), {},
+    return _recorded_softmax(lambda t, d: _TENSOR_SOFTMAX(t, d, dtype=dtype, **kwargs), self, dim,
                              sys._getframe(1))
 
 
