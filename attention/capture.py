@@ -260,26 +260,27 @@ class _Prepared:
     def __init__(self, model: nn.Module):
         from .families import family_of
         named = list(model.named_modules())
-        self.modules = [m for _, m in named]
-        # the tree as (parent, ids of its children): checking it is a flat loop, not a module walk
-        self.edges = [(m, tuple(map(id, m._modules.values()))) for m in self.modules]
+        # The cache is keyed weakly by the model, so nothing here may hold the model itself (it would
+        # never be freed): the root is passed in by the caller, only its descendants are kept.
+        self.submodules = [m for _, m in named[1:]]
+        # each module's children, in order: checking the tree is one flat comparison, not a module walk
+        self.children = self._children(model)
         self.names: dict[int, str] = {id(m): n for n, m in named}
         self.family = family_of(model)
         self.needs_fastpath_off = any(isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))
-                                      for m in self.modules)
+                                      for _, m in named)
         self.specs: dict = {}
         self.tokens: dict = {}
 
-    def still_valid(self) -> bool:
+    def _children(self, model: nn.Module) -> list:
+        return [tuple(model._modules.values())] + [tuple(m._modules.values()) for m in self.submodules]
+
+    def still_valid(self, model: nn.Module) -> bool:
         """True while no submodule was added, removed or replaced anywhere in the tree."""
-        for parent, ids in self.edges:
-            children = parent._modules
-            if len(children) != len(ids):
-                return False
-            for child, i in zip(children.values(), ids):
-                if id(child) != i:
-                    return False
-        return True
+        return self._children(model) == self.children  # modules compare by identity
+
+    def modules(self, model: nn.Module) -> list:
+        return [model] + self.submodules
 
     def tokens_for(self, model: nn.Module, hw: tuple[int, int]) -> ModelTokens:
         t = self.tokens.get(hw)
@@ -299,7 +300,7 @@ _lock = threading.Lock()
 def prepare(model: nn.Module) -> _Prepared:
     """The model's cached instrumentation (built on first use, rebuilt if its module tree changed)."""
     p = _prepared.get(model)
-    if p is None or not p.still_valid():
+    if p is None or not p.still_valid(model):
         p = _Prepared(model)
         with _lock:
             _prepared[model] = p
@@ -333,7 +334,7 @@ def instrumented(model: nn.Module, eval_mode: bool = False) -> Iterator[_Prepare
             with _lock:
                 fl = _flags.setdefault(model, _TrainingFlags())
                 if fl.count == 0:
-                    fl.undo = _training_flags(prepared.modules)
+                    fl.undo = _training_flags(prepared.modules(model))
                 fl.count += 1
         try:
             undo_family = prepared.family.instrument(model)

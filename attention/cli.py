@@ -110,6 +110,8 @@ def main(argv=None) -> int:
         from viz_app.cli import main as app_main
         return app_main(argv[1:] if argv and argv[0] == "app" else argv)
     args = build_parser().parse_args(argv)
+    from .allocator import keep_freed_memory
+    keep_freed_memory()  # this process is ours: keep freed map memory for reuse (see attention/allocator.py)
     try:
         if args.command == "export":
             return export_command(args)

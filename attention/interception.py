@@ -193,12 +193,21 @@ def _tensor_softmax(self, dim=None, dtype=None, **kwargs):
 
 def sdpa_weights(query, key, attn_mask=None, is_causal=False, scale=None, enable_gqa=False) -> torch.Tensor:
     """The attention weights ``F.scaled_dot_product_attention`` applies, written out (its documented
-    reference): ``softmax(q kᵀ · scale + bias)``, bias from ``is_causal`` and a bool or float mask."""
-    L, S = query.shape[-2], key.shape[-2]
-    sc = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    reference): ``softmax(q kᵀ · scale + bias)``, bias from ``is_causal`` and a bool or float mask.
+
+    When q and k share their leading dims (the usual case) the scores are one ``baddbmm`` over
+    (batch·heads) with the scale folded in: no scaled copy of q and no copy of the transposed k.
+    """
+    L, S, d = query.shape[-2], key.shape[-2], query.shape[-1]
+    sc = 1.0 / math.sqrt(d) if scale is None else scale
     if enable_gqa and key.dim() >= 3 and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
-    scores = (query * sc) @ key.transpose(-2, -1)  # scale the (L, d) queries, not the (L, S) scores
+    if query.shape[:-2] == key.shape[:-2]:
+        q3, k3 = query.reshape(-1, L, d), key.reshape(-1, S, d)
+        scores = torch.baddbmm(q3.new_empty(q3.shape[0], L, S), q3, k3.transpose(1, 2), beta=0.0, alpha=sc)
+        scores = scores.view(*query.shape[:-2], L, S)
+    else:  # broadcast leading dims
+        scores = (query * sc) @ key.transpose(-2, -1)
     if is_causal:
         keep = torch.ones(L, S, dtype=torch.bool, device=query.device).tril()
         scores = scores.masked_fill(~keep, float("-inf"))
@@ -208,6 +217,14 @@ def sdpa_weights(query, key, attn_mask=None, is_causal=False, scale=None, enable
         else:
             scores = scores + attn_mask
     return _TORCH_SOFTMAX(scores, -1)
+
+
+def _weighted_values(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``weights @ value``: one ``bmm`` over the leading dims when they agree."""
+    if weights.shape[:-2] != value.shape[:-2]:
+        return weights @ value
+    L, S, e = weights.shape[-2], weights.shape[-1], value.shape[-1]
+    return torch.bmm(weights.reshape(-1, L, S), value.reshape(-1, S, e)).view(*weights.shape[:-2], L, e)
 
 
 def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -221,7 +238,7 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
         weights = F.dropout(weights, dropout_p, training=True)
     if enable_gqa and value.shape[-3] != query.shape[-3]:
         value = value.repeat_interleave(query.shape[-3] // value.shape[-3], dim=-3)
-    return weights @ value
+    return _weighted_values(weights, value)
 
 
 _PATCHES = ((F, "softmax", _f_softmax), (torch, "softmax", _torch_softmax),

@@ -5,6 +5,8 @@ One interleaved run per model at 1 torch thread (``python -m benchmarks.capture`
 - ``capture``: ours on the same, untouched model (logits + every map);
 - ``timm_extract``: ``timm.utils.AttentionExtract`` in hook mode on a copy with ``fused_attn = False``
   (its only working mode on an existing model; it returns the maps and throws the logits away).
+Run twice, in two processes (the allocator setting cannot be undone in one): with glibc's default
+allocator, and with `attention.allocator.keep_freed_memory()` as the app and the CLIs run it.
 Goals (issue 12): capture ÷ plain ≤ 1.10 on demo-vit at 64 px, ≤ 1.05 on ViT-Ti and ViT-B at 224;
 capture ÷ timm_extract ≤ 1.0. Prints a markdown table and writes benchmarks/capture.json.
 """
@@ -73,14 +75,39 @@ def table(out: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--allocator", choices=("both", "default", "app"), default="both",
+                    help="glibc defaults, the app's setting (keep_freed_memory), or both in two processes")
     args = ap.parse_args(argv)
+    if args.allocator == "both":
+        import subprocess
+        import sys
+        outs = {}
+        for mode in ("default", "app"):
+            subprocess.run([sys.executable, "-m", "benchmarks.capture", "--rounds", str(args.rounds),
+                            "--allocator", mode], check=True)
+            with open(_json_path(mode), encoding="utf-8") as f:
+                outs[mode] = json.load(f)
+        with open(_json_path(None), "w", encoding="utf-8") as f:
+            json.dump(outs, f, indent=1)
+        return 0
+    if args.allocator == "app":
+        from attention.allocator import keep_freed_memory
+        keep_freed_memory()
     out = run(args.rounds)
-    print(f"load before {out['machine']['load_at_start']}, after {load()}; 1 torch thread; medians of "
-          f"{args.rounds} interleaved rounds")
+    out["allocator"] = args.allocator
+    print(f"allocator: {args.allocator}; load before {out['machine']['load_at_start']}, after {load()}; "
+          f"1 torch thread; medians of {args.rounds} interleaved rounds")
     print(table(out))
-    with open(os.path.join(os.path.dirname(__file__), "capture.json"), "w", encoding="utf-8") as f:
+    with open(_json_path(args.allocator), "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
     return 0
+
+
+def _json_path(mode) -> str:
+    if mode is None:
+        return os.path.join(os.path.dirname(__file__), "capture.json")
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), f"attention_benchmark_capture_{mode}.json")
 
 
 if __name__ == "__main__":

@@ -84,11 +84,24 @@ def test_module_tree_change_is_noticed():
     assert prepare(model) is first
     capture(model, x)
     model.blocks[1] = copy.deepcopy(model.blocks[0])
-    assert not first.still_valid()
+    assert not first.still_valid(model)
     res = capture(model, x)
     assert prepare(model) is not first
     assert res.layer_names == ["blocks.0.attn", "blocks.1.attn"]
     assert all(m.layout_source == KNOWN for m in res.maps)
+
+
+def test_a_captured_model_is_freed_when_the_user_drops_it():
+    """The per-model cache is keyed weakly: it must not hold the model (an app that switches models
+    would otherwise keep every model it ever served)."""
+    import gc
+    import weakref
+    model = timm.create_model("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8).eval()
+    capture(model, torch.randn(1, 3, 32, 32))
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
 
 
 def test_families_registry_names_every_family_once():
@@ -133,3 +146,14 @@ def test_davit_windows_and_channels_are_known():
                 assert w.token_position(*w.locate(r, c)) == (r, c)
         else:
             assert not m.is_spatial and "channel" in m.not_spatial_reason()
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    """The app's allocator setting (attention/allocator.py) is applied on Linux/glibc, once."""
+    import platform
+    import subprocess
+    import sys
+    code = ("from attention.allocator import keep_freed_memory as k; a = k(); b = k(); print(a, b)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    expected = "True" if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else "False"
+    assert out == [expected, expected]

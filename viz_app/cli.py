@@ -48,7 +48,11 @@ def exposure_warnings(host: str, share: bool) -> list[str]:
 
 
 def _threads(concurrency: int = 2) -> None:
+    """Process settings of the server: torch threads per request, and freed memory kept for reuse
+    (`attention.allocator`: a capture then does not pay for fresh pages every time)."""
     import torch
+    from attention.allocator import keep_freed_memory
+    keep_freed_memory()
     cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // concurrency))
 
