@@ -176,8 +176,30 @@ _ARM_ANY = """
 """
 
 
-def click_to_pixels_once(page, selector: str, action, timeout_ms: int = 60_000) -> float:
-    """Seconds from the user's action to the new pixels of the picture in `selector` on screen."""
+class ServerLog:
+    """The server's handler timings (``ATTENTION_VIZ_TIMING=1`` lines) logged since the last `take()`."""
+
+    def __init__(self, path: str | None):
+        self.path, self.pos = path, 0
+
+    def take(self) -> float | None:
+        """Milliseconds spent in handlers and PNG encoding since the previous call (None: no log)."""
+        if not self.path:
+            return None
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            f.seek(self.pos)
+            text = f.read()
+            self.pos = f.tell()
+        import re
+        return sum(float(m) for m in re.findall(r"viz_app\.timing: (?:handler|encode) .*? ([0-9.]+) ms", text))
+
+
+def click_to_pixels_once(page, selector: str, action, timeout_ms: int = 60_000,
+                         server: ServerLog | None = None, times: list | None = None) -> float:
+    """Seconds from the user's action to the new pixels of the picture in `selector` on screen
+    (with `server`: its handler time for this action is appended to `times`)."""
+    if server:
+        server.take()
     page.evaluate(_ARM_ANY, selector)
     action()
     try:
@@ -191,6 +213,8 @@ def click_to_pixels_once(page, selector: str, action, timeout_ms: int = 60_000) 
     dt = page.evaluate("() => { const b = window.__bench; b.cleanup(); return b.t1 - b.t0; }")
     _wait_idle(page)
     page.wait_for_timeout(500)      # let the slider's second event (release after input) settle: not timed
+    if server and times is not None:
+        times.append(server.take())
     return dt / 1e3
 
 
@@ -218,8 +242,10 @@ def _show_part(page, label: str) -> None:
                            arg=label.split()[0])
 
 
-def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[dict]:
-    """Every lesson interaction and main-view change of the app at `url` (demo-vit), click -> new pixels."""
+def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720), grid=(8, 8),
+                    server: ServerLog | None = None) -> list[dict]:
+    """Every lesson interaction and main-view change of the app at `url`, click -> new pixels (`grid`: the
+    model's patch grid; `server`: the server's log, for the server-side share of each time)."""
     import re
 
     from playwright.sync_api import sync_playwright
@@ -233,11 +259,17 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[di
         page.wait_for_selector("#heatmap img")
         _wait_idle(page)
 
-        def run(group: str, label: str, selector: str, actions):
+        def row(group, label, times, srv):
             """The first action warms up (a layer's q, k, v); the statistics are over the others."""
-            times = [click_to_pixels_once(page, selector, a) for a in actions]
-            rows.append({"group": group, "interaction": label, **stats(times[1:] or times),
-                         "first_ms": round(times[0] * 1e3, 1)})
+            r = {"group": group, "interaction": label, **stats(times[1:] or times), "first_ms": round(times[0] * 1e3, 1)}
+            if srv and srv[0] is not None:
+                r["server_median_ms"] = round(sorted(srv[1:] or srv)[len(srv[1:] or srv) // 2], 1)
+            rows.append(r)
+
+        def run(group: str, label: str, selector: str, actions):
+            srv: list = []
+            times = [click_to_pixels_once(page, selector, a, server=server, times=srv) for a in actions]
+            row(group, label, times, srv)
 
         # ------------------------------------------------------------------ main view
         run("main view", "layer slider (type + Enter)", "#heatmap",
@@ -245,18 +277,18 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[di
         page.locator("#method").get_by_label("Raw attention").check()
         _wait_idle(page)
 
-        heads = []
+        heads, srv = [], []
         for h in (["head 1", "head 2", "head 3", "head 0"] * repeats)[:repeats + 1]:
             page.locator("#head input").click()        # the menu opens before the clock starts
             heads.append(click_to_pixels_once(page, "#heatmap",
-                                              lambda h=h: page.get_by_role("option", name=h, exact=True).click()))
-        rows.append({"group": "main view", "interaction": "head menu (option click)", **stats(heads[1:]),
-                     "first_ms": round(heads[0] * 1e3, 1)})
+                                              lambda h=h: page.get_by_role("option", name=h, exact=True).click(),
+                                              server=server, times=srv))
+        row("main view", "head menu (option click)", heads, srv)
         run("main view", "method radio", "#heatmap",
             [lambda m=m: page.locator("#method").get_by_label(m).check()
              for m in (["Rollout", "Raw attention"] * repeats)[:repeats + 1]])
         run("main view", "patch click on the heatmap", "#heatmap",
-            [lambda rc=rc: _click_cell(page, "#heatmap", (8, 8), *rc)
+            [lambda rc=rc: _click_cell(page, "#heatmap", grid, *rc)
              for rc in [(1, 1), (2, 5), (6, 2), (4, 4), (7, 6), (3, 1), (5, 5)][:repeats + 1]])
 
         # ------------------------------------------------------------------ lesson, step 2
@@ -266,8 +298,8 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[di
         _wait_idle(page)
         cells = [(1, 6), (5, 2), (2, 2), (6, 5), (0, 3), (7, 7), (4, 1)]
         run("lesson", "patch click (scores)", "#learn-step1-img",
-            [lambda rc=rc: _click_cell(page, "#learn-pick", (8, 8), *rc) for rc in cells[:repeats + 1]])
-        click_to_pixels_once(page, "#learn-step1-img", lambda: _click_cell(page, "#learn-pick", (8, 8), 3, 3))
+            [lambda rc=rc: _click_cell(page, "#learn-pick", grid, *rc) for rc in cells[:repeats + 1]])
+        click_to_pixels_once(page, "#learn-step1-img", lambda: _click_cell(page, "#learn-pick", grid, 3, 3))
         page.locator("#learn-step1-md").click()         # from (3, 3): the arrows below never hit the border
         run("lesson", "Shift + arrow (scores)", "#learn-step1-img",
             [lambda k=k: page.keyboard.press(k) for k in (["Shift+ArrowRight", "Shift+ArrowDown", "Shift+ArrowLeft", "Shift+ArrowUp"] * repeats)
@@ -286,39 +318,54 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720)) -> list[di
             [lambda v=v: _set_number(page, "learn-temperature", v)
              for v in ([0.5, 2, 0.3, 1, 3] * repeats)[:repeats + 1]])
         _show_part(page, "slide")
-        run("lesson", "slide (all four steps)", "#learn-slide",
-            [lambda: page.locator("#learn-slide-btn").click()] +
-            [lambda v=v: (_set_number(page, "learn-temperature", v), page.locator("#learn-slide-btn").click())
-             for v in ([0.7, 1.5] * repeats)[:repeats]])
+        # a new slide needs a new query: the temperature is set first (not timed), then one press is timed
+        slides, srv = [], []
+        for v in ([1.0, 0.7, 1.5] * repeats)[:repeats + 1]:
+            if slides:
+                _set_number(page, "learn-temperature", v)
+                _wait_idle(page)
+                page.wait_for_timeout(300)
+            slides.append(click_to_pixels_once(page, "#learn-slide", lambda: page.locator("#learn-slide-btn").click(),
+                                               server=server, times=srv))
+        row("lesson", "slide (all four steps, one press)", slides, srv)
         ctx.close()
         b.close()
     return rows
 
 
 def _table(rows: list[dict]) -> str:
-    out = ["| where | interaction | median ms | min | max | first | n |", "|---|---|---|---|---|---|---|"]
+    out = ["| where | interaction | median ms | min | max | first | n | of which server (median ms) |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        srv = f"{r['server_median_ms']:.0f}" if "server_median_ms" in r else "–"
         out.append(f"| {r['group']} | {r['interaction']} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | "
-                   f"{r['max_ms']:.0f} | {r['first_ms']:.0f} | {r['n']} |")
+                   f"{r['max_ms']:.0f} | {r['first_ms']:.0f} | {r['n']} | {srv} |")
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
-    """``python -m benchmarks.browser [--repeats N]``: click -> pixels in Chromium for the lesson and the main
-    view (demo-vit, 1280x720, the app at one torch thread as it runs here), printed as a Markdown table."""
+    """``python -m benchmarks.browser [--repeats N] [--model M]``: click -> pixels in Chromium for the lesson
+    and the main view (1280x720, the app at one torch thread), printed as a Markdown table with the
+    server-side share of each time (the handlers and PNG encoding, from the app's timing log)."""
     import argparse
     ap = argparse.ArgumentParser(description="click -> new pixels in headless Chromium")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--model", default="demo-vit", help="demo-vit (default), or e.g. vit_base_patch16_224 "
+                                                         "(random init here: no download)")
     args = ap.parse_args(argv)
     why = unavailable()
     if why:
         print(f"skipped: {why}")
         return 0
-    from viz_app.testing import served_app
+    from viz_app.testing import served_app_process
+    extra = [] if args.model.startswith("demo-") else ["--random-init"]
+    grid = (8, 8) if args.model.startswith("demo-") else (14, 14)
     before = load()
-    with served_app("--model", "demo-vit", timeout=180, env={"OMP_NUM_THREADS": "1"}) as url:
-        rows = click_to_pixels(url, args.repeats)
-    print(f"demo-vit · 1280x720 · server at 1 torch thread · load before {before}, after {load()}\n")
+    log = os.path.join(tempfile.gettempdir(), "benchmark_browser_server.log")
+    with served_app_process("--model", args.model, *extra, timeout=300, log_path=log,
+                            env={"OMP_NUM_THREADS": "1", "ATTENTION_VIZ_TIMING": "1"}) as (url, _pid):
+        rows = click_to_pixels(url, args.repeats, grid=grid, server=ServerLog(log))
+    print(f"{args.model} · 1280x720 · server at 1 torch thread · load before {before}, after {load()}\n")
     print(_table(rows))
     return 0
 

@@ -12,11 +12,16 @@ per lesson picture, level 1 half of that, for files about 15 % larger (served on
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from gradio import processing_utils
+
+_TIMING = os.environ.get("ATTENTION_VIZ_TIMING") == "1"
+_log = logging.getLogger("viz_app.timing")
 
 
 def encode(img, format: str) -> bytes:
@@ -29,7 +34,10 @@ def encode(img, format: str) -> bytes:
 
 
 def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    t0 = time.perf_counter()
     data = encode(img, format)
+    if _TIMING:
+        _log.info("encode %s %dx%d %.1f ms", format, img.width, img.height, (time.perf_counter() - t0) * 1e3)
     folder = Path(cache_dir) / processing_utils.hash_bytes(data)
     folder.mkdir(exist_ok=True, parents=True)
     target = (folder / f"{name}.{format}").resolve()

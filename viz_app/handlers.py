@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from types import SimpleNamespace
 from typing import Optional
 
@@ -50,8 +51,30 @@ def warn(e: BaseException, suffix: str = "") -> None:
     gr.Warning(message_of(e) + suffix, duration=12)
 
 
+#: ``ATTENTION_VIZ_TIMING=1``: log each handler's server-side time (benchmarks/browser.py splits
+#: click -> pixels into server and the rest with it)
+_TIMING = os.environ.get("ATTENTION_VIZ_TIMING") == "1"
+_log = logging.getLogger("viz_app.timing")
+
+
+def timed(fn):
+    """Handler decorator: with ``ATTENTION_VIZ_TIMING=1``, log the handler's server-side time."""
+    if not _TIMING:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _log.info("handler %s %.1f ms", fn.__qualname__, (time.perf_counter() - t0) * 1e3)
+    return wrapper
+
+
 def guarded(fn):
     """Handler decorator: a failure becomes one warning toast and no update (no Error badge anywhere)."""
+    @timed
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:

@@ -21,7 +21,7 @@ import gradio as gr
 from attention.lesson.figure import PRESENTER_SCALE, message_picture
 from attention.lesson.learning import LESSON_RECIPE
 
-from .handlers import _session, message_of, provenance, slider_range, warn
+from .handlers import _session, message_of, provenance, slider_range, timed, warn
 from .lesson import Lesson, QueryChoice
 from .training import MAX_STEPS, MIN_STEPS, TrainingRoom, describe, progress_bar
 
@@ -228,6 +228,7 @@ class LearnHandlers:
                 L.token: gr.update(choices=tokens, value=choice.token), L.row: slider_range(gh, choice.row),
                 L.col: slider_range(gw, choice.col), L.temperature: gr.update(value=1.0)}, choice
 
+    @timed
     def on_key(self, key, page_tab, step, part, model, sha, image, layer, head, token, row, col, presenter=False,
                request: gr.Request = None):
         """A new image or model: ranges re-derived, the step on screen recomputed, the others cleared."""
@@ -265,7 +266,7 @@ class LearnHandlers:
             out.update(self.compute(s, _session(request), model, sha, image,
                                     self._choice(layer, head, token, row, col, temperature), bool(presenter)))
             return out
-        return handler
+        return timed(handler)
 
     def on_nav(self, delta: int):
         """Previous / Next: through the steps in order, step 2 part by part."""
@@ -286,14 +287,16 @@ class LearnHandlers:
                 out.update(self.compute(new, _session(request), model, sha, image,
                                         self._choice(layer, head, token, row, col, temperature), bool(presenter)))
             return out
-        return handler
+        return timed(handler)
 
     # ------------------------------------------------------------------ step 2: one query
+    @timed
     def on_steps(self, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
                  request: gr.Request = None):
         return self.compute("learn-query", _session(request), model, sha, image,
                             self._choice(layer, head, token, row, col, temperature), bool(presenter))
 
+    @timed
     def on_temperature(self, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
                        request: gr.Request = None):
         L = self.ui
@@ -308,6 +311,7 @@ class LearnHandlers:
         values[1::2] = [_signed(md, key) for md in values[1::2]]
         return dict(zip(L.step_outputs[2:6], values))
 
+    @timed
     def on_pick(self, model, sha, image, pick, layer, head, temperature, presenter, evt: gr.SelectData,
                 request: gr.Request):
         """A click on the patch picker: that patch becomes the query, and its steps are drawn in the same answer
@@ -344,8 +348,9 @@ class LearnHandlers:
             out.update(self.compute("learn-query", session, model, sha, image,
                                     self._choice(layer, head, "patch", r, k, temperature), bool(presenter)))
             return out
-        return move
+        return timed(move)
 
+    @timed
     def on_slide(self, model, sha, image, layer, head, token, row, col, temperature, presenter=False,
                  request: gr.Request = None):
         L = self.ui

@@ -39,10 +39,13 @@ def served_app(*args: str, timeout: float = 150.0, env: Optional[dict] = None) -
 
 
 @contextlib.contextmanager
-def served_app_process(*args: str, timeout: float = 150.0, env: Optional[dict] = None) -> Iterator[tuple[str, int]]:
-    """As `served_app`, yielding (URL, server process id) — the load test reads the server's memory."""
+def served_app_process(*args: str, timeout: float = 150.0, env: Optional[dict] = None,
+                       log_path: Optional[str] = None) -> Iterator[tuple[str, int]]:
+    """As `served_app`, yielding (URL, server process id) — the load test reads the server's memory.
+    ``log_path``: write the server's output there and keep it (the click benchmark reads its timings)."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="viz_app_server_", suffix=".log", delete=False)
+    log = (open(log_path, "w+", encoding="utf-8") if log_path else
+           tempfile.NamedTemporaryFile("w+", prefix="viz_app_server_", suffix=".log", delete=False))
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), *args, "--port", str(port)],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env)
@@ -64,4 +67,5 @@ def served_app_process(*args: str, timeout: float = 150.0, env: Optional[dict] =
             proc.kill()
             proc.wait()
         log.close()
-        os.unlink(log.name)
+        if not log_path:
+            os.unlink(log.name)
