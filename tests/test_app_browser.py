@@ -195,6 +195,8 @@ def test_a_model_that_cannot_load_leaves_the_previous_one_serving(page):
     page.get_by_role("option", name="vit_base_patch16_224 (download needed)").click()
     toast = page.locator(".toast-body", has_text="not available")
     toast.first.wait_for()
-    assert "still using demo-vit" in toast.first.inner_text()
+    text = toast.first.inner_text()
+    assert "still using demo-vit" in text
+    assert "'Your own model'" in text and "--checkpoint" not in text      # the page's words, not the CLI's
     page.wait_for_function("() => document.querySelector('#model input').value.startsWith('demo-vit')")
     assert "Traceback" not in page.content()

@@ -196,6 +196,21 @@ def test_uncached_hub_weights_fail_fast_with_a_clear_message(tmp_path, monkeypat
     assert time.monotonic() - t < 10
     msg = str(e.value)
     assert "'deit_small_patch16_224'" in msg and "--checkpoint" in msg and "demo-vit" in msg
+    assert "Hugging Face cache" in msg
+    # the browser's wording names the page's controls, never a command-line flag
+    page = e.value.in_app()
+    assert "'Your own model'" in page and "--" not in page and "'deit_small_patch16_224'" in page
+
+
+def test_uncached_torchvision_weights_name_torch_hubs_cache_not_hugging_faces(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelUnavailableError) as e:
+        load_model("torchvision:vit_b_16")
+    for msg in (str(e.value), e.value.in_app()):
+        assert "torch hub" in msg and "TORCH_HOME" in msg and "Hugging Face" not in msg, msg
+        assert str(tmp_path) in msg                  # where the file was looked for
+    assert "--checkpoint" in str(e.value) and "--checkpoint" not in e.value.in_app()
 
 
 def test_torchvision_vit_random_and_checkpoint(tmp_path, photo):

@@ -77,7 +77,9 @@ def resolve_model(manager: ModelManager, args) -> tuple[str, str]:
     except UserError as e:
         if name == FALLBACK:
             return name, notice or str(e)
-        notice = (f"Running on the bundled demo model **demo-vit** because {name} could not be loaded: {e} "
+        # the reason only: the ways out are said once, by HOW_TO_GET_IMAGENET
+        why = getattr(e, "why", None) or str(e)
+        notice = (f"Running on the bundled demo model **demo-vit** because {name} could not be loaded: {why.rstrip('.')}. "
                   f"{HOW_TO_GET_IMAGENET}")
         name = FALLBACK
         try:

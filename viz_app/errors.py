@@ -20,7 +20,7 @@ def as_gr_error(e: BaseException) -> gr.Error:
     if isinstance(e, gr.Error):
         return e
     if isinstance(e, UserError):
-        return gr.Error(str(e), print_exception=False)
+        return gr.Error(e.in_app(), print_exception=False)   # worded for the page (its controls, not flags)
     if isinstance(e, MemoryError):
         return gr.Error("out of memory: try a smaller model or image, or close other tabs", print_exception=False)
     log.error("unexpected error", exc_info=e)

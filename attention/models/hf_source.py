@@ -22,11 +22,11 @@ import os
 
 from torchvision import transforms as T
 
-from ..errors import CheckpointError, ModelNotFoundError, ModelUnavailableError
+from ..errors import CheckpointError, ModelNotFoundError, WeightsUnavailableError
 from ..preprocess import Preprocessor
 from . import LoadedModel, ModelSource, no_classifier, register_source
 from .checkpoint import load_strict, read_state_dict
-from .hub import PROBE_TIMEOUT_S, cache_dir, endpoint, offline, reachable
+from .hub import PROBE_TIMEOUT_S, cache_dir, endpoint, offline, reachable, unavailable
 from .labels import class_names_for, read_labels
 
 PREFIX = "hf:"
@@ -45,12 +45,8 @@ def _claims(name: str) -> bool:
     return name.startswith(PREFIX) or is_model_folder(os.path.expanduser(name))
 
 
-def _unavailable(name: str, why: str) -> ModelUnavailableError:
-    return ModelUnavailableError(
-        f"the Hugging Face model {name!r} is not available: {why}. Connect to the internet once (it is then "
-        f"cached), copy the Hugging Face cache from a machine that has it (HF_HOME), or save the model with "
-        f"save_pretrained(FOLDER) and pass --model FOLDER. Offline, the bundled demo models (e.g. --model "
-        f"demo-vit) work without any download.")
+def _unavailable(name: str, why: str) -> WeightsUnavailableError:
+    return unavailable(name, why, folder_hint=True)
 
 
 def resolve_folder(name: str) -> tuple[str, str]:

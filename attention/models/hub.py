@@ -13,7 +13,7 @@ import threading
 from typing import Optional
 from urllib.parse import urlparse
 
-from ..errors import ModelUnavailableError
+from ..errors import WeightsUnavailableError
 
 PROBE_TIMEOUT_S = 3.0
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -64,12 +64,13 @@ def cached_file(repo_id: str, filenames=WEIGHT_FILES) -> Optional[str]:
     return None
 
 
-def unavailable(model_name: str, why: str) -> ModelUnavailableError:
-    return ModelUnavailableError(
-        f"pretrained weights for {model_name!r} are not available: {why}. To use this model, either connect "
-        f"to the internet once (the weights are then cached), copy the Hugging Face cache from a machine "
-        f"that has them (HF_HOME), or pass your own weights with --checkpoint PATH. Offline, the "
-        f"bundled demo models (e.g. --model demo-vit) work without any download.")
+HF_CACHE = "the Hugging Face cache (HF_HOME)"
+TORCH_CACHE = "torch hub's cache (TORCH_HOME, by default ~/.cache/torch/hub/checkpoints)"
+
+
+def unavailable(model_name: str, why: str, cache: str = HF_CACHE, folder_hint: bool = False) -> WeightsUnavailableError:
+    """The error for weights that cannot be had now; its text names the ways out (`WeightsUnavailableError`)."""
+    return WeightsUnavailableError(model_name, why, cache, folder_hint)
 
 
 def fetch_weights(repo_id: str, model_name: str, filenames=WEIGHT_FILES) -> str:

@@ -9,7 +9,7 @@ from ..errors import CheckpointError, ModelNotFoundError
 from ..preprocess import Preprocessor
 from . import LoadedModel, ModelSource, register_source
 from .checkpoint import classifier_out_features, load_strict, read_state_dict
-from .hub import offline, reachable, unavailable
+from .hub import TORCH_CACHE, offline, reachable, unavailable
 from .labels import class_names_for
 
 PREFIX = "torchvision:"
@@ -46,9 +46,11 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(default.url))
         if not os.path.isfile(cached):
             if offline():
-                raise unavailable(name, "HF_HUB_OFFLINE is set and the weights are not cached")
+                raise unavailable(name, f"HF_HUB_OFFLINE is set and {os.path.basename(default.url)} is not in "
+                                        f"{torch.hub.get_dir()}/checkpoints", TORCH_CACHE)
             if not reachable(default.url):
-                raise unavailable(name, f"{default.url.split('/')[2]} cannot be reached from this machine")
+                raise unavailable(name, f"{default.url.split('/')[2]} cannot be reached from this machine",
+                                  TORCH_CACHE)
         model = tvm.get_model(arch, weights=default)
         info["weights"] = default.url
     else:
