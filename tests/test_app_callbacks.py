@@ -318,3 +318,20 @@ def test_vit_base_rerender_within_50ms():
         cb.render("s-vitb", "vit_base_patch16_224", a.image_sha, v)
         times.append(time.perf_counter() - t)
     assert float(np.median(times)) <= 0.05 and max(times) < 0.25, [round(t * 1000, 1) for t in times]
+
+
+def test_a_live_frame_shows_the_same_map_as_that_image_analysed_normally(cb, folder):
+    """The Live tab's path (`Callbacks.live`) draws exactly what the Attention tab draws for the same pixels,
+    caches nothing, and falls back from a class-specific method to rollout (no backward pass per frame)."""
+    frame = np.asarray(Image.open(shape_png(folder, 2, seed=5)).convert("RGB").resize((320, 240)))
+    entries = len(cb.store._items)
+    for method, shown in (("rollout", "rollout"), ("raw", "raw"), ("grad_rollout", "rollout")):
+        pic, analysis, view = cb.live(MODEL, frame, View(method=method, layer=-1))
+        assert view.method == shown
+        ref = cb.analyse("live-test", frame, MODEL)
+        want, _ = cb.render("live-test", MODEL, ref.image_sha, view)
+        assert np.array_equal(pic, want), method
+        assert [p["index"] for p in analysis.predictions] == [p["index"] for p in ref.predictions]
+    assert len(cb.store._items) == entries + 1          # only the reference analysis, none of the frames
+    with pytest.raises(gr.Error, match="no camera frame"):
+        cb.live(MODEL, None, View())

@@ -94,21 +94,37 @@ class Callbacks:
             return hit
         loaded = self.manager.get(name, progress)
         progress(0.5, f"running {name} and capturing its attention")
+        analysis = self._compute(loaded, name, photo, sha, list(loaded_image.notes))
+        self.store.put(session, analysis)
+        return analysis
+
+    def _compute(self, loaded, name: str, photo: Image.Image, sha: str, notes: list) -> Analysis:
+        """One forward with capture and the predictions: the `Analysis` of (model, photo), not cached."""
         prepared = loaded.prepare(photo)
         result = loaded.capture(prepared, dtype=torch.float16)
         self.forwards += 1
-        notes = list(loaded_image.notes)
         if loaded.num_classes and result.logits.shape[-1] == loaded.num_classes:
             predictions = loaded.top_k(result.logits, 5)[0]
         else:
             predictions = []
             notes.append((loaded.predictions_message() or f"{name}: no predictions.") +
                          " Class-specific methods need a classifier; raw attention and rollout work.")
-        progress(0.9, "drawing")
-        analysis = Analysis(name, sha, photo, display_copy(photo), prepared, result, predictions,
-                            class_names=list(loaded.class_names), notes=notes)
-        self.store.put(session, analysis)
-        return analysis
+        return Analysis(name, sha, photo, display_copy(photo), prepared, result, predictions,
+                        class_names=list(loaded.class_names), notes=notes)
+
+    @user_facing
+    def live(self, model_name: str, frame: np.ndarray, view: View) -> tuple[np.ndarray, Analysis, View]:
+        """One camera frame: its map in `view` (a class-specific method falls back to rollout, which needs no
+        backward pass) on the frame, the analysis and the view drawn. Nothing is cached: frames come and go."""
+        if frame is None:
+            raise ImageError("no camera frame yet: allow the camera and press Record")
+        photo = Image.fromarray(np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)[..., :3]))
+        name = self.manager.spec(model_name).name
+        analysis = self._compute(self.manager.get(name), name, photo, "live", [])
+        if needs_model(view.method):
+            view = view.with_(method="rollout")
+        view = self.default_view(analysis, view.with_(click=None, query="auto" if view.query == "patch" else view.query))
+        return draw(analysis, self._map(analysis, view), view), analysis, view
 
     @user_facing
     def analyse(self, session: str, image, model_name: str, progress: Progress = None) -> Analysis:

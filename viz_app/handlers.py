@@ -160,6 +160,25 @@ class DefaultModel:
             return self.model, self.notice or ""
 
 
+class FrameRate:
+    """Frames per second of each browser session's live stream, over its last few frames (thread-safe)."""
+
+    def __init__(self, window: int = 10):
+        self.window = window
+        self._times: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def tick(self, session: str) -> float:
+        now = time.perf_counter()
+        with self._lock:
+            t = self._times.setdefault(session, [])
+            if t and now - t[-1] > 2.0:     # a new recording: do not average over the pause
+                t.clear()
+            t.append(now)
+            del t[:-self.window]
+            return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+
 class Handlers:
     """One method per event of the page (see `viz_app.ui.build_demo` for the wiring). `ui` is the page's
     components by name (set by `build_demo` once they exist); handlers return {component: update}."""
@@ -167,6 +186,7 @@ class Handlers:
     def __init__(self, cb: Callbacks, default: DefaultModel, examples: list[tuple[str, str]]):
         self.cb, self.default, self.examples = cb, default, examples
         self.ui = SimpleNamespace()
+        self.live_rate = FrameRate()
 
     # ------------------------------------------------------------------ helpers
     def caption(self, analysis, text: str, name: Optional[str] = None) -> str:
@@ -431,6 +451,22 @@ class Handlers:
             raise gr.Error("Pick an image first.")
         return {self.ui.dl_files: self.cb.export(_session(request), model_name, sha, view, image, _prog(progress),
                                                  image_name=image_name(image))}
+
+    @timed
+    def on_live(self, frame, model_name, view, request: gr.Request):
+        """A streamed camera frame: its heatmap in the Attention tab's view, and the frame rate this
+        session's stream gets. A failure is said in the caption (no toast per frame)."""
+        u = self.ui
+        try:
+            picture, analysis, shown = self.cb.live(model_name, frame, view)
+        except Exception as e:  # noqa: BLE001 - the stream goes on; the caption says why
+            return {u.live_md: f"**Not available here.** {message_of(e)}"}
+        fps = self.live_rate.tick(_session(request))
+        top = analysis.predictions[0] if analysis.predictions else None
+        said = f" · top-1 **{top['label']}** ({top['probability']:.0%})" if top else ""
+        return {u.live_img: picture,
+                u.live_md: f"{METHODS[shown.method]}{said} · {fps:.1f} frames/s (server side)  \n"
+                           f"camera frame {frame.shape[1]}×{frame.shape[0]} · model `{analysis.model_key}`"}
 
     def on_tab(self, tab_id: str):
         """Remember which top-level tab is shown (the lesson refreshes its pictures only when it is visible)."""

@@ -58,6 +58,10 @@ picture_png, meta = client.predict(handle_file("cat.jpg"), model="demo-vit", met
 """
 
 
+#: the camera resolution the Live tab asks for (the browser gives the nearest it has)
+LIVE_SIZE = (320, 240)
+
+
 def photo_input(**kwargs) -> gr.Image:
     """A `gr.Image` that hands over the uploaded file untouched (its path), so that
     `attention.images.open_image` decodes it: EXIF rotation, 16-bit, transparency, and a clear message for
@@ -224,6 +228,20 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                         u.f_plot = gr.Plot(show_label=False, elem_id="faith-plot")
                         u.f_md = gr.Markdown("", elem_classes=["caption"], elem_id="faith-md")
 
+                    with gr.Tab("Live", id="live") as live_tab:
+                        gr.Markdown("The camera, live: the heatmap follows what it sees (the model and view of the "
+                                    "Attention tab; a class-specific method falls back to rollout). Allow the camera, "
+                                    "then press **Record**; press again to stop. Frames stay in this tab: nothing "
+                                    "is stored.")
+                        with gr.Row():
+                            u.live_cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                                                  elem_id="live-cam", height=360, webcam_options=gr.WebcamOptions(
+                                                      constraints={"video": {"width": {"ideal": LIVE_SIZE[0]},
+                                                                             "height": {"ideal": LIVE_SIZE[1]}}}))
+                            u.live_img = gr.Image(label="Attention, live", interactive=False, format="jpeg",
+                                                  elem_id="live-heatmap", height=360)
+                        u.live_md = gr.Markdown("", elem_classes=["caption"], elem_id="live-md")
+
                     with gr.Tab("Export", id="downloads") as export_tab:
                         gr.Markdown("The current overlay (PNG), the layer × head sheet (PNG), and every attention "
                                     "tensor as `.npz` + `.json` in the format of `python -m attention export`, "
@@ -262,7 +280,7 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         private = dict(api_visibility="private")
         for tab, tab_id in ((attention_tab, "attention"), (learn_tab, "learn"), (grid_tab, "grid"),
                             (compare_tab, "compare"), (diag_tab, "diagnostics"), (faith_tab, "faithfulness"),
-                            (export_tab, "downloads")):
+                            (export_tab, "downloads"), (live_tab, "live")):
             tab.select(h.on_tab(tab_id), None, u.page_tab, show_progress="hidden", **private)
             tab.select(None, None, None, js=f"() => {{ document.body.classList.toggle('learning', "
                                             f"{'true' if tab_id == 'learn' else 'false'}); return []; }}", **private)
@@ -315,6 +333,9 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                          trigger_mode="always_last", **private)
         u.start_layer.release(h.on_start_layer, [u.start_layer] + control_inputs, control_outputs,
                               show_progress="hidden", trigger_mode="always_last", **private)
+        # a frame every 0.1 s at most; small frames (LIVE_SIZE) keep the upload and the drawing cheap
+        u.live_cam.stream(h.on_live, [u.live_cam, u.model_state, u.view_state], [u.live_img, u.live_md],
+                          stream_every=0.1, time_limit=600, concurrency_limit=4, show_progress="hidden", **private)
         view_keys = [u.view_state, u.sha_state, u.model_state, u.image_in]
         u.heatmap.select(h.on_heatmap_click, view_keys, [u.heatmap, u.caption, u.view_state, u.method, u.query],
                          **private)
