@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from attention.lesson.figure import MIN_TEXT_PX
+from attention.lesson.figure import FIG_TEXT_PX, MIN_TEXT_PX, PRESENTER_SCALE
+from attention.lesson.learning_pictures import DRAW_SCALE
 from browser_support import CHROMIUM, ARGS, MARKS, wait_idle
 
 pytestmark = MARKS + [pytest.mark.slow]
@@ -253,5 +254,100 @@ def test_layout_lesson_visible_without_overflow_and_readable(server, browser, vi
         badges = pg.eval_on_selector_all("[data-testid=status-tracker] .error",
                                          "es => es.filter(e => e.offsetParent !== null).length")
         assert badges == 0
+    finally:
+        ctx.close()
+
+
+# the smallest text of each picture of steps 1, 3-6, in picture pixels: steps 1, 3, 4, 5 draw it at FIG_TEXT_PX
+# (x PRESENTER_SCALE in presenter mode); step 6 draws once at DRAW_SCALE for both modes
+FIGURES = {"1 · Tokens": ["learn-tokens-img", "learn-pos-img"], "3 · Heads": ["learn-heads-img", "learn-depth-img"],
+           "4 · Layers": ["learn-layers-img"], "5 · Special tokens": ["learn-prefix-img", "learn-norms-img"]}
+TRAIN_FIGURES = ["learn-train-curves", "learn-train-probes"]
+# on-screen scale of an <img> as Chromium draws it: its content box against its natural size, as object-fit
+# places it (Gradio: scale-down, never enlarged)
+SHOWN_JS = """(e) => { const s = getComputedStyle(e), w = e.clientWidth, h = e.clientHeight;
+  const fit = Math.min(w / e.naturalWidth, h / e.naturalHeight);
+  const k = {'scale-down': Math.min(1, fit), 'contain': fit, 'none': 1}[s.objectFit] ?? fit;
+  return [k, e.naturalWidth, e.naturalHeight, w, h, s.objectFit, window.devicePixelRatio]; }"""
+
+
+def shown_text(pg, elem_id: str, text_px: float) -> tuple[float, int]:
+    """(smallest text of the picture on screen in CSS px, its natural width)."""
+    sel = f"#{elem_id} img"
+    pg.wait_for_function("(s) => { const e = document.querySelector(s); return e && e.complete && e.naturalWidth; }",
+                         arg=sel)
+    k, nw, nh, w, h, fit, dpr = pg.eval_on_selector(sel, SHOWN_JS)
+    assert dpr == 1 and pg.locator(sel).is_visible(), (elem_id, dpr)
+    print(f"{elem_id}: natural {nw}x{nh}, box {w}x{h} ({fit}), shown x{k:.3f}: smallest text {k * text_px:.1f} px")
+    return k * text_px, nw
+
+
+def test_lesson_pictures_text_readable_normal_and_presenter(server, browser, shots):
+    """Steps 1, 3-6 at 1280x720: every picture's smallest text >= 14 px on screen, >= 20 px in presenter mode,
+    where steps 1, 3-5 are drawn larger and every picture is shown larger."""
+    ctx, pg = open_page(browser, server, 1280, 720)
+    try:
+        pg.get_by_role("tab", name="Learn", exact=True).click()
+        normal = {}
+        for presenter in (False, True):
+            if presenter:       # toggled on step 1 (the step on screen is redrawn)
+                pg.get_by_role("tab", name="1 · Tokens", exact=True).click()
+                settle(pg)
+                pg.locator("#presenter input[type=checkbox]").check()
+                pg.wait_for_function("() => document.body.classList.contains('presenter')")
+            for title, ids in FIGURES.items():
+                pg.get_by_role("tab", name=title, exact=True).click()
+                for elem_id in ids:
+                    if presenter:   # the presenter drawing has arrived (a larger picture)
+                        pg.wait_for_function("([s, w]) => { const e = document.querySelector(s);"
+                                             " return e && e.complete && e.naturalWidth > w; }",
+                                             arg=[f"#{elem_id} img", normal[elem_id][1]])
+                    settle(pg)
+                    text, nw = shown_text(pg, elem_id, FIG_TEXT_PX * (PRESENTER_SCALE if presenter else 1.0))
+                    assert text >= (20 if presenter else 14), f"{title} / {elem_id}: text {text:.1f} px"
+                    if presenter:
+                        assert nw > normal[elem_id][1], f"{elem_id} not drawn larger in presenter mode"
+                        assert text > normal[elem_id][0], f"{elem_id} not shown larger in presenter mode"
+                    else:
+                        normal[elem_id] = (text, nw)
+                assert_clean(pg, f"Learn / {title} (presenter {presenter})")
+                if presenter:
+                    print(shots(pg, f"learn_{title[0]}_presenter", for_readme=False))
+            pg.get_by_role("tab", name="6 · Train", exact=True).click()
+            if not presenter:       # a short run: both pictures drawn
+                box = pg.locator("#learn-train-steps input[type=number]")
+                box.fill("10")
+                box.press("Enter")
+                pg.locator("#learn-train-start").click()
+                pg.wait_for_function("() => /finished/.test(document.querySelector('#learn-train-md').innerText)")
+            settle(pg)
+            for elem_id in TRAIN_FIGURES:
+                text, nw = shown_text(pg, elem_id, FIG_TEXT_PX * DRAW_SCALE)
+                assert text >= (20 if presenter else 14), f"6 · Train / {elem_id}: text {text:.1f} px"
+                if presenter:
+                    assert text > normal[elem_id][0], f"{elem_id} not shown larger in presenter mode"
+                else:
+                    normal[elem_id] = (text, nw)
+            pg.locator("#learn-train-probes").scroll_into_view_if_needed()
+            print(shots(pg, f"learn_6_train{'_presenter' if presenter else ''}", for_readme=False))
+    finally:
+        ctx.close()
+
+
+def test_presenter_mode_toggles_cleanly_on_every_step(server, browser):
+    """Presenter mode on and off on each lesson step (step 6 included, which has nothing to redraw): no Error
+    badge, no error toast, the captions still those of the page's image and model."""
+    ctx, pg = open_page(browser, server, 1280, 720)
+    try:
+        pg.get_by_role("tab", name="Learn", exact=True).click()
+        box = pg.locator("#presenter input[type=checkbox]")
+        for title, _ in LESSON_STEPS + [("6 · Train", None)]:
+            pg.get_by_role("tab", name=title, exact=True).click()
+            settle(pg)
+            for on in (True, False):
+                box.set_checked(on)
+                pg.wait_for_function("(on) => document.body.classList.contains('presenter') === on", arg=on)
+                settle(pg)
+                assert_clean(pg, f"{title}, presenter {'on' if on else 'off'}")
     finally:
         ctx.close()

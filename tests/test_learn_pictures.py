@@ -3,6 +3,7 @@ degenerate bars drawn, and the cells of the score map coloured by the scores the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from attention.lesson.figure import MIN_TEXT_PX, PRESENTER_SCALE, Canvas, colorize, nice_ticks
 
@@ -59,3 +60,102 @@ def test_score_map_cells_carry_the_scores_colour(tmp_path):
             y, x = int(top + r * cell + cell * 0.15), int(10 + k * cell + cell * 0.15)   # a corner, not the text
             want = 0.6 * colorize(scores[r * 4 + k], "coolwarm", -3, 3).astype(float)
             assert np.abs(pic[y, x].astype(float) - want).max() <= 2, (r, k)
+
+
+# --------------------------------------------------------------------------- the lesson's matplotlib figures
+
+def _drawn(monkeypatch):
+    """Record (smallest text px, (height, width)) of every figure the lesson modules render."""
+    import attention.lesson.figure as figure
+    from attention.lesson import heads, layers, learning_pictures, special_tokens, tokens
+    seen, render = [], figure.figure_to_rgb
+
+    def record(fig):
+        a = render(fig)
+        seen.append((figure.smallest_text_px(fig), a.shape[:2]))
+        return a
+    for m in (heads, layers, learning_pictures, special_tokens, tokens):
+        monkeypatch.setattr(m, "figure_to_rgb", record)
+    return seen
+
+
+def test_lesson_figures_are_drawn_at_their_box_with_text_of_at_least_15_px(monkeypatch):
+    """Steps 1, 3, 4, 5: each picture fits the box the lesson shows it in at 1280x720 (so it is not shrunk) and
+    sets no text below FIG_TEXT_PX; in presenter mode it is larger, within its presenter box, text x 1.4."""
+    import torch
+
+    from attention.capture import capture
+    from attention.diagnostics import head_stats
+    from attention.lesson.figure import FIG_TEXT_PX
+    from attention.lesson.heads import HEADS_BOX, HEADS_PRESENTER_BOX, distance_vs_depth_picture, heads_picture
+    from attention.lesson.layers import LAYERS_BOX, LAYERS_PRESENTER_BOX, layer_maps, raw_vs_rollout_picture
+    from attention.lesson.special_tokens import (SPECIAL_BOX, SPECIAL_PRESENTER_BOX, high_norm_tokens, norms_picture,
+                                                 prefix_attention, special_tokens_picture, token_norms)
+    from attention.lesson.tokens import (TOKENS_BOX, TOKENS_PRESENTER_BOX, model_input_image, position_picture,
+                                         position_similarity, token_sequence, tokens_picture)
+    from attention.models import demo_names, load_model
+    if "demo-vit" not in demo_names():
+        pytest.skip("assets/demo-vit.safetensors missing")
+    lm = load_model("demo-vit")
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64)
+    res = capture(lm.model, x)
+    view = model_input_image(x)
+    seq = token_sequence(lm.model, x)
+    tn = token_norms(lm.model, x)
+    pictures = [(TOKENS_BOX, TOKENS_PRESENTER_BOX, lambda s: tokens_picture(x, seq, scale=s)),
+                (TOKENS_BOX, TOKENS_PRESENTER_BOX, lambda s: position_picture(position_similarity(lm.model), scale=s)),
+                (HEADS_BOX, HEADS_PRESENTER_BOX, lambda s: heads_picture(res, 3, (2, 5), view, scale=s)),
+                (HEADS_BOX, HEADS_PRESENTER_BOX,
+                 lambda s: distance_vs_depth_picture(head_stats(res), res.maps[3].layout, 3, scale=s)),
+                (LAYERS_BOX, LAYERS_PRESENTER_BOX, lambda s: raw_vs_rollout_picture(layer_maps(res), view, scale=s)),
+                (SPECIAL_BOX, SPECIAL_PRESENTER_BOX, lambda s: special_tokens_picture(prefix_attention(res), scale=s)),
+                (SPECIAL_BOX, SPECIAL_PRESENTER_BOX, lambda s: norms_picture(tn, high_norm_tokens(tn), scale=s))]
+    seen = _drawn(monkeypatch)
+    for box, presenter_box, draw in pictures:
+        sizes = []
+        for scale, (bw, bh) in ((1.0, box), (PRESENTER_SCALE, presenter_box)):
+            pic = draw(scale)
+            text, shape = seen[-1]
+            assert shape == pic.shape[:2] and pic.std() > 5
+            assert text == pytest.approx(FIG_TEXT_PX * scale, abs=0.05), (draw, scale, text)
+            assert pic.shape[1] <= bw and pic.shape[0] <= bh, (draw, scale, pic.shape, (bw, bh))
+            sizes.append(pic.shape[:2])
+        assert sizes[1][0] > sizes[0][0] and sizes[1][1] > sizes[0][1]            # presenter: drawn larger
+
+
+def test_special_tokens_numbers_are_multiples_of_uniform_attention():
+    """The "→ CLS" table prints each weight over 1/num_tokens with two significant digits: 0.0123 next to a uniform
+    1/65 = 0.0154 reads 0.80, comparable to the stated 1 = uniform (0.00-0.02 with two decimals was not)."""
+    from attention.lesson.special_tokens import times_uniform
+    u = 1 / 65
+    for w, shown in ((0.0123, "0.80"), (0.0154, "1.0"), (0.0307, "2.0"), (0.4, "26"), (0.0005, "0.03")):
+        assert times_uniform(w / u) == shown
+        assert abs(float(shown) * u - w) <= 0.05 * w + 0.005 * u              # two significant digits
+    assert times_uniform(float("nan")) == ""
+
+
+def test_training_pictures_are_drawn_for_presenter_mode(monkeypatch):
+    """Step 6's pictures are redrawn by a timer that does not know presenter mode: drawn at DRAW_SCALE (text
+    21 px, 598 px wide), so the 1280x720 box (465 px wide) shows them at 0.78 (text >= 16 px)."""
+    from types import SimpleNamespace
+
+    from attention.lesson.figure import FIG_TEXT_PX
+    from attention.lesson.learning_pictures import DRAW_SCALE, curves_picture, probes_picture
+    seen = _drawn(monkeypatch)
+    history = SimpleNamespace(step=[1, 2, 3], loss=[1.6, 1.2, 0.9], acc=[0.2, 0.4, 0.5])
+    snaps = [SimpleNamespace(step=k, pointing_game=0.2 * k, rollout=np.random.default_rng(k).random((5, 8, 8)),
+                             hits=[True, False, True, True, False]) for k in (0, 2)]
+    state = SimpleNamespace(history=history, total_steps=10, step=3, status="running", snapshots=snaps)
+
+    class Probes:                        # the probe images of a run: five 64x64 pictures and their classes
+        images = np.zeros((5, 64, 64, 3), np.uint8) + 90
+        label_names = ["circle", "square", "triangle", "cross", "star"]
+
+        def __len__(self):
+            return 5
+    probes = Probes()
+    for pic in (curves_picture(state), probes_picture(probes, snaps)):
+        assert seen[-1][0] == pytest.approx(FIG_TEXT_PX * DRAW_SCALE, abs=0.05)
+        assert pic.shape[1] == 598 and pic.shape[0] <= 598
+        assert 465 / pic.shape[1] * FIG_TEXT_PX * DRAW_SCALE >= 16

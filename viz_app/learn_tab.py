@@ -45,7 +45,8 @@ body.presenter .katex { font-size: 1.3em !important; }
 #learn-nav { align-items: center; }
 #learn-nav .prose p { margin: 0; font-size: 0.9rem; }
 /* the lesson on a projector: the input column narrows while the Learn tab is open (presenter mode hides it),
-   the pictures are shown at their own size (text >= 14 px at 1280x720) */
+   the pictures are drawn at the size of their box and shown at their own size (text >= 14 px at 1280x720;
+   steps 1, 3, 4, 5 size them from the boxes below, attention/lesson: TOKENS_BOX, HEADS_BOX, ...) */
 body.learning #input-column { max-width: 250px !important; min-width: 250px !important; }
 body.learning #intro { display: none; }
 #learn-part .wrap { flex-wrap: nowrap; gap: 4px; }
@@ -54,6 +55,8 @@ body.learning #intro { display: none; }
 body.presenter #intro, body.presenter #notice { display: none !important; }
 body.presenter .learn-fig { height: 600px !important; }
 body.presenter .learn-fig-wide { height: 620px !important; }
+/* step 3's pictures are wide and low: their presenter box keeps the explanation below them on the screen */
+body.presenter #learn-heads-img.learn-fig, body.presenter #learn-depth-img.learn-fig { height: 430px !important; }
 """
 
 # Shift + arrow keys move the lesson's query patch (when no text field has the focus).
@@ -190,7 +193,7 @@ class LearnHandlers:
         try:
             key = self._key(session, model, sha, image)
             if step == "learn-tokens":
-                pic, pos, md = lesson.tokens(session, model, sha, image)
+                pic, pos, md = lesson.tokens(session, model, sha, image, scale=scale)
                 return dict(zip(L.tokens_step.outputs, [pic, pos, _signed(md, key)]))
             if step == "learn-query":
                 out = {L.pick: lesson.picker(session, model, sha, choice, image)}
@@ -199,13 +202,13 @@ class LearnHandlers:
                 out.update(zip(L.step_outputs, values))
                 return out
             if step == "learn-heads":
-                pic, depth, md = lesson.heads(session, model, sha, choice, image)
+                pic, depth, md = lesson.heads(session, model, sha, choice, image, scale=scale)
                 return {L.heads_img: pic, L.depth_img: depth, L.heads_md: _signed(md, key)}
             if step == "learn-layers":
-                pic, md = lesson.across_layers(session, model, sha, image)
+                pic, md = lesson.across_layers(session, model, sha, image, scale=scale)
                 return dict(zip(L.layers_step.outputs, [pic, _signed(md, key)]))
             if step == "learn-special":
-                a, b, md = lesson.special_tokens(session, model, sha, image)
+                a, b, md = lesson.special_tokens(session, model, sha, image, scale=scale)
                 return dict(zip(L.special_step.outputs, [a, b, _signed(md, key)]))
             return {}
         except Exception as e:  # noqa: BLE001 - not defined for this model, no image yet, ...
@@ -265,7 +268,8 @@ class LearnHandlers:
             out = {} if step is None else {self.ui.step: s}
             out.update(self.compute(s, _session(request), model, sha, image,
                                     self._choice(layer, head, token, row, col, temperature), bool(presenter)))
-            return out
+            # nothing to redraw (step 6 draws its own pictures): an empty dict would read as one output value
+            return out or gr.skip()
         return timed(handler)
 
     def on_nav(self, delta: int):
@@ -437,7 +441,7 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
             L.tokens_step = _picture_step(STEPS[0][1], "learn-tokens", "Show how this image becomes tokens",
                                           [("Patches and the token sequence", "learn-tokens-img"),
                                            ("Position embeddings: similarity of each patch's to all others",
-                                            "learn-pos-img")], height=430)
+                                            "learn-pos-img")], height=520)
 
             # ---------------------------------------------------------------- 2 one query
             with gr.Tab(STEPS[1][1], id="learn-query") as tab_query:
@@ -497,7 +501,7 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                                           [("Raw attention and rollout, layer by layer", "learn-layers-img")])
             L.special_step = _picture_step(STEPS[4][1], "learn-special", "Show the special tokens",
                                            [("CLS / DIST / register tokens", "learn-prefix-img"),
-                                            ("Token norms: high-norm tokens", "learn-norms-img")], height=430)
+                                            ("Token norms: high-norm tokens", "learn-norms-img")], height=520)
 
             # ---------------------------------------------------------------- 6 watch it learn
             with gr.Tab(STEPS[5][1], id="learn-train") as tab_train:
@@ -514,10 +518,11 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                 L.train_bar = gr.HTML(progress_bar(None), elem_id="learn-train-bar")
                 L.train_md = _md(describe(None), elem_id="learn-train-md")
                 with gr.Row():
+                    # drawn for presenter mode (learning_pictures.DRAW_SCALE), shown here at about 0.78 of that
                     L.train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves",
-                                          height=360)
+                                          height=405)
                     L.train_probes = _pic("Attention (rollout) on the probes as training goes", "learn-train-probes",
-                                          height=360)
+                                          height=405)
                 L.train_timer = gr.Timer(1.5, active=False)
                 L.train_seen = gr.State(0)
 

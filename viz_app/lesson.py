@@ -161,8 +161,8 @@ class Lesson:
 
     # ------------------------------------------------------------------ step 1: image to tokens
     @user_facing
-    def tokens(self, session: str, model_name: str, sha: Optional[str], image=None):
-        """(tokens picture, position-embedding picture, Markdown)."""
+    def tokens(self, session: str, model_name: str, sha: Optional[str], image=None, scale: float = 1.0):
+        """(tokens picture, position-embedding picture, Markdown); ``scale``: presenter mode draws larger."""
         from attention.lesson.tokens import position_picture, position_similarity, token_sequence, tokens_picture
         a = self.analysis(session, model_name, sha, image)
         loaded = self.cb.manager.get(a.model_key)
@@ -170,13 +170,13 @@ class Lesson:
         try:
             seq = token_sequence(model, a.prepared)
         except MethodNotDefinedError as e:
-            return message_picture(str(e)), None, f"**Not defined for this model.** {e}"
+            return message_picture(str(e), scale=scale), None, f"**Not defined for this model.** {e}"
         config = getattr(loaded.preprocess, "config", {})     # de-normalise: the exact pixels fed to the model
-        pic = tokens_picture(a.prepared, seq, config.get("mean"), config.get("std"))
+        pic = tokens_picture(a.prepared, seq, config.get("mean"), config.get("std"), scale=scale)
         try:
-            pos = position_picture(position_similarity(model, seq.grid))
+            pos = position_picture(position_similarity(model, seq.grid), scale=scale)
         except MethodNotDefinedError as e:
-            pos = message_picture(str(e))
+            pos = message_picture(str(e), scale=scale)
         gh, gw = seq.grid
         sy, sx = seq.layout.stride
         md = (f"**From image to tokens.** The {seq.input_hw[1]}×{seq.input_hw[0]} input is cut into {gh}×{gw} patches of "
@@ -272,8 +272,9 @@ class Lesson:
 
     # ------------------------------------------------------------------ step 3: many heads
     @user_facing
-    def heads(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None):
-        """(heads picture, distance-vs-depth picture, Markdown)."""
+    def heads(self, session: str, model_name: str, sha: Optional[str], choice: QueryChoice, image=None,
+              scale: float = 1.0):
+        """(heads picture, distance-vs-depth picture, Markdown); ``scale``: presenter mode draws larger."""
         from attention.diagnostics import head_stats
         a = self.analysis(session, model_name, sha, image)
         layers = self.layers(a)
@@ -283,9 +284,9 @@ class Lesson:
         index = a.result.maps.index(layers[k])
         query = choice.query()
         dist = query_distance(layers[k], query)
-        pic = heads_picture(a.result, index, query, model_view(a), distances=dist)
+        pic = heads_picture(a.result, index, query, model_view(a), distances=dist, scale=scale)
         stats = self.cached(session, a, ("head_stats",), lambda: head_stats(a.result))
-        depth = distance_vs_depth_picture(stats, layers[k].layout, highlight_layer=k)
+        depth = distance_vs_depth_picture(stats, layers[k].layout, highlight_layer=k, scale=scale)
         d = stats.mean_distance
         u = uniform_distance(layers[k].layout)
         lo = np.unravel_index(np.nanargmin(d), d.shape)
@@ -302,11 +303,11 @@ class Lesson:
 
     # ------------------------------------------------------------------ step 4: across layers
     @user_facing
-    def across_layers(self, session: str, model_name: str, sha: Optional[str], image=None):
-        """(raw vs rollout picture, Markdown)."""
+    def across_layers(self, session: str, model_name: str, sha: Optional[str], image=None, scale: float = 1.0):
+        """(raw vs rollout picture, Markdown); ``scale``: presenter mode draws larger."""
         a = self.analysis(session, model_name, sha, image)
         maps = self.cached(session, a, ("layer_maps",), lambda: layer_maps(a.result))
-        pic = raw_vs_rollout_picture(maps, model_view(a))
+        pic = raw_vs_rollout_picture(maps, model_view(a), scale=scale)
 
         def peak(m):
             return 100 * float(m.max() / max(m.sum(), 1e-12))
@@ -322,8 +323,8 @@ class Lesson:
 
     # ------------------------------------------------------------------ step 5: special tokens
     @user_facing
-    def special_tokens(self, session: str, model_name: str, sha: Optional[str], image=None):
-        """(prefix-token picture, token-norm picture, Markdown)."""
+    def special_tokens(self, session: str, model_name: str, sha: Optional[str], image=None, scale: float = 1.0):
+        """(prefix-token picture, token-norm picture, Markdown); ``scale``: presenter mode draws larger."""
         from attention.lesson.special_tokens import (high_norm_tokens, norms_picture, prefix_attention,
                                                      special_tokens_picture, token_norms)
         a = self.analysis(session, model_name, sha, image)
@@ -331,17 +332,17 @@ class Lesson:
         parts = []
         try:
             pa = prefix_attention(a.result)
-            prefix_pic = special_tokens_picture(pa)
+            prefix_pic = special_tokens_picture(pa, scale=scale)
         except MethodNotDefinedError as e:
-            prefix_pic = message_picture(str(e))
+            prefix_pic = message_picture(str(e), scale=scale)
             parts.append(str(e))
         try:
             tn = self.cached(session, a, ("token_norms",), lambda: token_norms(model, a.prepared.tensor))
             flags = high_norm_tokens(tn)
-            norm_pic = norms_picture(tn, flags)
+            norm_pic = norms_picture(tn, flags, scale=scale)
             parts.append(flags.describe().replace("\n", "  \n"))
         except MethodNotDefinedError as e:
-            norm_pic = message_picture(str(e))
+            norm_pic = message_picture(str(e), scale=scale)
             parts.append(str(e))
         md = ("**Special tokens.** CLS (and DIST, registers) are learned tokens with no patch of their own: they "
               "gather information from the patches (left: what they attend to per layer, and how much attention the "

@@ -5,6 +5,10 @@ it is thread-safe and leaves no global state, so concurrent app requests cannot 
 other's figures.
 
 - `new_figure(width, height)`: a `Figure` in inches at `DPI`, constrained layout.
+- `px_figure(width, height)`, `px_canvas(width, height)`, `pt(px, scale)`, `wrap_px(text, width, px)`: figures
+  sized in pixels with fonts set in pixels: each lesson figure is drawn at about the size the lesson shows it at
+  1280×720 (its box), so a font of N px in it reaches the screen at N px; its smallest text is `FIG_TEXT_PX`
+  (x `PRESENTER_SCALE` in presenter mode, drawn larger for a larger box). `smallest_text_px(fig)` checks it.
 - `figure_to_rgb(fig)`: render it to an (H, W, 3) uint8 array.
 - `message_picture(text)`: a picture that only says something (a step is not defined for a model).
 - `stack_pictures(pictures)`: several pictures one above the other (or side by side).
@@ -17,7 +21,6 @@ other's figures.
 from __future__ import annotations
 
 import functools
-import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
@@ -37,6 +40,75 @@ def new_figure(width: float, height: float, constrained: bool = True) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
 
 
+# fonts of the lesson figures in pixels (at scale 1: the 1280×720 layout; presenter mode multiplies them)
+FIG_TEXT_PX = 15      # the smallest: tick labels, notes, numbers in cells
+FIG_LABEL_PX = 16     # axis labels, panel titles
+FIG_TITLE_PX = 18     # figure titles
+BUTTONS_PX = 64       # Gradio's download and full-screen buttons over a picture's top-right corner (CSS px, about
+                      # 26 high): the first line of a title is left-aligned and stops short of them
+
+
+def pt(px: float, scale: float = 1.0) -> float:
+    """The matplotlib font size (points) of text `px` x `scale` pixels high in a figure at `DPI`."""
+    return px * scale * 72.0 / DPI
+
+
+def px_figure(width: float, height: float, constrained: bool = True) -> Figure:
+    """A figure of `width` x `height` pixels (rounded)."""
+    return new_figure(round(width) / DPI, round(height) / DPI, constrained)
+
+
+def fit_size(base: tuple[float, float], scale: float, cap: tuple[float, float]) -> tuple[int, int]:
+    """(width, height) px of a lesson figure: its 1280×720 box `base` x `scale`, within `cap` (its box in
+    presenter mode, which is not PRESENTER_SCALE x larger everywhere)."""
+    return int(min(base[0] * scale, cap[0])), int(min(base[1] * scale, cap[1]))
+
+
+def px_canvas(width: float, height: float):
+    """(figure, axes) of `width` x `height` pixels whose one axes covers it in pixel coordinates (x right, y
+    down): for pictures laid out by hand (pass ``aspect="auto"`` to imshow)."""
+    fig = px_figure(width, height, constrained=False)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_xlim(0, round(width))
+    ax.set_ylim(round(height), 0)
+    ax.set_autoscale_on(False)
+    ax.set_axis_off()
+    return fig, ax
+
+
+def wrap_px(text: str, width: float, px: float, bold: bool = False, first: Optional[float] = None) -> str:
+    """`text` broken at spaces so that no line is wider than `width` pixels at `px` (DejaVu Sans, which
+    matplotlib draws with), the first one not wider than `first` (clear of the buttons: `BUTTONS_PX`);
+    existing line breaks are kept."""
+    f = font(int(round(px)), bold)
+    lines = []
+    for para in str(text).split("\n"):
+        line = ""
+        for word in para.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and f.getlength(trial) > (width if lines or first is None else min(width, first)):
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def smallest_text_px(fig: Figure) -> float:
+    """The smallest font (pixels) among the texts `fig` draws, tick labels included (draw it first: matplotlib
+    makes the tick labels when drawing); an axis switched off draws none of its own."""
+    from matplotlib.text import Text
+    hidden = set()
+    for ax in fig.get_axes():
+        if not ax.axison:
+            for axis in (ax.xaxis, ax.yaxis):
+                hidden.update(id(t) for t in axis.findobj(Text))
+    sizes = [t.get_fontsize() * DPI / 72.0 for t in fig.findobj(Text)
+             if id(t) not in hidden and t.get_visible() and t.get_text().strip()]
+    return float(min(sizes)) if sizes else float("inf")
+
+
 def figure_to_rgb(fig: Figure) -> np.ndarray:
     """Render `fig` with the Agg backend and return its pixels as an (H, W, 3) uint8 array."""
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
@@ -45,15 +117,22 @@ def figure_to_rgb(fig: Figure) -> np.ndarray:
     return np.ascontiguousarray(rgba[..., :3]).copy()
 
 
-def message_picture(text: str, width: float = 10.0, height: float = 3.0, title: str = "") -> np.ndarray:
-    """An RGB picture that shows only `text` (wrapped), for a step that is not defined for a model."""
-    fig = new_figure(width, height)
+def message_picture(text: str, width: float = 3.0, height: float = 2.0, title: str = "",
+                    scale: float = 1.0) -> np.ndarray:
+    """An RGB picture that shows only `text` (wrapped), for a step that is not defined for a model; `width`
+    and `height` in inches (the height grows to fit the text). The lesson may show it in a box as narrow as
+    300 px: its text is sized to stay >= FIG_LABEL_PX x `scale` there."""
+    W = width * DPI
+    px = FIG_LABEL_PX * scale * max(1.0, W / 300.0)
+    wrapped = wrap_px(str(text), W - px, px)
+    title_px = px * FIG_TITLE_PX / FIG_LABEL_PX
+    need = (wrapped.count("\n") + 1) * px * 1.3 + (2 * title_px if title else 0) + 2 * px
+    fig = new_figure(width, max(height, need / DPI))
     ax = fig.add_subplot()
     ax.set_axis_off()
-    wrapped = "\n".join(textwrap.fill(p, width=int(width * 6.5)) for p in str(text).split("\n"))
-    ax.text(0.5, 0.5, wrapped, ha="center", va="center", fontsize=LABEL_SIZE, transform=ax.transAxes)
+    ax.text(0.5, 0.5, wrapped, ha="center", va="center", fontsize=pt(px), transform=ax.transAxes)
     if title:
-        fig.suptitle(title, fontsize=TITLE_SIZE)
+        fig.suptitle(title, fontsize=pt(title_px))
     return figure_to_rgb(fig)
 
 
@@ -187,6 +266,8 @@ def resized(view: np.ndarray, width: int, height: int, smooth: bool = True) -> n
                       interpolation=cv2.INTER_LINEAR if smooth else cv2.INTER_NEAREST)
 
 
-__all__ = ["DPI", "TITLE_SIZE", "LABEL_SIZE", "TEXT_SIZE", "SMALL_SIZE", "new_figure", "figure_to_rgb",
+__all__ = ["DPI", "TITLE_SIZE", "LABEL_SIZE", "TEXT_SIZE", "SMALL_SIZE", "FIG_TEXT_PX", "FIG_LABEL_PX", "FIG_TITLE_PX",
+           "BUTTONS_PX", "pt", "px_figure", "px_canvas", "fit_size", "wrap_px", "smallest_text_px", "new_figure",
+           "figure_to_rgb",
            "message_picture", "stack_pictures", "MIN_TEXT_PX", "PRESENTER_SCALE", "Canvas", "font", "colorize",
            "nice_ticks", "resized"]

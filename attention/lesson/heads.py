@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import numpy as np
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from ..capture import AttentionMap, CaptureResult
 from ..diagnostics import HeadStats, token_centres
 from ..layout import TokenLayout
 from ..methods.queries import Query, query_indices
-from .figure import LABEL_SIZE, TEXT_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, font, px_canvas,
+                     px_figure, pt, wrap_px)
 
 
 def _centres(layout: TokenLayout) -> np.ndarray:
@@ -46,63 +49,93 @@ def query_distance(m: AttentionMap, query: Union[tuple[int, int], str], item: in
     return a @ d
 
 
+# the pictures' box in the lesson at 1280x720 and in presenter mode (width, height px)
+HEADS_BOX, HEADS_PRESENTER_BOX = (465, 298), (598, 428)
+
+
 def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndarray,
-                  distances: Optional[np.ndarray] = None, item: int = 0, cmap: str = "inferno") -> np.ndarray:
+                  distances: Optional[np.ndarray] = None, item: int = 0, cmap: str = "inferno",
+                  scale: float = 1.0) -> np.ndarray:
     """One panel per head: the captured attention of `query` in layer `layer` (index into
-    ``result.maps``) over the patch grid, on `view` (the model's input, (H, W, 3) uint8)."""
+    ``result.maps``) over the patch grid, on `view` (the model's input, (H, W, 3) uint8). Drawn at its
+    size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
     from ..methods.raw import raw_attention
     m = result.maps[layer]
     H = m.num_heads
     maps = [raw_attention(result, layer, h, query)[item].float().numpy() for h in range(H)]
     dist = query_distance(m, query, item) if distances is None else distances
-    cols = min(H, 6)
-    rows = -(-H // cols)
-    fig = new_figure(3.6 * cols, 3.9 * rows + 0.6)
-    Hh, Ww = view.shape[:2]
-    for h, a in enumerate(maps):
-        ax = fig.add_subplot(rows, cols, h + 1)
-        ax.imshow(view, extent=(0, Ww, Hh, 0))
-        ax.imshow(a, extent=(0, Ww, Hh, 0), cmap=cmap, alpha=0.65, interpolation="nearest")
-        if not isinstance(query, str):
-            r, c = query
-            gh, gw = a.shape
-            ax.plot([(c + 0.5) * Ww / gw], [(r + 0.5) * Hh / gh], marker="s", markersize=10,
-                    markerfacecolor="none", markeredgecolor="#ff2d55", markeredgewidth=3)
-        title = f"head {h}"
-        if np.isfinite(dist[h]):
-            title += f" · {dist[h]:.0f} px"
-        ax.set_title(title, fontsize=LABEL_SIZE)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fw, fh = fit_size(HEADS_BOX, scale, HEADS_PRESENTER_BOX)
+    f, tit = FIG_TEXT_PX * scale, FIG_TITLE_PX * scale
+    pad, gap = 6 * scale, 6 * scale
     q = "CLS" if query in ("auto", "cls") else (query.upper() if isinstance(query, str) else f"patch {tuple(query)}")
-    fig.suptitle(f"layer {layer}: where {q} looks, head by head (px: this query's attention distance)",
-                 fontsize=TITLE_SIZE)
+    what = " (px: this query's attention distance)" if not isinstance(query, str) else ""
+    title = wrap_px(f"layer {layer}: where {q} looks, head by head{what}", fw - 2 * pad, tit,
+                    first=fw - pad - BUTTONS_PX)
+    top = pad + (title.count("\n") + 1) * tit * 1.2 + 4 * scale
+    label_h = f * 1.3
+    # the number of columns that makes the maps largest in the space left
+    Hh, Ww = view.shape[:2]
+
+    def side_for(cols: int) -> float:
+        rows = -(-H // cols)
+        return min((fw - 2 * pad - (cols - 1) * gap) / cols,
+                   ((fh - top - pad - (rows - 1) * gap) / rows - label_h) * Ww / Hh)
+    cols = max(range(1, H + 1), key=side_for)
+    rows = -(-H // cols)
+    mw = side_for(cols)
+    mh = mw * Hh / Ww
+    x_start = (fw - cols * mw - (cols - 1) * gap) / 2
+    fig, ax = px_canvas(fw, min(fh, top + rows * (mh + label_h + gap) - gap + pad))   # no empty rows below
+    ax.text(pad, pad, title, fontsize=pt(tit), ha="left", va="top")
+    small = font(int(round(f)))
+    for h, a in enumerate(maps):
+        r, c = divmod(h, cols)
+        x0, y0 = x_start + c * (mw + gap), top + r * (mh + label_h + gap) + label_h
+        ax.imshow(view, extent=(x0, x0 + mw, y0 + mh, y0), aspect="auto")
+        ax.imshow(a, extent=(x0, x0 + mw, y0 + mh, y0), cmap=cmap, alpha=0.65, interpolation="nearest", aspect="auto")
+        if not isinstance(query, str):
+            qr, qc = query
+            gh, gw = a.shape
+            ax.add_patch(Rectangle((x0 + qc * mw / gw, y0 + qr * mh / gh), mw / gw, mh / gh, fill=False,
+                                   ec="#ff2d55", lw=2.0 * scale))
+        # the longest label that fits over the map
+        d = f" · {dist[h]:.0f} px" if np.isfinite(dist[h]) else ""
+        label = next((t for t in (f"head {h}{d}", f"{h}{d}", f"head {h}", str(h))
+                      if small.getlength(t) <= mw - 4 * scale), str(h))
+        ax.text(x0 + mw / 2, y0 - 2 * scale, label, fontsize=pt(f), ha="center", va="bottom")
     return figure_to_rgb(fig)
 
 
 def distance_vs_depth_picture(stats: HeadStats, layout: Optional[TokenLayout] = None,
-                              highlight_layer: Optional[int] = None) -> np.ndarray:
-    """ViT Fig. 7: each head's mean attention distance (input pixels) against its layer."""
+                              highlight_layer: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
+    """ViT Fig. 7: each head's mean attention distance (input pixels) against its layer; drawn at its size in
+    the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
     d = stats.mean_distance
-    fig = new_figure(9.0, 5.5)
+    fw, fh = fit_size(HEADS_BOX, scale, HEADS_PRESENTER_BOX)
+    f, lab = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale
+    fig = px_figure(fw, fh)
     ax = fig.add_subplot()
     L, Hmax = d.shape
     for l in range(L):
         ys = d[l][np.isfinite(d[l])]
-        ax.scatter(np.full(len(ys), l), ys, s=90, color="#d62728" if l == highlight_layer else "#1f77b4",
+        ax.scatter(np.full(len(ys), l), ys, s=(7 * scale) ** 2, color="#d62728" if l == highlight_layer else "#1f77b4",
                    alpha=0.85, edgecolors="black", linewidths=0.5, zorder=3)
     if layout is not None:
         u = uniform_distance(layout)
-        ax.axhline(u, color="gray", linestyle="--", linewidth=2, label=f"uniform attention: {u:.0f} px")
-        ax.legend(fontsize=TEXT_SIZE, loc="lower right")
-    ax.set_xlabel("layer (depth)", fontsize=LABEL_SIZE)
-    ax.set_ylabel("mean attention distance (px)", fontsize=LABEL_SIZE)
-    ax.set_xticks(range(L))
-    ax.tick_params(labelsize=TEXT_SIZE)
+        ax.axhline(u, color="gray", linestyle="--", linewidth=2, label=f"uniform: {u:.0f} px")
+        ax.legend(fontsize=pt(f), loc="lower right")
+    ax.set_xlabel("layer (depth)", fontsize=pt(lab))
+    ax.set_ylabel("mean attention\ndistance (px)", fontsize=pt(lab))
+    # at most about 8 layer ticks: 15 px labels of a 24-layer model would run into each other
+    ax.set_xticks(range(0, L, max(1, int(np.ceil(L / 8)))))
+    ax.yaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+    ax.tick_params(labelsize=pt(f))
     top = np.nanmax(d) if np.isfinite(d).any() else 1.0
     ax.set_ylim(0, 1.12 * max(top, uniform_distance(layout) if layout is not None else 0.0))
     ax.grid(alpha=0.3)
-    ax.set_title("local heads sit low, global heads high (one dot per head)", fontsize=LABEL_SIZE)
+    fig.suptitle(wrap_px("one dot per head: local heads sit low, global heads high", fw - 12 * scale, lab,
+                         first=fw - 6 * scale - BUTTONS_PX),
+                 fontsize=pt(lab), x=6 * scale / fw, ha="left")
     return figure_to_rgb(fig)
 
 

@@ -16,7 +16,8 @@ from ..capture import CaptureResult
 from ..methods.queries import Query
 from ..methods.raw import raw_attention
 from ..methods.rollout import rollout, rollout_layers
-from .figure import LABEL_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, font, px_canvas, pt,
+                     wrap_px)
 
 MAX_COLUMNS = 12
 
@@ -42,33 +43,57 @@ def layer_maps(result: CaptureResult, query: Query = "auto", item: int = 0) -> L
     return LayerMaps(layers, raw, with_i, without)
 
 
-def _columns(n: int) -> list[int]:
-    if n <= MAX_COLUMNS:
+def _columns(n: int, most: int = MAX_COLUMNS) -> list[int]:
+    most = max(2, min(most, MAX_COLUMNS))
+    if n <= most:
         return list(range(n))
-    return sorted(set(np.linspace(0, n - 1, MAX_COLUMNS).round().astype(int).tolist()))
+    return sorted(set(np.linspace(0, n - 1, most).round().astype(int).tolist()))
 
 
-def raw_vs_rollout_picture(maps: LayerMaps, view: np.ndarray, cmap: str = "inferno") -> np.ndarray:
-    """Rows: raw attention, rollout, rollout without the identity; columns: layers."""
-    cols = _columns(len(maps.layers))
-    rows = [("raw attention", maps.raw), ("rollout", maps.rollout), ("rollout, no identity", maps.rollout_no_identity)]
-    fig = new_figure(2.4 * len(cols) + 2.2, 2.7 * len(rows) + 0.8)
+# the picture's box in the lesson at 1280x720 and in presenter mode (width, height px)
+LAYERS_BOX, LAYERS_PRESENTER_BOX = (465, 468), (598, 598)
+MIN_MAP_PX = 64            # a map narrower than this would be a blur on the projector: fewer layers are shown
+
+
+def raw_vs_rollout_picture(maps: LayerMaps, view: np.ndarray, cmap: str = "inferno", scale: float = 1.0) -> np.ndarray:
+    """Rows: raw attention, rollout, rollout without the identity; columns: layers (evenly chosen where they do
+    not all fit). Drawn at its size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x
+    `scale` pixels."""
+    fw, fh = fit_size(LAYERS_BOX, scale, LAYERS_PRESENTER_BOX)
+    f, lab, tit = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale, FIG_TITLE_PX * scale
+    pad, gap = 6 * scale, 6 * scale
+    rows = [("raw attention", maps.raw), ("rollout", maps.rollout), ("no identity", maps.rollout_no_identity)]
+    small = font(int(round(f)))
+    left = lab * 1.4                                          # the row labels, turned
+    cols = _columns(len(maps.layers), int((fw - 2 * pad - left + gap) // (MIN_MAP_PX * scale + gap)))
+    n = len(cols)
+    shown = "" if n == len(maps.layers) else f", {n} of {len(maps.layers)} layers"
+    title = wrap_px(f"raw attention vs. rollout (max: the top patch's share{shown})", fw - 2 * pad, tit,
+                    first=fw - pad - BUTTONS_PX)
+    top = pad + (title.count("\n") + 1) * tit * 1.2 + f * 1.3 + 2 * scale
+    cap = f * 1.25
     H, W = view.shape[:2]
+    side = min((fw - 2 * pad - left - (n - 1) * gap) / n, ((fh - top - pad) / 3 - cap - gap) * W / H)
+    mh = side * H / W
+    fh = min(fh, top + 3 * (mh + cap + gap) - gap + pad)      # no empty space below
+    fig, ax = px_canvas(fw, fh)
+    ax.text(pad, pad, title, fontsize=pt(tit), ha="left", va="top")
+    x_start = pad + left + (fw - 2 * pad - left - n * side - (n - 1) * gap) / 2
     for r, (label, stack) in enumerate(rows):
+        y0 = top + r * (mh + cap + gap)
+        ax.text(x_start - 4 * scale, y0 + mh / 2, label, fontsize=pt(lab), rotation=90, ha="right", va="center")
         for c, k in enumerate(cols):
-            ax = fig.add_subplot(len(rows), len(cols), r * len(cols) + c + 1)
+            x0 = x_start + c * (side + gap)
             a = stack[k]
-            ax.imshow(view, extent=(0, W, H, 0))
-            ax.imshow(a, extent=(0, W, H, 0), cmap=cmap, alpha=0.65, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.imshow(view, extent=(x0, x0 + side, y0 + mh, y0), aspect="auto")
+            ax.imshow(a, extent=(x0, x0 + side, y0 + mh, y0), cmap=cmap, alpha=0.65, interpolation="nearest",
+                      aspect="auto")
             if r == 0:
-                ax.set_title(f"layer {k}", fontsize=LABEL_SIZE)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=LABEL_SIZE - 2)
-            ax.text(0.03, 0.04, f"max {100 * a.max() / max(a.sum(), 1e-12):.0f}%", transform=ax.transAxes,
-                    fontsize=LABEL_SIZE - 6, color="white", bbox=dict(facecolor="black", alpha=0.5, pad=1))
-    fig.suptitle("raw attention vs. rollout (max: the top patch's share)", fontsize=TITLE_SIZE)
+                ax.text(x0 + side / 2, y0 - 3 * scale, f"layer {k}" if small.getlength("layer 00") <= side
+                        else str(k), fontsize=pt(f), ha="center", va="bottom")
+            share = f"{100 * a.max() / max(a.sum(), 1e-12):.0f}%"
+            ax.text(x0 + side / 2, y0 + mh + 1 * scale, f"max {share}" if small.getlength(f"max {share}") <= side
+                    else share, fontsize=pt(f), ha="center", va="top")
     return figure_to_rgb(fig)
 
 

@@ -5,41 +5,54 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-from .figure import LABEL_SIZE, TEXT_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, PRESENTER_SCALE, figure_to_rgb, font, px_canvas,
+                     px_figure, pt, wrap_px)
 from .learning import ProbeSnapshot, Probes, TrainingState
 
 MAX_COLUMNS = 5
+# The step's pictures are redrawn by the training timer, which does not know about presenter mode: they are
+# drawn once for presenter mode's box (text FIG_TEXT_PX x DRAW_SCALE = 21 px), and the 1280x720 layout shows
+# them at about 0.78 of that (text >= 16 px). BOX: their size at scale 1.
+DRAW_SCALE = PRESENTER_SCALE
+BOX = (427, 371)
 
 
-def curves_picture(state: TrainingState) -> np.ndarray:
-    """Loss (left axis) and batch accuracy + the probes' pointing game (right axis) against the step."""
+def curves_picture(state: TrainingState, scale: float = DRAW_SCALE) -> np.ndarray:
+    """Loss (left axis) and batch accuracy + the probes' pointing game (right axis) against the step; every
+    text >= FIG_TEXT_PX x `scale` pixels."""
     h = state.history
-    fig = new_figure(9.0, 5.0)
+    f, lab = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale
+    fig = px_figure(BOX[0] * scale, BOX[1] * scale)
     ax = fig.add_subplot()
     if h.step:
         ax.plot(h.step, h.loss, color="#1f77b4", linewidth=2, label="loss")
-    ax.set_xlabel("training step", fontsize=LABEL_SIZE)
-    ax.set_ylabel("cross-entropy loss", fontsize=LABEL_SIZE, color="#1f77b4")
+    ax.set_xlabel("training step", fontsize=pt(lab))
+    ax.set_ylabel("loss", fontsize=pt(lab), color="#1f77b4")
     ax.set_xlim(0, max(state.total_steps, 1))
     ax.set_ylim(0, 1.08 * max(h.loss) if h.loss else 2.0)
-    ax.tick_params(labelsize=TEXT_SIZE)
+    ax.tick_params(labelsize=pt(f))
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     ax2 = ax.twinx()
     if h.step:
-        ax2.plot(h.step, _smooth(h.acc), color="#2ca02c", linewidth=2, label="accuracy (batches)")
+        ax2.plot(h.step, _smooth(h.acc), color="#2ca02c", linewidth=2, label="accuracy")
     snaps = state.snapshots
     if snaps:
         ax2.plot([s.step for s in snaps], [s.pointing_game for s in snaps], "o-", color="#d62728", linewidth=2,
-                 markersize=7, label="probes: rollout on the object")
+                 markersize=7, label="probes on object")
     ax2.set_ylim(0, 1.05)
-    ax2.set_ylabel("fraction", fontsize=LABEL_SIZE)
-    ax2.tick_params(labelsize=TEXT_SIZE)
+    ax2.set_ylabel("fraction", fontsize=pt(lab))
+    ax2.tick_params(labelsize=pt(f))
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    if lines[0] or lines2[0]:
-        ax2.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=TEXT_SIZE - 2, loc="center right")
+    if lines[0] or lines2[0]:     # under the plot: inside it, it would hide the curves at this size
+        fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=pt(f), loc="outside lower center", ncol=3,
+                   frameon=False, handlelength=1.2, columnspacing=0.8)
     ax.grid(alpha=0.3)
-    ax.set_title(f"step {state.step} / {state.total_steps} · {state.status}", fontsize=LABEL_SIZE)
+    ax.set_title(f"step {state.step} / {state.total_steps} · {state.status}", fontsize=pt(lab))
     return figure_to_rgb(fig)
 
 
@@ -64,39 +77,46 @@ def pick_snapshots(snapshots: Sequence[ProbeSnapshot], columns: int = MAX_COLUMN
 
 
 def probes_picture(probes: Probes, snapshots: Sequence[ProbeSnapshot], columns: int = MAX_COLUMNS,
-                   cmap: str = "inferno") -> np.ndarray:
+                   cmap: str = "inferno", scale: float = DRAW_SCALE) -> np.ndarray:
     """Rows: the probe images; columns: the image, then its rollout map at a few snapshots (first to latest),
-    a green frame where the map's peak is on the object."""
+    a green frame where the map's peak is on the object; every text >= FIG_TEXT_PX x `scale` pixels."""
     shown = pick_snapshots(snapshots, columns)
     P = len(probes)
     ncol = 1 + max(len(shown), 1)
-    fig = new_figure(2.3 * ncol + 0.4, 2.3 * P + 0.9)
+    fw, fh = BOX[0] * scale, BOX[1] * scale
+    f, lab = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale
+    pad, gap = 6 * scale, 5 * scale
     names = probes.label_names
+    small = font(int(round(f)))
+    title = wrap_px("rollout during training (green: its peak on the object; %: probes hit)" if shown else
+                    "press Start: the maps appear here", fw - 2 * pad, lab, bold=True,
+                    first=fw - pad - BUTTONS_PX / 0.75)          # the buttons, in the pixels of a picture shown x0.78
+    top = pad + (title.count("\n") + 1) * lab * 1.2 + 2 * f * 1.2 + 2 * scale   # the title, two lines over columns
+    name_w = max(small.getlength(n) for n in names) + 6 * scale
+    side = min((fw - 2 * pad - name_w - (ncol - 1) * gap) / ncol, (fh - top - pad - (P - 1) * gap) / P)
+    fig, ax = px_canvas(fw, min(fh, top + P * (side + gap) - gap + pad))
+    ax.text(pad, pad, title, fontsize=pt(lab), ha="left", va="top", fontweight="bold")
+    x_start = pad + name_w + (fw - 2 * pad - name_w - ncol * side - (ncol - 1) * gap) / 2
+    ax.text(x_start + side / 2, top - 3 * scale, "probe", fontsize=pt(f), ha="center", va="bottom")
+    for c, snap in enumerate(shown):
+        label = f"step {snap.step}" if small.getlength(f"step {snap.step}") <= side - 4 * scale else str(snap.step)
+        ax.text(x_start + (c + 1) * (side + gap) + side / 2, top - 3 * scale,
+                f"{label}\n{100 * snap.pointing_game:.0f}%", fontsize=pt(f), ha="center", va="bottom",
+                linespacing=1.0)
     for p in range(P):
-        ax = fig.add_subplot(P, ncol, p * ncol + 1)
-        ax.imshow(probes.images[p], interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(names[p], fontsize=LABEL_SIZE - 2)
-        if p == 0:
-            ax.set_title("probe", fontsize=LABEL_SIZE - 2)
+        y0 = top + p * (side + gap)
+        H, W = probes.images[p].shape[:2]
+        ax.text(x_start - 4 * scale, y0 + side / 2, names[p], fontsize=pt(f), ha="right", va="center")
+        ax.imshow(probes.images[p], extent=(x_start, x_start + side, y0 + side, y0), interpolation="nearest",
+                  aspect="auto")
         for c, snap in enumerate(shown):
-            ax = fig.add_subplot(P, ncol, p * ncol + 2 + c)
-            H, W = probes.images[p].shape[:2]
-            ax.imshow(probes.images[p], extent=(0, W, H, 0), interpolation="nearest")
-            ax.imshow(snap.rollout[p], extent=(0, W, H, 0), cmap=cmap, alpha=0.7, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_edgecolor("#2ca02c" if snap.hits[p] else "#d62728")
-                side.set_linewidth(4)
-            if p == 0:
-                ax.set_title(f"step {snap.step}\n{100 * snap.pointing_game:.0f}% on object", fontsize=TEXT_SIZE - 2)
-    if not shown:
-        fig.suptitle("press Start: the maps appear here", fontsize=TITLE_SIZE - 4)
-    else:
-        fig.suptitle("rollout during training\n(green: peak on the object)", fontsize=TITLE_SIZE - 4)
+            x0 = x_start + (c + 1) * (side + gap)
+            ax.imshow(probes.images[p], extent=(x0, x0 + side, y0 + side, y0), interpolation="nearest", aspect="auto")
+            ax.imshow(snap.rollout[p], extent=(x0, x0 + side, y0 + side, y0), cmap=cmap, alpha=0.7,
+                      interpolation="nearest", aspect="auto")
+            ax.add_patch(Rectangle((x0, y0), side, side, fill=False, lw=3 * scale,
+                                   ec="#2ca02c" if snap.hits[p] else "#d62728"))
     return figure_to_rgb(fig)
 
 
-__all__ = ["curves_picture", "probes_picture", "pick_snapshots"]
+__all__ = ["DRAW_SCALE", "curves_picture", "probes_picture", "pick_snapshots"]

@@ -34,13 +34,15 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from ..families import family_of, model_tokens
 from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import SELF, TokenLayout
-from .figure import LABEL_SIZE, SMALL_SIZE, TEXT_SIZE, figure_to_rgb, new_figure
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, figure_to_rgb, fit_size, font, nice_ticks, px_canvas, pt,
+                     wrap_px)
 from .tokens import display_name, token_color
 
 DEFAULT_FACTOR = 3.0
@@ -117,73 +119,152 @@ def _pick_layers(L: int, max_layers: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, L - 1, max_layers)})
 
 
-def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12) -> np.ndarray:
-    """RGB picture: top, each prefix token's attention map per layer (mean over heads); bottom, per
-    prefix token a layer x head heat map of the attention the patch queries give it."""
-    P, L = pa.attends_to.shape[:2]
-    cols = _pick_layers(L, max_layers)
-    width = float(np.clip(2.4 * len(cols) + 2.5, 11.0, 17.0))
-    side = min(2.4, (width - 2.5) / len(cols))             # inches per small map
-    H = pa.received.shape[2]
-    heat_h = (width - 2.5) / P * H / L                       # height of an equal-aspect layer x head heat map
-    top_h, bottom_h = P * (side + 0.55) + 1.0, float(np.clip(heat_h + 2.0, 3.4, 6.0))
-    fig = new_figure(width, top_h + bottom_h)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[top_h, bottom_h])
-    axes = top.subplots(P, len(cols), squeeze=False)
-    for p in range(P):
-        for j, l in enumerate(cols):
-            ax = axes[p, j]
-            a = pa.attends_to[p, l]
-            ax.imshow(a, cmap="inferno", vmin=0, vmax=max(float(a.max()), 1e-12), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_xlabel(f"max {a.max():.2f}", fontsize=SMALL_SIZE - 2, labelpad=2)
-            if p == 0:
-                ax.set_title(f"L{l}", fontsize=TEXT_SIZE)
-            if j == 0:
-                ax.set_ylabel(pa.names[p], fontsize=LABEL_SIZE, color=token_color(pa.names[p]), fontweight="bold")
-    sub = "" if len(cols) == L else f"; {len(cols)} of {L} layers"
-    top.suptitle("What each special token looks at: its attention over the patches\n(mean over heads; each map "
-                 f"scaled to its own max{sub})", fontsize=LABEL_SIZE)
+# the pictures' box in the lesson at 1280x720 and in presenter mode (width, height px)
+SPECIAL_BOX, SPECIAL_PRESENTER_BOX = (300, 518), (390, 598)
 
-    # heat maps of equal aspect, centred: spacer columns take the width they do not need
-    target = min((width - 2.5) / P, (bottom_h - 2.0) * L / H)
-    pad = max(0.0, (width - 2.5 - P * target) / 2.0) / target
-    if pad > 0.05:
-        allax = bottom.subplots(1, P + 2, squeeze=False, width_ratios=[pad] + [1.0] * P + [pad])[0]
-        allax[0].set_axis_off()
-        allax[-1].set_axis_off()
-        bax = allax[1:-1]
+
+def times_uniform(v: float) -> str:
+    """A multiple of uniform attention (weight x num_tokens) as the picture prints it: two significant digits
+    below 10 (0.31, 1.2), whole numbers above (23); 1 = uniform."""
+    if not np.isfinite(v):
+        return ""
+    return f"{v:.0f}" if v >= 9.95 else (f"{v:.1f}" if v >= 0.995 else f"{v:.2f}")
+
+
+def _colour_scale(ax, x: float, y: float, w: float, h: float, cmap: str, vmin: float, vmax: float, fmt, px: float,
+                  scale: float) -> float:
+    """A vertical colour scale at (x, y) with its tick labels on the right; returns its right edge."""
+    ax.imshow(np.linspace(vmax, vmin, 256)[:, None], cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto",
+              extent=(x, x + w, y + h, y))
+    ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="dimgray", lw=0.8))
+    right = x + w
+    for v in nice_ticks(vmin, vmax, max(2, min(4, int(h // (px * 1.6))))):
+        ty = y + h * (vmax - v) / max(vmax - vmin, 1e-12)
+        ax.plot([x + w, x + w + 3 * scale], [ty, ty], color="dimgray", lw=0.8)
+        ax.text(x + w + 5 * scale, ty, fmt(v), fontsize=pt(px), ha="left", va="center")
+        right = max(right, x + w + 5 * scale + font(int(round(px))).getlength(fmt(v)))
+    return right
+
+
+def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12, scale: float = 1.0) -> np.ndarray:
+    """RGB picture: top, each prefix token's attention map per layer (mean over heads); bottom, per
+    prefix token a layer x head heat map of the attention the patch queries give it, as a multiple of
+    uniform attention (`times_uniform`; printed in the cells where they fit). Drawn at its size in the
+    lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
+    P, L = pa.attends_to.shape[:2]
+    fw, fh = fit_size(SPECIAL_BOX, scale, SPECIAL_PRESENTER_BOX)
+    f, lab = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale
+    pad, gap = 6 * scale, 4 * scale
+    small = font(int(round(f)))
+    name_w = max(font(int(round(lab)), True).getlength(n) for n in pa.names) + 6 * scale
+    cols = _pick_layers(L, min(max_layers, max(1, int((fw - 2 * pad - name_w + gap) // (44 * scale + gap)))))
+    # many prefix tokens (registers): the maps of the first two, and what attends to each one per layer (mean
+    # over heads) in one table; so that every text keeps its size
+    rows = list(range(P)) if P <= 2 else [0, 1]
+    sub = "" if len(cols) == L else f"; {len(cols)} of {L} layers"
+    sub += "" if len(rows) == P else f"; {len(rows)} of {P} tokens"
+    texts = []                                               # (x, y, text, px, kw) placed once the height is known
+
+    def lines(t: str) -> int:
+        return t.count("\n") + 1
+
+    y = pad
+    t1 = wrap_px("What each special token looks at, over the patches", fw - 2 * pad, lab, bold=True,
+                 first=fw - pad - BUTTONS_PX)
+    texts.append((pad, y, t1, lab, dict(ha="left", va="top", fontweight="bold")))
+    y += lines(t1) * lab * 1.2
+    t2 = wrap_px(f"mean over heads; each map scaled to its max (below){sub}", fw - 2 * pad, f)
+    texts.append((pad, y, t2, f, dict(ha="left", va="top", color="dimgray")))
+    y += lines(t2) * f * 1.2 + f * 1.3 + 2 * scale
+    n = len(cols)
+    side = min((fw - 2 * pad - name_w - (n - 1) * gap) / n, 50 * scale)
+    x_start = pad + name_w + (fw - 2 * pad - name_w - n * side - (n - 1) * gap) / 2
+    images = []                                              # (array, extent, imshow kw)
+    for j, l in enumerate(cols):
+        texts.append((x_start + j * (side + gap) + side / 2, y - 3 * scale, f"L{l}", f, dict(ha="center", va="bottom")))
+    for p in rows:
+        texts.append((x_start - 4 * scale, y + side / 2, pa.names[p], lab,
+                      dict(ha="right", va="center", color=token_color(pa.names[p]), fontweight="bold")))
+        for j, l in enumerate(cols):
+            a = pa.attends_to[p, l]
+            x0 = x_start + j * (side + gap)
+            images.append((a, (x0, x0 + side, y + side, y),
+                           dict(cmap="inferno", vmin=0, vmax=max(float(a.max()), 1e-12), interpolation="nearest")))
+            texts.append((x0 + side / 2, y + side + 1 * scale, f"{a.max():.2f}", f, dict(ha="center", va="top")))
+        y += side + f * 1.3 + gap
+    y += 6 * scale
+
+    # what attends to them, in multiples of uniform attention: a layer x head table per prefix token, or one
+    # token x layer table (mean over heads) when there are many
+    u = pa.uniform
+    rec = pa.received / u
+    if P <= 2:
+        panels = [(f"→ {pa.names[p]}", token_color(pa.names[p]), rec[p].T, [str(h) for h in range(rec.shape[2])],
+                   "head") for p in range(P)]
+        per = "per layer and head"
     else:
-        bax = bottom.subplots(1, P, squeeze=False)[0]
-    rec = pa.received
-    vmax = float(np.nanmax(rec)) if np.isfinite(rec).any() else 1.0
-    cell_in = min((width - 2.0) / P / L, 3.4 / H)            # about the size of one heat-map cell
-    fs = min(SMALL_SIZE, cell_in * 72 * 0.3)
-    im = None
-    for p in range(P):
-        ax = bax[p]
-        im = ax.imshow(rec[p].T, cmap="viridis", vmin=0, vmax=max(vmax, 1e-12), aspect="equal",
-                       interpolation="nearest")
-        ax.set_title(f"→ {pa.names[p]}", fontsize=LABEL_SIZE, color=token_color(pa.names[p]), fontweight="bold")
-        ax.set_xlabel("layer", fontsize=TEXT_SIZE)
-        if p == 0:
-            ax.set_ylabel("head", fontsize=TEXT_SIZE)
-        ax.set_xticks(range(0, L, max(1, int(math.ceil(L / 6)))))
-        ax.set_yticks(range(0, H, max(1, int(math.ceil(H / 6)))))
-        ax.tick_params(labelsize=SMALL_SIZE)
-        if fs >= 9:
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(rec, axis=2)                   # (P, L)
+        panels = [("→ each token", "black", mean, list(pa.names), "")]
+        per = "per layer, mean over heads"
+    t3 = wrap_px("What attends to them", fw - 2 * pad, lab, bold=True)
+    texts.append((pad, y, t3, lab, dict(ha="left", va="top", fontweight="bold")))
+    y += lines(t3) * lab * 1.2
+    t4 = wrap_px(f"the mean weight a patch gives it, {per}, in multiples of uniform attention "
+                 f"(1 = 1/{pa.num_tokens} = {u:.3f})", fw - 2 * pad, f)
+    texts.append((pad, y, t4, f, dict(ha="left", va="top", color="dimgray")))
+    y += lines(t4) * f * 1.2 + 4 * scale
+    values = np.concatenate([m.ravel() for _, _, m, _, _ in panels])
+    vmax = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+    vmax = max(vmax, 1e-12)
+    R = panels[0][2].shape[0]
+    row_labels = panels[0][3]
+    label_font = small if P <= 2 else font(int(round(f)), True)
+    head_w = max(label_font.getlength(t) for t in row_labels) + 6 * scale + (f * 1.3 if panels[0][4] else 0)
+    bar_w = 12 * scale + 5 * scale + small.getlength("00.0") + 4 * scale
+    avail = fw - 2 * pad - head_w - bar_w
+    k = len(panels)
+    # cells as wide as fits, as high as the height left allows (not below a line of text: wider than high then)
+    cell = min((avail - (k - 1) * 2 * gap) / k / L, 56 * scale)
+    cell_h = min(cell, max(f * 1.3, (fh - y - lab * 1.3 - 2 * f * 1.3 - pad) / R))
+    hw, hh = cell * L, cell_h * R
+    x_start = pad + head_w + (avail - k * hw - (k - 1) * 2 * gap) / 2
+    top = y + lab * 1.3
+    text_fits = (max(small.getlength(times_uniform(v)) for v in values) + 4 * scale <= cell and f * 1.1 <= cell_h)
+    lstep = max(1, int(math.ceil((small.getlength(str(L - 1)) + 6 * scale) / cell)))
+    rstep = max(1, int(math.ceil(f * 1.15 / cell_h)))
+    for i, (title, colour, m, labels, axis) in enumerate(panels):
+        x0 = x_start + i * (hw + 2 * gap)
+        texts.append((x0 + hw / 2, y, title, lab, dict(ha="center", va="top", color=colour, fontweight="bold")))
+        images.append((m, (x0, x0 + hw, top + hh, top),
+                       dict(cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")))
+        for l in range(0, L, lstep):
+            texts.append((x0 + (l + 0.5) * cell, top + hh + 2 * scale, str(l), f, dict(ha="center", va="top")))
+        if i == 0:
+            for r in range(0, R, rstep):
+                kw = dict(ha="right", va="center") if axis else dict(
+                    ha="right", va="center", color=token_color(labels[r]), fontweight="bold")
+                texts.append((x0 - 3 * scale, top + (r + 0.5) * cell_h, labels[r], f, kw))
+            if axis:
+                texts.append((x0 - 6 * scale - max(small.getlength(t) for t in labels), top + hh / 2, axis, f,
+                              dict(ha="right", va="center", rotation=90)))
+        texts.append((x0 + hw / 2, top + hh + 2 * scale + f * 1.3, "layer", f, dict(ha="center", va="top")))
+        if text_fits:
             for l in range(L):
-                for h in range(H):
-                    v = rec[p, l, h]
+                for r in range(R):
+                    v = m[r, l]
                     if np.isfinite(v):
-                        ax.text(l, h, f"{v:.2f}", ha="center", va="center", fontsize=fs,
-                                color="white" if v < 0.6 * vmax else "black")
-    cb = bottom.colorbar(im, ax=list(bax), shrink=0.9)
-    cb.ax.tick_params(labelsize=SMALL_SIZE)
-    cb.set_label("attention weight", fontsize=TEXT_SIZE)
-    bottom.suptitle(f"What attends to them: the mean attention weight a patch gives the token\n(per layer and head; "
-                    f"uniform attention would give 1/{pa.num_tokens} = {pa.uniform:.3f})", fontsize=LABEL_SIZE)
+                        texts.append((x0 + (l + 0.5) * cell, top + (r + 0.5) * cell_h, times_uniform(v), f,
+                                      dict(ha="center", va="center", color="white" if v < 0.6 * vmax else "black")))
+    bar_h = max(hh, 60 * scale)
+    bottom = max(top + hh + 2 * scale + 2 * f * 1.3, top + bar_h)
+    fig, ax = px_canvas(fw, min(fh, bottom + pad))
+    for a, ext, kw in images:
+        ax.imshow(a, extent=ext, aspect="auto", **kw)
+    _colour_scale(ax, x_start + k * hw + (k - 1) * 2 * gap + 8 * scale, top, 12 * scale, bar_h, "viridis",
+                  0.0, vmax, lambda v: f"{v + 0.0:g}", f, scale)
+    for x, yy, t, px, kw in texts:
+        ax.text(x, yy, t, fontsize=pt(px), **kw)
     return figure_to_rgb(fig)
 
 
@@ -346,53 +427,93 @@ def high_norm_tokens(norms: Union[TokenNorms, np.ndarray], layout: Optional[Toke
     return HighNormTokens(found, float(factor), medians.astype(np.float32), rule, tuple(search))
 
 
-def norms_picture(tn: TokenNorms, flags: Optional[HighNormTokens] = None, image: int = 0) -> np.ndarray:
+def norms_picture(tn: TokenNorms, flags: Optional[HighNormTokens] = None, image: int = 0,
+                  scale: float = 1.0) -> np.ndarray:
     """RGB picture: the patch-token norms of every block as maps (flagged tokens boxed in cyan), and
-    below the norms per layer: median and max over the patches, each prefix token, the threshold."""
+    below the norms per layer: median and max over the patches, each prefix token, the threshold. Drawn at
+    its size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
     flags = flags if flags is not None else high_norm_tokens(tn, image=image)
     maps = tn.patch_maps(image)
     L = maps.shape[0]
-    ncols = min(L, 6 if L <= 12 else 8)
-    nrows = int(math.ceil(L / ncols))
-    fig = new_figure(17, 2.9 * nrows + 6.8)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[2.9 * nrows + 0.9, 5.9])
-    axes = top.subplots(nrows, ncols, squeeze=False)
+    fw, fh = fit_size(SPECIAL_BOX, scale, SPECIAL_PRESENTER_BOX)
+    f, lab = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale
+    pad, gap = 6 * scale, 4 * scale
+    fig, ax = px_canvas(fw, fh)
+
+    def put(x, y, t, px, **kw):
+        ax.text(x, y, t, fontsize=pt(px), **kw)
+
+    y = pad
+    t1 = wrap_px("Norm of every patch token after each block", fw - 2 * pad, lab, bold=True,
+                 first=fw - pad - BUTTONS_PX)
+    put(pad, y, t1, lab, ha="left", va="top", fontweight="bold")
+    y += (t1.count("\n") + 1) * lab * 1.2
+    t2 = wrap_px("each map scaled from 0 to its own max; cyan box: flagged", fw - 2 * pad, f)
+    put(pad, y, t2, f, ha="left", va="top", color="dimgray")
+    y += (t2.count("\n") + 1) * f * 1.2 + 4 * scale
+    # the maps take at most about a third of the height, in the number of columns that makes them largest
+    room = 0.34 * fh
+    label_h = f * 1.25
+    gh, gw = maps.shape[1:]
+
+    def side_for(cols: int) -> float:
+        rows = -(-L // cols)
+        return min((fw - 2 * pad - (cols - 1) * gap) / cols, (room / rows - label_h - gap) * gw / gh)
+    ncols = max(range(1, L + 1), key=side_for)
+    nrows = -(-L // ncols)
+    mw = side_for(ncols)
+    mh = mw * gh / gw
     flagged = {}
     for t in flags.tokens:
         flagged.setdefault(t.layer, []).append(t)
-    for l in range(nrows * ncols):
-        ax = axes.flat[l]
-        if l >= L:
-            ax.set_axis_off()
-            continue
+    x_start = (fw - ncols * mw - (ncols - 1) * gap) / 2
+    for l in range(L):
+        r, c = divmod(l, ncols)
+        x0, y0 = x_start + c * (mw + gap), y + r * (mh + label_h + gap) + label_h
         m = maps[l]
-        ax.imshow(m, cmap="magma", vmin=0, vmax=max(float(m.max()), 1e-12), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"L{l}: median {np.median(m):.3g}, max {m.max():.3g}", fontsize=SMALL_SIZE)
+        ax.imshow(m, cmap="magma", vmin=0, vmax=max(float(m.max()), 1e-12), interpolation="nearest", aspect="auto",
+                  extent=(x0, x0 + mw, y0 + mh, y0))
+        put(x0 + mw / 2, y0 - 1 * scale, f"L{l}", f, ha="center", va="bottom")
         for t in flagged.get(l, []):
-            ax.add_patch(Rectangle((t.col - 0.5, t.row - 0.5), 1, 1, fill=False, ec="cyan", lw=2.5))
-    top.suptitle("Norm of every patch token after each block (each map scaled from 0 to its own max; "
-                 "cyan box = flagged)", fontsize=LABEL_SIZE)
+            ax.add_patch(Rectangle((x0 + t.col * mw / gw, y0 + t.row * mh / gh), mw / gw, mh / gh, fill=False,
+                                   ec="cyan", lw=2.0 * scale))
+    y += nrows * (mh + label_h + gap) + 6 * scale
 
-    ax = bottom.subplots()
+    # the norms per layer (a plot in the space left; its legend below it)
+    n_flag = len(flags)
+    head = (f"{n_flag} flagged patch token{'s' if n_flag != 1 else ''}" if n_flag else "no patch token flagged")
+    t3 = wrap_px(f"Norms per layer: {head}", fw - 2 * pad, lab, bold=True)
+    put(pad, y, t3, lab, ha="left", va="top", fontweight="bold")
+    y += (t3.count("\n") + 1) * lab * 1.2 + 4 * scale
+    # one legend entry per kind of prefix token (CLS, DIST, the registers together)
+    kinds = {}
+    for p, name in enumerate(tn.names):
+        kinds.setdefault(token_color(name), []).append(p)
+    entries = 3 + len(kinds)
+    legend_h = -(-entries // 2) * f * 1.6 + 6 * scale
+    left, bottom_h = f * 1.3 + font(int(round(f))).getlength("000") + 10 * scale, 2 * f * 1.35 + 4 * scale
+    px0, py0 = pad + left, y
+    pw, ph = fw - pad - 4 * scale - px0, max(40 * scale, fh - pad - legend_h - bottom_h - y)
+    pax = fig.add_axes((px0 / fw, 1 - (py0 + ph) / fh, pw / fw, ph / fh))
     ls = np.arange(L)
     patch = tn.norms[image, :, tn.layout.num_prefix:]
-    ax.plot(ls, np.median(patch, 1), "o-", color="tab:blue", lw=2.5, label="patches: median")
-    ax.plot(ls, patch.max(1), "s--", color="tab:blue", lw=1.5, alpha=0.7, label="patches: max")
-    ax.plot(ls, flags.factor * flags.medians, ":", color="gray", lw=2, label=f"threshold ({flags.factor:g}x median)")
+    pax.plot(ls, np.median(patch, 1), "o-", color="tab:blue", lw=2.5, ms=5 * scale, label="patch median")
+    pax.plot(ls, patch.max(1), "s--", color="tab:blue", lw=1.5, alpha=0.7, ms=4 * scale, label="patch max")
+    pax.plot(ls, flags.factor * flags.medians, ":", color="gray", lw=2, label=f"{flags.factor:g}x median")
     for p, name in enumerate(tn.names):
-        ax.plot(ls, tn.norms[image, :, p], "^-", color=token_color(name), lw=1.8,
-                alpha=1.0 if p == 0 else 0.75, label=name)
-    ax.set_xlabel("layer (block)", fontsize=TEXT_SIZE)
-    ax.set_ylabel("token norm (L2)", fontsize=TEXT_SIZE)
-    ax.set_xticks(range(0, L, max(1, int(math.ceil(L / 16)))))
-    ax.tick_params(labelsize=SMALL_SIZE)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=SMALL_SIZE - 1, loc="upper left", ncol=2 if len(tn.names) > 3 else 1)
-    ax.set_title(flags.describe(limit=4), fontsize=SMALL_SIZE, loc="left")
-    bottom.suptitle("Token norms per layer (Darcet et al. 2023: a few patch tokens with very high norms in the later "
-                    "layers of large ViTs)", fontsize=LABEL_SIZE)
+        group = kinds[token_color(name)]
+        label = ("_" if p != group[0] else "") + (name if len(group) == 1 else
+                                                  f"{tn.names[group[0]]}–{tn.names[group[-1]]}")
+        pax.plot(ls, tn.norms[image, :, p], "^-", color=token_color(name), lw=1.8, ms=5 * scale,
+                 alpha=1.0 if p == 0 else 0.75, label=label)
+    pax.set_xlabel("layer (block)", fontsize=pt(f), labelpad=1)
+    pax.set_ylabel("norm (L2)", fontsize=pt(f), labelpad=1)
+    pax.set_xticks(range(0, L, max(1, int(math.ceil(L / 6)))))
+    pax.yaxis.set_major_locator(MaxNLocator(max(2, min(4, int(ph // (f * 2))))))
+    pax.tick_params(labelsize=pt(f), pad=2)
+    pax.grid(alpha=0.3)
+    pax.legend(fontsize=pt(f), loc="upper center", ncol=2, frameon=False, handlelength=1.5, columnspacing=1.0,
+               bbox_to_anchor=(0.5 - (left - pad) / 2 / pw, -(bottom_h) / ph), borderaxespad=0.0)
     return figure_to_rgb(fig)
 
 

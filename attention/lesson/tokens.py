@@ -35,7 +35,8 @@ from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
 from ..preprocess import PreparedImage
 from ..render.grid import view_thumbnail
-from .figure import LABEL_SIZE, SMALL_SIZE, TEXT_SIZE, TITLE_SIZE, figure_to_rgb, new_figure
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, font, px_canvas, pt,
+                     wrap_px)
 
 # colours of the token kinds (also used by the special-tokens step)
 TOKEN_COLORS = {"cls": "#d62728", "dist": "#9467bd", "reg": "#2ca02c", "tok": "#8c564b", "patch": "#1f77b4"}
@@ -226,22 +227,30 @@ def model_input_image(image: ImageLike, mean: Optional[Sequence[float]] = None,
 
 
 def _shown_tokens(seq: TokenSequence, max_boxes: int) -> list[Optional[int]]:
-    """Indices of the tokens drawn in the strip (None: an ellipsis)."""
+    """Indices of the tokens drawn in the strip, at most `max_boxes` of them (None: an ellipsis, not counted):
+    the prefix tokens, the first patches and the last one."""
     P, N = seq.num_prefix, seq.num_patches
-    room = max(4, max_boxes - P - 1)
-    if N <= room + 1:
+    if P + N <= max_boxes:
         return list(range(P + N))
-    tail = 2
-    return list(range(P + room - tail)) + [None] + list(range(P + N - tail, P + N))
+    first = max_boxes - P - 1
+    if first >= 1:
+        return list(range(P + first)) + [None, P + N - 1]
+    prefix = list(range(P)) if P <= 2 else [0, None, P - 1]      # many registers: the first and the last
+    return prefix + [P, None, P + N - 1]
+
+
+# the picture's box in the lesson at 1280x720 and in presenter mode (width, height px)
+TOKENS_BOX, TOKENS_PRESENTER_BOX = (300, 518), (390, 598)
 
 
 def tokens_picture(image: ImageLike, seq: TokenSequence, mean: Optional[Sequence[float]] = None,
-                   std: Optional[Sequence[float]] = None, max_boxes: int = 14) -> np.ndarray:
+                   std: Optional[Sequence[float]] = None, max_boxes: int = 14, scale: float = 1.0) -> np.ndarray:
     """RGB picture: the model input with its patch grid and patch numbers, and below it the token sequence.
 
     The strip shows the prefix tokens (coloured by kind), then the patch tokens in the model's order
     (each with its own patch as a thumbnail, an ellipsis when there are more than fit), the position
-    of each token in the sequence (#k), and which tokens get a position embedding added.
+    of each token in the sequence (#k), and which tokens get a position embedding added. Drawn at its size
+    in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels.
     """
     img = model_input_image(image, mean, std)
     H, W = img.shape[:2]
@@ -249,78 +258,108 @@ def tokens_picture(image: ImageLike, seq: TokenSequence, mean: Optional[Sequence
         raise ValueError(f"the picture is {H}x{W} px but the token sequence was made for {seq.input_hw}")
     gh, gw = seq.grid
     sy, sx = seq.layout.stride
-    fig = new_figure(14, 12.5)
-    gs = fig.add_gridspec(2, 1, height_ratios=[2.6, 1.0])
-    ax = fig.add_subplot(gs[0])
-    ax.imshow(img, extent=(0, W, H, 0), interpolation="nearest")
-    cells = max(gh, gw)
-    lw = 1.6 if cells <= 16 else (1.0 if cells <= 32 else 0.5)
+    fw, fh = fit_size(TOKENS_BOX, scale, TOKENS_PRESENTER_BOX)
+    f, lab, tit = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale, FIG_TITLE_PX * scale
+    fig, ax = px_canvas(fw, fh)
+    pad = 6 * scale
+
+    def width_of(t: str, px: float, bold: bool = False) -> float:
+        return font(int(round(px)), bold).getlength(t)
+
+    def put(x, y, t, px, **kw):
+        ax.text(x, y, t, fontsize=pt(px), **kw)
+
+    # titles
+    y = pad
+    title = wrap_px(f"{H}x{W} px input cut into {gh}x{gw} = {gh * gw} patches of {sy:g}x{sx:g} px", fw - 2 * pad,
+                    tit, first=fw - pad - BUTTONS_PX)
+    put(pad, y, title, tit, ha="left", va="top")
+    y += (title.count("\n") + 1) * tit * 1.2 + 2 * scale
+    sub = wrap_px(f"patch k: row k // {gw}, column k % {gw}", fw - 2 * pad, f)
+    put(pad, y, sub, f, ha="left", va="top", color="dimgray")
+    y += (sub.count("\n") + 1) * f * 1.2 + 4 * scale
+
+    # the token strip at the bottom: how many boxes fit
+    names = [seq.names[i] for i in range(seq.num_prefix)] + [patch_name(gh - 1, gw - 1)]
+    pos_label = "+pos" if all(seq.has_position(i) for i in range(seq.num_tokens)) else "no pos"
+    slot = max(width_of(t, f) for t in names + [pos_label, f"#{seq.num_tokens - 1}"]) + 6 * scale
+    dots = 2.0 * f
+    shown = _shown_tokens(seq, min(max_boxes, max(1, int((fw - 2 * pad - dots) // slot))))
+    b = min(slot - 6 * scale, 44 * scale)                      # a box (square)
+    note = wrap_px(seq.note, fw - 2 * pad, f) if seq.note else ""
+    note_h = (note.count("\n") + 1) * f * 1.2 + 4 * scale if note else 0.0
+    strip_h = (wrap_px(f"the {seq.num_tokens} tokens, in the model's order", fw - 2 * pad, lab).count("\n") + 1) \
+        * lab * 1.3 + f * 1.2 + b + f * 1.3 + f * 1.5 + pad
+    strip_top = fh - note_h - strip_h
+
+    # the model input, its grid, patch numbers and row / column indices
+    row_w = width_of(str(gh - 1), f) + 6 * scale
+    top_h = f * 1.25
+    side = max(10.0, min(fw - 2 * pad - row_w, strip_top - y - top_h - 4 * scale))
+    ih, iw = (side, side * W / H) if W <= H else (side * H / W, side)
+    x0 = pad + row_w + (fw - 2 * pad - row_w - iw) / 2
+    y0 = y + top_h
+    ax.imshow(img, extent=(x0, x0 + iw, y0 + ih, y0), interpolation="nearest", aspect="auto")
+    ch, cw = ih / gh, iw / gw                                  # a cell, in figure pixels
+    lw = 1.2 if min(ch, cw) >= 8 else 0.5
     for r in range(gh + 1):
-        ax.axhline(r * sy, color="white", lw=lw, alpha=0.9)
+        ax.plot([x0, x0 + iw], [y0 + r * ch] * 2, color="white", lw=lw, alpha=0.9)
     for c in range(gw + 1):
-        ax.axvline(c * sx, color="white", lw=lw, alpha=0.9)
-    ax.set_xlim(0, W)
-    ax.set_ylim(H, 0)
-    # patch numbers: the index among the patches (row-major)
-    if cells <= 16:  # the patch number in the top-left corner of its cell, leaving the patch visible
-        fs = max(8.0, min(TEXT_SIZE, 130.0 / cells))
-        stroke = [patheffects.withStroke(linewidth=3, foreground="black")]
-        for r in range(gh):
-            for c in range(gw):
-                ax.text((c + 0.06) * sx, (r + 0.06) * sy, str(r * gw + c), ha="left", va="top", color="white",
-                        fontsize=fs, fontweight="bold", path_effects=stroke)
-    step = max(1, int(math.ceil(cells / 16)))
-    ax.set_xticks([(c + 0.5) * sx for c in range(0, gw, step)], [str(c) for c in range(0, gw, step)])
-    ax.set_yticks([(r + 0.5) * sy for r in range(0, gh, step)], [str(r) for r in range(0, gh, step)])
-    ax.tick_params(labelsize=TEXT_SIZE if cells <= 16 else SMALL_SIZE, length=0)
-    ax.xaxis.tick_top()
-    ax.set_xlabel("patch column", fontsize=LABEL_SIZE)
-    ax.xaxis.set_label_position("top")
-    ax.set_ylabel("patch row", fontsize=LABEL_SIZE)
-    ax.set_title(f"Model input {H}x{W} px cut into {gh}x{gw} = {gh * gw} patches of {sy:g}x{sx:g} px\n"
-                 f"(patch k sits in row k // {gw}, column k % {gw})", fontsize=TITLE_SIZE, pad=12)
+        ax.plot([x0 + c * cw] * 2, [y0, y0 + ih], color="white", lw=lw, alpha=0.9)
+    cstep = max(1, int(math.ceil((width_of(str(gw - 1), f) + 6 * scale) / cw)))
+    rstep = max(1, int(math.ceil(f * 1.15 / ch)))
+    for c in range(0, gw, cstep):
+        put(x0 + (c + 0.5) * cw, y0 - 3 * scale, str(c), f, ha="center", va="bottom")
+    for r in range(0, gh, rstep):
+        put(x0 - 4 * scale, y0 + (r + 0.5) * ch, str(r), f, ha="right", va="center")
+    # the patch number in the top-left corner of its cell, where it leaves most of the patch visible; else only
+    # the first column (row starts: k = row x gw), every few of the first row, and the last patch
+    stroke = [patheffects.withStroke(linewidth=2.5 * scale, foreground="black")]
+    fits_all = cw >= 2 * width_of(str(gh * gw - 1), f, True) and ch >= 2 * f
+    numbered = [(r, c) for r in range(gh) for c in range(gw)] if fits_all else sorted(
+        {(r, 0) for r in range(0, gh, rstep)} | {(0, c) for c in range(0, gw, cstep)} | {(gh - 1, gw - 1)})
+    if ch >= f * 0.9:
+        for r, c in numbered:
+            put(x0 + c * cw + 2 * scale, y0 + r * ch + 1 * scale, str(r * gw + c), f, ha="left", va="top",
+                color="white", fontweight="bold", path_effects=stroke)
 
     # the token strip
-    sx_ = fig.add_subplot(gs[1])
-    shown = _shown_tokens(seq, max_boxes)
-    n = len(shown)
-    bw, gap = 1.0, 0.18
-    sx_.set_xlim(-0.1, n * (bw + gap))
-    sx_.set_ylim(-1.55, 1.75)
-    sx_.set_axis_off()
-    sx_.set_aspect("equal")
-    for i, tok in enumerate(shown):
-        x0 = i * (bw + gap)
+    y = strip_top
+    head = wrap_px(f"the {seq.num_tokens} tokens, in the model's order", fw - 2 * pad, lab)
+    put(fw / 2, y, head, lab, ha="center", va="top")
+    y += (head.count("\n") + 1) * lab * 1.3
+    total = sum(dots if t is None else slot for t in shown)
+    x = (fw - total) / 2
+    for tok in shown:
         if tok is None:
-            sx_.text(x0 + bw / 2, 0.5, "…", ha="center", va="center", fontsize=TITLE_SIZE)
-            sx_.text(x0 + bw / 2, -0.6, "…", ha="center", va="center", fontsize=TITLE_SIZE)
+            put(x + dots / 2, y + f * 1.2 + b / 2, "…", tit, ha="center", va="center")
+            x += dots
             continue
-        name = seq.names[tok]
+        cx, by = x + slot / 2, y + f * 1.2
+        put(cx, by - 2 * scale, f"#{tok}", f, ha="center", va="bottom")
         if tok < seq.num_prefix:
             col = token_color(seq.layout.prefix_names[tok])
-            sx_.add_patch(FancyBboxPatch((x0, 0), bw, bw, boxstyle="round,pad=0.02", fc=col, ec="black", lw=1.5))
-            sx_.text(x0 + bw / 2, bw / 2, name, ha="center", va="center", color="white", fontsize=TEXT_SIZE - 2,
-                     fontweight="bold")
-            sx_.text(x0 + bw / 2, -0.12, "learned", ha="center", va="top", fontsize=SMALL_SIZE - 2, color="dimgray")
+            ax.add_patch(FancyBboxPatch((cx - b / 2, by), b, b, boxstyle=f"round,pad={2 * scale}", fc=col,
+                                        ec="black", lw=1.2))
         else:
-            k = tok - seq.num_prefix
-            r, c = divmod(k, gw)
+            r, c = divmod(tok - seq.num_prefix, gw)
             top, left, bottom, right = (int(round(v)) for v in seq.patch_box(r, c))
             thumb = img[top:bottom, left:right]
             if thumb.size:
-                sx_.imshow(thumb, extent=(x0, x0 + bw, 0, bw), interpolation="nearest", zorder=2)
-            sx_.add_patch(Rectangle((x0, 0), bw, bw, fill=False, ec=TOKEN_COLORS["patch"], lw=3, zorder=3))
-            sx_.text(x0 + bw / 2, -0.12, name, ha="center", va="top", fontsize=SMALL_SIZE - 1)
-        sx_.text(x0 + bw / 2, bw + 0.12, f"#{tok}", ha="center", va="bottom", fontsize=SMALL_SIZE)
+                ax.imshow(thumb, extent=(cx - b / 2, cx + b / 2, by + b, by), interpolation="nearest", aspect="auto")
+            ax.add_patch(Rectangle((cx - b / 2, by), b, b, fill=False, ec=TOKEN_COLORS["patch"], lw=2.5 * scale))
+        put(cx, by + b + 2 * scale, seq.names[tok], f, ha="center", va="top",
+            color=token_color(seq.layout.prefix_names[tok]) if tok < seq.num_prefix else "black",
+            fontweight="bold" if tok < seq.num_prefix else "normal")
+        py = by + b + f * 1.3 + 2 * scale
         if seq.has_position(tok):
-            sx_.add_patch(FancyBboxPatch((x0 + 0.08, -1.2), bw - 0.16, 0.5, boxstyle="round,pad=0.02",
-                                         fc=POSITION_COLOR, ec="black", lw=1))
-            sx_.text(x0 + bw / 2, -0.95, "+pos", ha="center", va="center", fontsize=SMALL_SIZE - 2)
+            put(cx, py, "+pos", f, ha="center", va="top",
+                bbox=dict(boxstyle="round,pad=0.15", fc=POSITION_COLOR, ec="black", lw=0.8))
         else:
-            sx_.text(x0 + bw / 2, -0.95, "no pos", ha="center", va="center", fontsize=SMALL_SIZE - 2, color="gray")
-    sx_.set_title(f"Token sequence: {seq.summary()}", fontsize=LABEL_SIZE)
-    sx_.text(0.0, -0.02, " ".join(t for t in (seq.position, seq.note) if t), transform=sx_.transAxes,
-             fontsize=SMALL_SIZE, va="top", wrap=True)
+            put(cx, py, "no pos", f, ha="center", va="top", color="gray")
+        x += slot
+    if note:
+        put(pad, fh - note_h + 2 * scale, note, f, ha="left", va="top", color="dimgray")
     return figure_to_rgb(fig)
 
 
@@ -392,41 +431,76 @@ def similarity_mosaic(sim: np.ndarray, gap: int = 1) -> np.ndarray:
     return out
 
 
-def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "viridis") -> np.ndarray:
-    """RGB picture of the position-embedding similarities as in the ViT paper's Fig. 7 (left)."""
+def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "viridis",
+                     scale: float = 1.0) -> np.ndarray:
+    """RGB picture of the position-embedding similarities as in the ViT paper's Fig. 7 (left), drawn at its
+    size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
     import matplotlib
 
+    from .figure import nice_ticks
     sim = pos.similarity if isinstance(pos, PositionSimilarity) else np.asarray(pos)
     if sim.ndim != 4:
         raise ValueError(f"expected a (gh, gw, gh, gw) similarity array, got shape {sim.shape}")
     gh, gw = sim.shape[:2]
     gap = 1 if max(gh, gw) > 4 else 0
     mosaic = similarity_mosaic(sim, gap)
-    side = float(np.clip(max(mosaic.shape) / 80.0, 8.0, 16.0))
-    fig = new_figure(side + 2.2, side + 1.6)
-    ax = fig.add_subplot()
+    fw, fh = fit_size(TOKENS_BOX, scale, TOKENS_PRESENTER_BOX)
+    f, tit = FIG_TEXT_PX * scale, FIG_TITLE_PX * scale
+    fig, ax = px_canvas(fw, fh)
+    pad = 6 * scale
+
+    def put(x, y, t, px, **kw):
+        ax.text(x, y, t, fontsize=pt(px), **kw)
+
+    def lines(t: str) -> int:
+        return t.count("\n") + 1
+
+    y = pad
+    title = wrap_px("Position embedding similarity", fw - 2 * pad, tit, first=fw - pad - BUTTONS_PX)
+    put(pad, y, title, tit, ha="left", va="top")
+    y += lines(title) * tit * 1.2 + 2 * scale
+    sub = wrap_px("tile (r, c): how similar patch (r, c)'s position vector is to every patch's", fw - 2 * pad, f)
+    put(pad, y, sub, f, ha="left", va="top", color="dimgray")
+    y += lines(sub) * f * 1.2 + 4 * scale
+    note = wrap_px(pos.note, fw - 2 * pad, f) if isinstance(pos, PositionSimilarity) else ""
+    note_h = lines(note) * f * 1.2 + 4 * scale if note else 0.0
+    bar_h = 12 * scale + f * 1.3 + f * 1.4                     # the colour scale, its ticks and its label
     cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
     # the colour scale spans the values present (a fixed -1..1 made 0.6-1.0 look uniform); tiles are 0-based
     # like every other patch index in the lesson
     lo = float(np.nanmin(mosaic)) if np.isfinite(mosaic).any() else -1.0
     lo = min(lo, 0.999)
-    im = ax.imshow(mosaic, cmap=cm, vmin=lo, vmax=1, interpolation="nearest")
-    step = max(1, int(math.ceil(max(gh, gw) / 16)))
-    th, tw = sim.shape[2] + gap, sim.shape[3] + gap
-    ax.set_xticks([c * tw + (tw - gap - 1) / 2 for c in range(0, gw, step)], [str(c) for c in range(0, gw, step)])
-    ax.set_yticks([r * th + (th - gap - 1) / 2 for r in range(0, gh, step)], [str(r) for r in range(0, gh, step)])
-    ax.tick_params(labelsize=TEXT_SIZE, length=0)
-    ax.set_xlabel("input patch column", fontsize=LABEL_SIZE)
-    ax.set_ylabel("input patch row", fontsize=LABEL_SIZE)
-    for s in ax.spines.values():
-        s.set_visible(False)
-    cb = fig.colorbar(im, ax=ax, shrink=0.8)
-    cb.set_label("cosine similarity", fontsize=LABEL_SIZE)
-    cb.ax.tick_params(labelsize=TEXT_SIZE)
-    ax.set_title("Position embedding similarity\n(tile at row r, column c: patch (r, c)'s position vector "
-                 "vs every patch's)", fontsize=LABEL_SIZE)
-    if isinstance(pos, PositionSimilarity):
-        fig.supxlabel(pos.note, fontsize=SMALL_SIZE, color="dimgray")
+    row_w = font(int(round(f))).getlength(str(gh - 1)) + 6 * scale
+    top_h = f * 1.25
+    side = max(10.0, min(fw - 2 * pad - row_w, fh - y - top_h - 8 * scale - bar_h - note_h))
+    mh, mw = (side, side * mosaic.shape[1] / mosaic.shape[0]) if mosaic.shape[1] <= mosaic.shape[0] else \
+        (side * mosaic.shape[0] / mosaic.shape[1], side)
+    x0, y0 = pad + row_w + (fw - 2 * pad - row_w - mw) / 2, y + top_h
+    ax.imshow(mosaic, cmap=cm, vmin=lo, vmax=1, interpolation="nearest", aspect="auto",
+              extent=(x0, x0 + mw, y0 + mh, y0))
+    th, tw = mh * (sim.shape[2] + gap) / (mosaic.shape[0] + gap), mw * (sim.shape[3] + gap) / (mosaic.shape[1] + gap)
+    cstep = max(1, int(math.ceil((font(int(round(f))).getlength(str(gw - 1)) + 6 * scale) / tw)))
+    rstep = max(1, int(math.ceil(f * 1.15 / th)))
+    for c in range(0, gw, cstep):
+        put(x0 + c * tw + (tw * sim.shape[3] / (sim.shape[3] + gap)) / 2, y0 - 3 * scale, str(c), f, ha="center",
+            va="bottom")
+    for r in range(0, gh, rstep):
+        put(x0 - 4 * scale, y0 + r * th + (th * sim.shape[2] / (sim.shape[2] + gap)) / 2, str(r), f, ha="right",
+            va="center")
+    # a horizontal colour scale under the mosaic
+    by = y0 + mh + 8 * scale
+    bx0, bx1 = x0, x0 + mw
+    ax.imshow(np.linspace(lo, 1, 256)[None], cmap=cm, vmin=lo, vmax=1, aspect="auto",
+              extent=(bx0, bx1, by + 12 * scale, by))
+    ax.add_patch(Rectangle((bx0, by), bx1 - bx0, 12 * scale, fill=False, ec="dimgray", lw=0.8))
+    ticks = nice_ticks(lo, 1.0, 4)
+    for v in ticks:
+        tx = bx0 + (bx1 - bx0) * (v - lo) / max(1 - lo, 1e-12)
+        ax.plot([tx, tx], [by + 12 * scale, by + 15 * scale], color="dimgray", lw=0.8)
+        put(tx, by + 15 * scale, f"{v:g}", f, ha="center", va="top")
+    put((bx0 + bx1) / 2, by + 12 * scale + f * 1.3, "cosine similarity", f, ha="center", va="top")
+    if note:
+        put(pad, by + bar_h + 6 * scale, note, f, ha="left", va="top", color="dimgray")
     return figure_to_rgb(fig)
 
 
