@@ -11,6 +11,7 @@ server's own rate (from its caption) is printed beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 
 from benchmarks.browser import ARGS, CHROMIUM, unavailable
@@ -35,6 +36,22 @@ _COUNT = """
 """
 
 
+@contextlib.contextmanager
+def live_page(url: str):
+    """A Chromium page (1280×720, fake camera allowed) on the app at `url`, its first screen shown."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_CAMERA)
+        try:
+            page = b.new_context(viewport={"width": 1280, "height": 720}, permissions=["camera"]).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.wait_for_selector("#heatmap img")
+            yield page
+        finally:
+            b.close()
+
+
 def start_live(page) -> None:
     """Open the Live tab, allow the (fake) camera and press Record."""
     page.get_by_role("tab", name="Live", exact=True).click()
@@ -52,23 +69,14 @@ def frames_per_second(page, seconds: float) -> float:
 
 
 def measure(model: str, seconds: float) -> dict:
-    from playwright.sync_api import sync_playwright
-
     from viz_app.testing import served_app
     extra = [] if model.startswith("demo-") else ["--random-init"]
     with served_app("--model", model, *extra, timeout=300, env={"OMP_NUM_THREADS": "1"}) as url, \
-            sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_CAMERA)
-        ctx = b.new_context(viewport={"width": 1280, "height": 720}, permissions=["camera"])
-        page = ctx.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.wait_for_selector("#heatmap img")
+            live_page(url) as page:
         start_live(page)
         fps = frames_per_second(page, seconds)
         caption = page.locator("#live-md").inner_text()
         server = re.search(r"([0-9.]+) frames/s", caption)
-        b.close()
     return {"model": model, "browser_fps": round(fps, 1), "server_fps": float(server.group(1)) if server else None}
 
 

@@ -2,25 +2,16 @@
 (The frame rate is a benchmark: `python -m benchmarks.live`.)"""
 from __future__ import annotations
 
-import pytest
-
-from benchmarks.live import FAKE_CAMERA, frames_per_second, start_live
-from tests.browser_support import ARGS, CHROMIUM, MARKS, screenshot_saver
+from benchmarks.live import frames_per_second, live_page, start_live
+from tests.browser_support import MARKS, screenshot_saver
 from viz_app.testing import served_app
 
 pytestmark = MARKS
 
 
 def test_live_heatmap_follows_the_camera_without_error_badges(tmp_path):
-    from playwright.sync_api import sync_playwright
     shots = screenshot_saver(tmp_path)
-    with served_app("--model", "demo-vit") as url, sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_CAMERA)
-        ctx = b.new_context(viewport={"width": 1280, "height": 720}, permissions=["camera"])
-        pg = ctx.new_page()
-        pg.set_default_timeout(90_000)
-        pg.goto(url)
-        pg.wait_for_selector("#heatmap img")
+    with served_app("--model", "demo-vit") as url, live_page(url) as pg:
         start_live(pg)
         rate = frames_per_second(pg, 3.0)
         assert rate > 0, "fewer than two heatmaps in 3 s"
@@ -34,4 +25,3 @@ def test_live_heatmap_follows_the_camera_without_error_badges(tmp_path):
         # the other tabs keep working while the camera streams
         pg.get_by_role("tab", name="Attention", exact=True).click()
         pg.wait_for_selector("#heatmap img")
-        b.close()
