@@ -333,6 +333,33 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720), grid=(8, 8
     return rows
 
 
+def train_in_page(url: str, timeout_s: float = 1800.0) -> dict:
+    """Learn → 6 · Train → Start with the default steps: seconds from the click to the page saying the run is
+    done (progress bar at 100 % and the final step shown), and the run's own clock as the page prints it."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = b.new_context(viewport={"width": 1280, "height": 720}).new_page()
+        page.set_default_timeout(120_000)
+        page.goto(url)
+        page.wait_for_selector("#heatmap img")
+        page.get_by_role("tab", name="Learn", exact=True).click()
+        page.get_by_role("tab", name="6 · Train", exact=True).click()
+        start = page.locator("#learn-train-start")
+        start.wait_for()
+        t0 = time.monotonic()
+        start.click()
+        page.wait_for_function(
+            "() => { const b = document.querySelector('#learn-train-bar [role=progressbar]');"
+            " const md = document.querySelector('#learn-train-md');"
+            " return b && b.getAttribute('aria-valuenow') === '100' && md && /step (\\d+) \\/ \\1/.test(md.innerText); }",
+            timeout=timeout_s * 1000, polling=250)
+        wall = time.monotonic() - t0
+        text = page.locator("#learn-train-md").inner_text()
+        b.close()
+    return {"wall_s": round(wall, 1), "page_says": text.splitlines()[0] if text else ""}
+
+
 def _table(rows: list[dict]) -> str:
     out = ["| where | interaction | median ms | min | max | first | n | of which server (median ms) |",
            "|---|---|---|---|---|---|---|---|"]
@@ -350,6 +377,8 @@ def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(description="click -> new pixels in headless Chromium")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--train", action="store_true", help="instead: time Learn → 6 · Train with the default steps, "
+                                                         "click to done, in the page")
     ap.add_argument("--model", default="demo-vit", help="demo-vit (default), or e.g. vit_base_patch16_224 "
                                                          "(random init here: no download)")
     args = ap.parse_args(argv)
@@ -357,7 +386,14 @@ def main(argv=None) -> int:
     if why:
         print(f"skipped: {why}")
         return 0
-    from viz_app.testing import served_app_process
+    from viz_app.testing import served_app, served_app_process
+    if args.train:
+        before = load()
+        with served_app("--model", "demo-vit", timeout=180) as url:
+            r = train_in_page(url)
+        print(f"watch it learn, default run, in Chromium: {r['wall_s']} s from Start to done "
+              f"(the page: {r['page_says']}); load before {before}, after {load()}")
+        return 0
     extra = [] if args.model.startswith("demo-") else ["--random-init"]
     grid = (8, 8) if args.model.startswith("demo-") else (14, 14)
     before = load()

@@ -62,9 +62,10 @@ NOTES = [
     "Threads: on a shared, loaded machine two torch threads rarely get two cores at the same time; every "
     "OpenMP parallel region then waits at its join for the descheduled thread, so times at 2 threads inflate "
     "by 10-100x (see the thread check) while 1 thread stays stable. Use `--threads 1` there; the default is 2.",
-    "Capture overhead is measured against the untouched timm model (fused attention on); the capture switches "
-    "fused attention off for its duration (the weights do not exist otherwise), so the ratio includes the "
-    "unfused attention path, the hooks and the copy to float16.",
+    "Capture overhead is measured against the untouched timm model (fused attention on); the capture computes "
+    "each fused SDPA call as its definition (the weights do not exist otherwise), so the ratio includes the "
+    "attention written out, keeping every map, and the copy to float16. This script runs with glibc's default "
+    "allocator; `python -m benchmarks.capture` also measures the app's setting (attention/allocator.py).",
     "Gradient-weighted attention is compared with the tightest plain baseline: forward + backward of the same "
     "logit to the input (no parameter gradients), and for reference with loss.backward() into every parameter.",
 ]
