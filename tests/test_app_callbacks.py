@@ -324,7 +324,6 @@ def test_a_live_frame_shows_the_same_map_as_that_image_analysed_normally(cb, fol
     """The Live tab's path (`Callbacks.live`) draws exactly what the Attention tab draws for the same pixels,
     caches nothing, and falls back from a class-specific method to rollout (no backward pass per frame)."""
     frame = np.asarray(Image.open(shape_png(folder, 2, seed=5)).convert("RGB").resize((320, 240)))
-    entries = len(cb.store._items)
     for method, shown in (("rollout", "rollout"), ("raw", "raw"), ("grad_rollout", "rollout")):
         pic, analysis, view = cb.live(MODEL, frame, View(method=method, layer=-1))
         assert view.method == shown
@@ -332,6 +331,7 @@ def test_a_live_frame_shows_the_same_map_as_that_image_analysed_normally(cb, fol
         want, _ = cb.render("live-test", MODEL, ref.image_sha, view)
         assert np.array_equal(pic, want), method
         assert [p["index"] for p in analysis.predictions] == [p["index"] for p in ref.predictions]
-    assert len(cb.store._items) == entries + 1          # only the reference analysis, none of the frames
+    stored = [key[2] for key in cb.store._items]       # (session, model, image sha)
+    assert ref.image_sha in stored and analysis.image_sha not in stored   # the frames are never cached
     with pytest.raises(gr.Error, match="no camera frame"):
         cb.live(MODEL, None, View())
