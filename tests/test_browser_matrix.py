@@ -334,6 +334,87 @@ def test_lesson_pictures_text_readable_normal_and_presenter(server, browser, sho
         ctx.close()
 
 
+# presenter mode at 1280x720, walked through with Next: (what is on screen, its explanation, its pictures)
+PRESENTER_WALK = [("1 · Tokens", "#learn-tokens-md", FIGURES["1 · Tokens"])] + [
+    (f"2 · One query, part {k}", f"#learn-step{k}-md", [f"learn-step{k}-img"]) for k in range(1, 5)] + [
+    (title, md, FIGURES[title]) for title, md in LESSON_STEPS[2:]] + [("6 · Train", "#learn-train-md", TRAIN_FIGURES)]
+
+
+def fits_one_screen(pg, where: str, height: int = 720) -> int:
+    """The page does not scroll (scrollHeight <= the viewport + 1) and every visible lesson picture ends on it."""
+    pg.evaluate("() => window.scrollTo(0, 0)")
+    sh = pg.evaluate("() => document.documentElement.scrollHeight")
+    assert sh <= height + 1, f"{where}: scrollHeight {sh} for a {height} px screen"
+    bottoms = pg.eval_on_selector_all("#learn-tabs img", "es => es.filter(e => e.offsetParent !== null)"
+                                      ".map(e => e.getBoundingClientRect().bottom)")
+    assert bottoms and max(bottoms) <= height + 1, f"{where}: a picture ends at {max(bottoms or [0]):.0f} px"
+    return sh
+
+
+def test_presenter_mode_each_step_fits_one_screen(server, browser, shots):
+    """Presenter mode at 1280x720 (a projector), walked through with Next: every step, each part of step 2 and
+    step 6 fit one screen without scrolling, every lesson picture's smallest text >= 20 px on screen; Previous,
+    Next, the step tabs and the Presenter box stay on screen and clickable."""
+    from attention.lesson.tokens import TOKENS_BOX
+    ctx, pg = open_page(browser, server, 1280, 720)
+    try:
+        sha, _ = current(pg)
+        pg.get_by_role("tab", name="Learn", exact=True).click()
+        pg.locator("#learn-tokens-md").wait_for()
+        pg.locator("#presenter input[type=checkbox]").check()
+        pg.wait_for_function("() => document.body.classList.contains('presenter')")
+        # step 1 was drawn for the normal layout first: wait for its presenter drawing
+        pg.wait_for_function("(w) => { const e = document.querySelector('#learn-tokens-img img');"
+                             " return e && e.complete && e.naturalWidth > w; }", arg=TOKENS_BOX[0])
+        for k, (where, md, pictures) in enumerate(PRESENTER_WALK):
+            if k:
+                pg.locator("#learn-next").click()       # fails if anything covers it
+            if where.startswith("6"):                   # a short run: both pictures drawn
+                box = pg.locator("#learn-train-steps input[type=number]")
+                box.fill("10")
+                box.press("Enter")
+                pg.locator("#learn-train-start").click()
+                pg.wait_for_function("() => /finished/.test(document.querySelector('#learn-train-md').innerText)")
+            else:
+                pg.wait_for_function("([sel, sha]) => { const e = document.querySelector(sel);"
+                                     " return e && e.offsetParent !== null && e.innerText.includes(sha); }",
+                                     arg=[md, sha])
+            settle(pg)
+            assert_clean(pg, f"presenter / {where}")
+            sh = fits_one_screen(pg, f"presenter / {where}")
+            texts = []
+            for elem_id in pictures:     # step 2: canvases (MIN_TEXT_PX), the others figures (FIG_TEXT_PX)
+                px = (FIG_TEXT_PX * DRAW_SCALE if where.startswith("6") else
+                      (MIN_TEXT_PX if elem_id.startswith("learn-step") else FIG_TEXT_PX) * PRESENTER_SCALE)
+                text, _ = shown_text(pg, elem_id, px)
+                assert text >= 20, f"presenter / {where} / {elem_id}: smallest text {text:.1f} px"
+                texts.append(text)
+            for sel in ("#learn-prev", "#learn-next", "#presenter input[type=checkbox]",
+                        "#learn-tabs button[role=tab]:last-of-type"):
+                b = pg.locator(sel).bounding_box()
+                assert b and b["y"] >= 0 and b["y"] + b["height"] <= 720 and b["x"] + b["width"] <= 1280, (where, sel)
+            hidden = pg.eval_on_selector_all("#learn-tabs .overflow-menu",
+                                             "es => es.filter(e => !e.classList.contains('hide') && "
+                                             "getComputedStyle(e).display !== 'none').length")
+            assert hidden == 0, f"presenter / {where}: step tabs behind an overflow menu"
+            print(f"presenter / {where}: scrollHeight {sh}, smallest text on screen {min(texts):.1f} px")
+            shots(pg, "presenter_" + re.sub(r"\W+", "_", where).strip("_").lower(), for_readme=False)
+        # step 2's slide (all four steps in one picture, for a download) fits the screen too; its text is not
+        # readable at this size (it is the four pictures at once), so only its fit is asserted
+        pg.get_by_role("tab", name="2 · One query", exact=True).click()
+        pg.locator("#learn-part").get_by_label("slide", exact=True).check()
+        pg.locator("#learn-slide-btn").click()
+        pg.wait_for_selector("#learn-slide img")
+        settle(pg)
+        assert_clean(pg, "presenter / 2 · One query, slide")
+        sh = fits_one_screen(pg, "presenter / 2 · One query, slide")
+        text, _ = shown_text(pg, "learn-slide", MIN_TEXT_PX * PRESENTER_SCALE)
+        print(f"presenter / 2 · One query, slide: scrollHeight {sh}, smallest text on screen {text:.1f} px (not asserted)")
+        shots(pg, "presenter_slide", for_readme=False)
+    finally:
+        ctx.close()
+
+
 def test_presenter_mode_toggles_cleanly_on_every_step(server, browser):
     """Presenter mode on and off on each lesson step (step 6 included, which has nothing to redraw): no Error
     badge, no error toast, the captions still those of the page's image and model."""

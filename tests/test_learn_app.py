@@ -50,6 +50,23 @@ def test_query_steps_are_per_session_and_match_the_captured_map(cb):
         lesson.query_steps("tab-b", "demo-vit", a.image_sha, choice)   # tab b never saw tab a's image
 
 
+def test_step_3_text_quotes_the_weights_of_its_picture_at_every_temperature(cb):
+    """Away from T = 1 the top weights quoted beside the weights picture are the re-normalised ones the
+    picture shows, softmax(scores / (sqrt(d) T)) written out here, not the model's (T = 1)."""
+    lesson = Lesson(cb)
+    a = cb.analyse("tab-t", _photo("star", 1), "demo-vit")
+    lm = cb.manager.get("demo-vit")
+    res = capture(lm.model, a.prepared.tensor)
+    row = res.maps[3].weights[0, 0, 1 + 1 * 8 + 6].double()
+    scores = torch.log(row)                         # the scores up to a constant, so softmax(scores) = row
+    for T in (1.0, 0.3, 2.0):
+        out = lesson.query_steps("tab-t", "demo-vit", a.image_sha, QueryChoice(layer=3, head=0, row=1, col=6,
+                                                                                temperature=T))
+        quoted = [float(v) for v in re.findall(r"(?:patch \(\d+, \d+\)|CLS) ([0-9.]+)%", out[5].split("Check")[0])]
+        want = torch.softmax(scores / T, -1).sort(descending=True).values[:3] * 100
+        assert quoted == pytest.approx(want.tolist(), abs=0.06), T
+
+
 def test_picker_click_maps_to_the_patch_under_it():
     view = np.zeros((64, 64, 3), np.uint8)
     pic = picker_picture(view, (8, 8), 2, 5)

@@ -159,3 +159,19 @@ def test_training_pictures_are_drawn_for_presenter_mode(monkeypatch):
         assert seen[-1][0] == pytest.approx(FIG_TEXT_PX * DRAW_SCALE, abs=0.05)
         assert pic.shape[1] == 598 and pic.shape[0] <= 598
         assert 465 / pic.shape[1] * FIG_TEXT_PX * DRAW_SCALE >= 16
+
+
+def test_cell_values_fit_their_cells_with_the_most_decimals_that_fit():
+    """Neighbouring values never run into each other ("−0.20−0.64"): each cell's text is at most the cell
+    width less a margin, in the most precise format that fits every cell."""
+    from attention.lesson.query_pictures import _cell_texts
+    c = Canvas(100, 100)
+    grid = np.array([[-0.20, -0.64, 3.10], [0.58, -1.30, 2.72]])
+    wide = _cell_texts(c, grid, False, False, False, room=200)
+    assert wide[0][:2] == ["−0.20", "−0.64"]                          # room enough: two decimals
+    room = max(c.text_width(t, 15) for row in wide for t in row) - 1   # one pixel short of the widest
+    narrow = _cell_texts(c, grid, False, False, False, room=room)
+    assert narrow[0][:2] == ["−0.2", "−0.6"] and narrow[1][1] == "−1.3"
+    assert max(c.text_width(t, 15) for row in narrow for t in row) <= room
+    for row, values in zip(narrow, grid):                            # and the printed numbers are the values
+        assert all(abs(float(t.replace("−", "-")) - v) <= 0.05 + 1e-9 for t, v in zip(row, values))

@@ -27,7 +27,7 @@ from .training import MAX_STEPS, MIN_STEPS, TrainingRoom, describe, progress_bar
 
 LEARN_CSS = """
 .kbd-hidden { display: none !important; }
-body.presenter .prose, body.presenter .prose p, body.presenter .prose li { font-size: 1.45rem !important; line-height: 1.5; }
+body.presenter .prose, body.presenter .prose p, body.presenter .prose li { font-size: 1.2rem !important; line-height: 1.4; }
 body.presenter label span, body.presenter button { font-size: 1.25rem !important; }
 body.presenter #input-column { display: none !important; }
 body.presenter .katex { font-size: 1.3em !important; }
@@ -56,7 +56,59 @@ body.presenter #intro, body.presenter #notice { display: none !important; }
 body.presenter .learn-fig { height: 600px !important; }
 body.presenter .learn-fig-wide { height: 620px !important; }
 /* step 3's pictures are wide and low: their presenter box keeps the explanation below them on the screen */
-body.presenter #learn-heads-img.learn-fig, body.presenter #learn-depth-img.learn-fig { height: 430px !important; }
+body.presenter #learn-heads-img.learn-fig, body.presenter #learn-depth-img.learn-fig { height: 342px !important; }
+/* presenter mode fits each step (each part of step 2) on one 1280x720 screen, pictures' text >= 20 px: a one-line
+   header (the page's tabs, intro, API help and footer hidden; the step tabs on the left, Previous / Next and the
+   Presenter box on the right of the same line), picture boxes sized from the space left, explanations that
+   scroll inside their column if they would not fit (presenter boxes: HEADS_PRESENTER_BOX, ... in attention/lesson) */
+body.presenter #main-tabs > .tab-wrapper, body.presenter footer, body.presenter #about { display: none !important; }
+body.presenter #learn-nav > .learn-text, body.presenter #learn-train-intro { display: none !important; }
+body.presenter .main { padding-top: 6px !important; padding-bottom: 0 !important; }
+body.presenter .column:has(> #learn-nav) { position: relative; }
+body.presenter #learn-nav { position: absolute; top: 0; left: 0; right: 0; width: auto !important; z-index: 5; gap: 8px;
+  flex-wrap: nowrap; pointer-events: none; }
+body.presenter #learn-nav > * { flex: 0 0 auto !important; pointer-events: auto; }
+body.presenter #learn-nav > #learn-prev { margin-left: auto !important; }
+body.presenter #learn-nav > #presenter { margin: 0 !important; width: auto !important; min-width: max-content !important;
+  padding: 4px 8px; }
+body.presenter #learn-tabs > .tab-wrapper { padding-right: 440px; }
+body.presenter #learn-tabs button[role=tab] { font-size: 1.2rem !important; padding: 4px 10px; }
+@media (max-width: 1199px) {   /* no room for one line: the header keeps its two rows */
+  body.presenter #learn-nav { position: static; }
+  body.presenter #learn-tabs > .tab-wrapper { padding-right: 0; }
+}
+body.presenter #learn-tokens-md, body.presenter #learn-layers-md, body.presenter #learn-special-md {
+  max-height: calc(100vh - 120px); overflow-y: auto; }
+body.presenter #learn-heads-md { max-height: calc(100vh - 412px); overflow-y: auto; }
+/* step 2: narrower controls, the part selector and the temperature on one low row, the picture at its own size */
+body.presenter #learn-query-controls { flex: 0 0 240px !important; min-width: 240px !important; }
+body.presenter #learn-query-controls label span, body.presenter #learn-query-controls button { font-size: 1rem !important; }
+body.presenter #learn-part-row { display: grid !important; grid-template-columns: max-content minmax(0, 1fr);
+  align-items: center; }
+body.presenter #learn-temperature { padding: 4px 10px !important; }
+body.presenter #learn-temperature .info-text { display: none; }
+body.presenter #learn-query-pane .learn-step-fig { flex: 0 0 612px !important; }
+body.presenter #learn-query-pane .learn-fig { height: calc(100vh - 140px) !important; }
+body.presenter #learn-query-pane .learn-fig-wide { height: calc(100vh - 190px) !important; }
+body.presenter #learn-query-pane .learn-step-text .learn-text { max-height: calc(100vh - 145px); overflow-y: auto; }
+/* step 6: the controls (left) and the run's state and bar (right) above the two pictures */
+body.presenter #learn-train-tab > .column { display: grid !important; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
+  column-gap: 16px; row-gap: 8px; align-items: start; }
+body.presenter #learn-train-controls { grid-column: 1; grid-row: 1 / 3; display: grid !important; gap: 8px;
+  grid-template-columns: minmax(0, 1.6fr) minmax(0, 1fr) minmax(0, 1fr); }
+body.presenter #learn-train-controls > * { min-width: 0 !important; width: auto !important; margin: 0 !important; }
+body.presenter #learn-train-controls > :has(#learn-train-steps) { grid-column: 1; grid-row: 1 / 3; }
+body.presenter #learn-train-start { grid-column: 2; grid-row: 1; }
+body.presenter #learn-train-stop { grid-column: 3; grid-row: 1; }
+body.presenter #learn-train-save { grid-column: 2 / 4; grid-row: 2; }
+body.presenter #learn-train-steps { padding: 4px 10px !important; }
+body.presenter #learn-train-controls button, body.presenter #learn-train-controls label span { font-size: 1.05rem !important; }
+body.presenter #learn-train-md { grid-column: 2; grid-row: 1; max-height: 96px; overflow-y: auto; }
+body.presenter #learn-train-md .prose, body.presenter #learn-train-md .prose p { font-size: 1.05rem !important; }
+body.presenter #learn-train-bar { grid-column: 2; grid-row: 2; }
+body.presenter #learn-train-bar, body.presenter #learn-train-bar .html-container { padding: 2px 6px !important; }
+body.presenter #learn-train-pics { grid-column: 1 / 3; grid-row: 3; }
+body.presenter #learn-train-pics .learn-fig { height: calc(100vh - 206px) !important; }
 """
 
 # Shift + arrow keys move the lesson's query patch (when no text field has the focus).
@@ -446,7 +498,7 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
             # ---------------------------------------------------------------- 2 one query
             with gr.Tab(STEPS[1][1], id="learn-query") as tab_query:
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=2, min_width=200):
+                    with gr.Column(scale=2, min_width=200, elem_id="learn-query-controls"):
                         L.pick = gr.Image(label="The query patch (click another one)", interactive=False,
                                           format="png", elem_id="learn-pick", height=210, buttons=["fullscreen"])
                         L.token = gr.Radio([("a patch (click it)", "patch")], value="patch", label="Query token",
@@ -464,7 +516,7 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                         with gr.Row(elem_classes=["kbd-hidden"]):
                             moves = {k: gr.Button(k, elem_id=f"learn-{k}") for k in ("up", "down", "left", "right")}
                     with gr.Column(scale=7, elem_id="learn-query-pane"):
-                        with gr.Row(equal_height=True):
+                        with gr.Row(equal_height=True, elem_id="learn-part-row"):
                             L.part = gr.Radio(PARTS, value="1", label="Part", show_label=False,
                                               elem_id="learn-part", scale=4, container=False)
                             L.temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05, label="Temperature T",
@@ -476,9 +528,9 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                         for k, label in enumerate(["1 · scores q·k", "2 · scale, temperature, softmax",
                                                    "3 · attention weights", "4 · weighted sum of values"]):
                             with gr.Row(equal_height=False, elem_classes=["substep", f"s{k + 1}"]):
-                                with gr.Column(scale=3, min_width=300):
+                                with gr.Column(scale=3, min_width=300, elem_classes=["learn-step-fig"]):
                                     img = _pic(label, f"learn-step{k + 1}-img", height=400)
-                                with gr.Column(scale=2, min_width=200):
+                                with gr.Column(scale=2, min_width=200, elem_classes=["learn-step-text"]):
                                     md = _md(elem_id=f"learn-step{k + 1}-md")
                             L.step_outputs += [img, md]
                         with gr.Row(elem_classes=["substep", "s5"]):
@@ -489,7 +541,7 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
 
             # ---------------------------------------------------------------- 3 many heads
             with gr.Tab(STEPS[2][1], id="learn-heads") as tab_heads:
-                with gr.Row(equal_height=False):
+                with gr.Row(equal_height=False, elem_id="learn-heads-pics"):
                     L.heads_img = _pic("One query, every head", "learn-heads-img", height=300)
                     L.depth_img = _pic("Mean attention distance vs. depth", "learn-depth-img", height=300)
                 with gr.Row(equal_height=False):
@@ -504,11 +556,11 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                                             ("Token norms: high-norm tokens", "learn-norms-img")], height=520)
 
             # ---------------------------------------------------------------- 6 watch it learn
-            with gr.Tab(STEPS[5][1], id="learn-train") as tab_train:
+            with gr.Tab(STEPS[5][1], id="learn-train", elem_id="learn-train-tab") as tab_train:
                 _md("Train the demo ViT **from scratch, here, on the CPU**, on freshly drawn shapes, and watch its "
                     "attention on a few fixed probe images move from diffuse (random weights) to the object. The other "
-                    "tabs keep working meanwhile (a little slower).")
-                with gr.Row():
+                    "tabs keep working meanwhile (a little slower).", elem_id="learn-train-intro")
+                with gr.Row(elem_id="learn-train-controls"):
                     train_steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=LESSON_STEPS, step=10,
                                             label=f"Training steps (batches of {LESSON_RECIPE['batch_size']} images)",
                                             elem_id="learn-train-steps")
@@ -517,7 +569,7 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                     train_save = gr.Button("Save and use this model", elem_id="learn-train-save")
                 L.train_bar = gr.HTML(progress_bar(None), elem_id="learn-train-bar")
                 L.train_md = _md(describe(None), elem_id="learn-train-md")
-                with gr.Row():
+                with gr.Row(elem_id="learn-train-pics"):
                     # drawn for presenter mode (learning_pictures.DRAW_SCALE), shown here at about 0.78 of that
                     L.train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves",
                                           height=405)

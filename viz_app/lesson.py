@@ -107,7 +107,8 @@ def explain_softmax(step: QueryStep, temperature: float) -> str:
 
 def explain_weights(step: QueryStep, temperature: float) -> str:
     err = float(np.abs(step.weights - step.captured).max())
-    top = ", ".join(f"{step.token_name(j)} {100 * a:.1f}%" for j, a in step.top_contributors(3))
+    # the weights of the picture beside it: at this temperature
+    top = ", ".join(f"{step.token_name(j)} {100 * a:.1f}%" for j, a in step.top_contributors(3, temperature))
     head = ("These are exactly the model's attention weights" if abs(temperature - 1.0) < 1e-9 else
             f"At $T = {temperature:g}$ these are *not* the model's weights (set $T = 1$ to see those)")
     return (f"**Step 3 — attention weights.** {head}. Most weight: {top}.  \n"

@@ -50,7 +50,7 @@ def query_distance(m: AttentionMap, query: Union[tuple[int, int], str], item: in
 
 
 # the pictures' box in the lesson at 1280x720 and in presenter mode (width, height px)
-HEADS_BOX, HEADS_PRESENTER_BOX = (465, 298), (598, 428)
+HEADS_BOX, HEADS_PRESENTER_BOX = (465, 298), (598, 340)
 
 
 def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndarray,

@@ -134,10 +134,11 @@ class QueryStep:
     def token_name(self, index: int) -> str:
         return token_name(self.layout, index)
 
-    def top_contributors(self, k: int = 5) -> list[tuple[int, float]]:
-        """The k tokens with the largest weights: [(token index, a_j)]."""
-        order = np.argsort(-self.weights)[:k]
-        return [(int(j), float(self.weights[j])) for j in order]
+    def top_contributors(self, k: int = 5, temperature: float = 1.0) -> list[tuple[int, float]]:
+        """The k tokens with the largest weights at `temperature` (1: the model's): [(token index, a_j)]."""
+        w = self.weights if temperature == 1.0 else self.weights_at(temperature)
+        order = np.argsort(-w)[:k]
+        return [(int(j), float(w[j])) for j in order]
 
 
 def token_name(layout: TokenLayout, index: int) -> str:

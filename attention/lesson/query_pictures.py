@@ -88,6 +88,21 @@ def _cell_text(v: float, percent: bool, dense: bool, fine: bool = False) -> str:
     return _signed_text(_fmt(v))
 
 
+def _cell_texts(c: Canvas, grid: np.ndarray, percent: bool, dense: bool, fine: bool, room: float) -> list:
+    """The printed value of every cell, in the most precise format whose widest text fits `room` (cell width
+    less a margin): two decimals, else one, else none; the font is never made smaller (it is the minimum)."""
+    formats = [lambda v: _cell_text(v, percent, dense, fine)]
+    if not percent:
+        formats += [lambda v: _signed_text(f"{v:.1f}"), lambda v: _signed_text(f"{v:.0f}")]
+    elif fine:
+        formats += [lambda v: f"{v:.0f}"]
+    for fmt in formats:
+        texts = [[fmt(v) for v in row] for row in grid]
+        if max(c.text_width(t, 15) for row in texts for t in row) <= room:
+            break
+    return texts
+
+
 def token_map_picture(step: QueryStep, view: np.ndarray, values: np.ndarray, *, cmap: str, title: str,
                       vmin: float, vmax: float, percent: bool = False, scale: float = 1.0,
                       alpha: float = 0.6) -> np.ndarray:
@@ -123,13 +138,13 @@ def token_map_picture(step: QueryStep, view: np.ndarray, values: np.ndarray, *, 
         blended = base * (1 - alpha)
         dense = gw > 8
         fine = percent and hi < 10 and not dense      # small weights: one decimal (1.6 %, not 2 %)
+        texts = _cell_texts(c, grid, percent, dense, fine, cw - 4)
         for r in range(gh):
             for k in range(gw):
                 rgb = colours[r, k] * alpha + blended[min(int((r + 0.5) * H / gh), H - 1),
                                                       min(int((k + 0.5) * W / gw), W - 1)]
                 light = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]) < 140
-                c.text((x0 + (k + 0.5) * cw, y0 + (r + 0.5) * ch), _cell_text(grid[r, k], percent, dense, fine),
-                       15,
+                c.text((x0 + (k + 0.5) * cw, y0 + (r + 0.5) * ch), texts[r][k], 15,
                        fill=(255, 255, 255) if light else (0, 0, 0), anchor="mm")
     if step.query >= step.layout.num_prefix:
         r, k = divmod(step.query - step.layout.num_prefix, gw)
