@@ -40,14 +40,23 @@ def lesson_rows(model_name: str, repeat: int) -> list[tuple[str, dict]]:
         a.derived.pop(("lesson", "projections", state["layer"]), None)
         lesson.query_steps("bench", model_name, sha, QueryChoice(layer=state["layer"], head=0, row=2, col=3))
 
+    # every call asks for a patch / temperature not drawn before: the pictures are cached per
+    # (layer, head, query, temperature), and a repeat of the same one would time the cache
+    gh, gw = lesson.layers(a)[0].layout.grid
+    cells = iter([(r, c) for r in range(gh) for c in range(gw)] * 4)
+    temps = iter([0.3 + 0.01 * i for i in range(10_000)])
+
+    def other_patch():
+        r, c = next(cells)
+        lesson.query_steps("bench", model_name, sha, QueryChoice(layer=0, head=1, row=r, col=c))
+
+    def other_temperature():
+        lesson.temperature("bench", model_name, sha, QueryChoice(layer=0, temperature=next(temps)))
+
     rows = [
         ("query step, new layer (forward + 4 pictures)", measure(first_query_of_a_layer, repeat, 1)),
-        ("query step, other patch (4 pictures)",
-         measure(lambda: lesson.query_steps("bench", model_name, sha, QueryChoice(layer=0, head=1, row=1, col=1)),
-                 repeat, 1)),
-        ("temperature change (2 pictures)",
-         measure(lambda: lesson.temperature("bench", model_name, sha, QueryChoice(layer=0, temperature=0.5)),
-                 repeat, 1)),
+        ("query step, other patch (4 pictures)", measure(other_patch, repeat, 1)),
+        ("temperature change (2 pictures)", measure(other_temperature, repeat, 1)),
         ("heads (all heads + distance vs depth)",
          measure(lambda: lesson.heads("bench", model_name, sha, QueryChoice(layer=-1, row=2, col=3)), repeat, 1)),
         ("layers: raw vs rollout (cached maps)",
