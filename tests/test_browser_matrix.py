@@ -14,7 +14,6 @@ import re
 import pytest
 
 from attention.lesson.figure import FIG_TEXT_PX, MIN_TEXT_PX, PRESENTER_SCALE
-from attention.lesson.learning_pictures import DRAW_SCALE
 from browser_support import CHROMIUM, ARGS, MARKS, wait_idle
 
 pytestmark = MARKS + [pytest.mark.slow]
@@ -259,7 +258,7 @@ def test_layout_lesson_visible_without_overflow_and_readable(server, browser, vi
 
 
 # the smallest text of each picture of steps 1, 3-6, in picture pixels: steps 1, 3, 4, 5 draw it at FIG_TEXT_PX
-# (x PRESENTER_SCALE in presenter mode); step 6 draws once at DRAW_SCALE for both modes
+# (x PRESENTER_SCALE in presenter mode), step 6 too
 FIGURES = {"1 · Tokens": ["learn-tokens-img", "learn-pos-img"], "3 · Heads": ["learn-heads-img", "learn-depth-img"],
            "4 · Layers": ["learn-layers-img"], "5 · Special tokens": ["learn-prefix-img", "learn-norms-img"]}
 TRAIN_FIGURES = ["learn-train-curves", "learn-train-probes"]
@@ -322,14 +321,19 @@ def test_lesson_pictures_text_readable_normal_and_presenter(server, browser, sho
                 pg.wait_for_function("() => /finished/.test(document.querySelector('#learn-train-md').innerText)")
             settle(pg)
             for elem_id in TRAIN_FIGURES:
-                text, nw = shown_text(pg, elem_id, FIG_TEXT_PX * DRAW_SCALE)
+                if presenter:       # redrawn larger for presenter mode when the step opened
+                    pg.wait_for_function("([s, w]) => { const e = document.querySelector(s);"
+                                         " return e && e.complete && e.naturalWidth > w; }",
+                                         arg=[f"#{elem_id} img", normal[elem_id][1]])
+                text, nw = shown_text(pg, elem_id, FIG_TEXT_PX * (PRESENTER_SCALE if presenter else 1.0))
                 assert text >= (20 if presenter else 14), f"6 · Train / {elem_id}: text {text:.1f} px"
+                box = pg.locator(f"#{elem_id} img").bounding_box()
+                assert box["y"] + box["height"] <= 721, f"6 · Train / {elem_id} ends below the screen: {box}"
                 if presenter:
                     assert text > normal[elem_id][0], f"{elem_id} not shown larger in presenter mode"
                 else:
                     normal[elem_id] = (text, nw)
-            pg.locator("#learn-train-probes").scroll_into_view_if_needed()
-            print(shots(pg, f"learn_6_train{'_presenter' if presenter else ''}", for_readme=False))
+            print(shots(pg, f"learn_6_train{'_presenter' if presenter else ''}", for_readme=not presenter))
     finally:
         ctx.close()
 
@@ -384,8 +388,7 @@ def test_presenter_mode_each_step_fits_one_screen(server, browser, shots):
             sh = fits_one_screen(pg, f"presenter / {where}")
             texts = []
             for elem_id in pictures:     # step 2: canvases (MIN_TEXT_PX), the others figures (FIG_TEXT_PX)
-                px = (FIG_TEXT_PX * DRAW_SCALE if where.startswith("6") else
-                      (MIN_TEXT_PX if elem_id.startswith("learn-step") else FIG_TEXT_PX) * PRESENTER_SCALE)
+                px = (MIN_TEXT_PX if elem_id.startswith("learn-step") else FIG_TEXT_PX) * PRESENTER_SCALE
                 text, _ = shown_text(pg, elem_id, px)
                 assert text >= 20, f"presenter / {where} / {elem_id}: smallest text {text:.1f} px"
                 texts.append(text)

@@ -135,13 +135,13 @@ def test_special_tokens_numbers_are_multiples_of_uniform_attention():
     assert times_uniform(float("nan")) == ""
 
 
-def test_training_pictures_are_drawn_for_presenter_mode(monkeypatch):
-    """Step 6's pictures are redrawn by a timer that does not know presenter mode: drawn at DRAW_SCALE (text
-    21 px, 598 px wide), so the 1280x720 box (465 px wide) shows them at 0.78 (text >= 16 px)."""
+def test_training_pictures_are_drawn_at_the_size_of_their_box_in_each_mode(monkeypatch):
+    """Step 6's pictures: at scale 1 the size of the 1280x720 box (learning_pictures.BOX, text FIG_TEXT_PX),
+    in presenter mode 1.4x that (text 21 px)."""
     from types import SimpleNamespace
 
-    from attention.lesson.figure import FIG_TEXT_PX
-    from attention.lesson.learning_pictures import DRAW_SCALE, curves_picture, probes_picture
+    from attention.lesson.figure import FIG_TEXT_PX, PRESENTER_SCALE
+    from attention.lesson.learning_pictures import BOX, curves_picture, probes_picture
     seen = _drawn(monkeypatch)
     history = SimpleNamespace(step=[1, 2, 3], loss=[1.6, 1.2, 0.9], acc=[0.2, 0.4, 0.5])
     snaps = [SimpleNamespace(step=k, pointing_game=0.2 * k, rollout=np.random.default_rng(k).random((5, 8, 8)),
@@ -155,10 +155,10 @@ def test_training_pictures_are_drawn_for_presenter_mode(monkeypatch):
         def __len__(self):
             return 5
     probes = Probes()
-    for pic in (curves_picture(state), probes_picture(probes, snaps)):
-        assert seen[-1][0] == pytest.approx(FIG_TEXT_PX * DRAW_SCALE, abs=0.05)
-        assert pic.shape[1] == 598 and pic.shape[0] <= 598
-        assert 465 / pic.shape[1] * FIG_TEXT_PX * DRAW_SCALE >= 16
+    for scale in (1.0, PRESENTER_SCALE):
+        for pic in (curves_picture(state, scale), probes_picture(probes, snaps, scale=scale)):
+            assert seen[-1][0] == pytest.approx(FIG_TEXT_PX * scale, abs=0.05)
+            assert pic.shape[1] == round(BOX[0] * scale) and pic.shape[0] <= round(BOX[1] * scale)
 
 
 def test_cell_values_fit_their_cells_with_the_most_decimals_that_fit():

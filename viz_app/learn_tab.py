@@ -91,6 +91,21 @@ body.presenter #learn-query-pane .learn-step-fig { flex: 0 0 612px !important; }
 body.presenter #learn-query-pane .learn-fig { height: calc(100vh - 140px) !important; }
 body.presenter #learn-query-pane .learn-fig-wide { height: calc(100vh - 190px) !important; }
 body.presenter #learn-query-pane .learn-step-text .learn-text { max-height: calc(100vh - 145px); overflow-y: auto; }
+/* step 6 on one 1280x720 screen in both modes: the intro, then the controls (left) beside the run's state and
+   bar (right), then the two pictures (presenter mode below re-places them without the intro) */
+#learn-train-tab > .column { display: grid !important; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
+  column-gap: 16px; row-gap: 8px; align-items: start; }
+#learn-train-intro { grid-column: 1 / 3; grid-row: 1; }
+#learn-train-controls { grid-column: 1; grid-row: 2 / 4; display: grid !important; gap: 8px;
+  grid-template-columns: minmax(0, 1.6fr) minmax(0, 1fr) minmax(0, 1fr); }
+#learn-train-controls > * { min-width: 0 !important; width: auto !important; margin: 0 !important; }
+#learn-train-controls > :has(#learn-train-steps) { grid-column: 1; grid-row: 1 / 3; }
+#learn-train-start { grid-column: 2; grid-row: 1; }
+#learn-train-stop { grid-column: 3; grid-row: 1; }
+#learn-train-save { grid-column: 2 / 4; grid-row: 2; }
+#learn-train-md { grid-column: 2; grid-row: 2; max-height: 96px; overflow-y: auto; }
+#learn-train-bar { grid-column: 2; grid-row: 3; }
+#learn-train-pics { grid-column: 1 / 3; grid-row: 4; }
 /* step 6: the controls (left) and the run's state and bar (right) above the two pictures */
 body.presenter #learn-train-tab > .column { display: grid !important; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
   column-gap: 16px; row-gap: 8px; align-items: start; }
@@ -206,7 +221,7 @@ class LearnHandlers:
         L = self.ui
         return {"learn-tokens": L.tokens_step.outputs, "learn-query": [L.pick] + L.step_outputs + [L.slide_img],
                 "learn-heads": [L.heads_img, L.depth_img, L.heads_md], "learn-layers": L.layers_step.outputs,
-                "learn-special": L.special_step.outputs, "learn-train": []}[step]
+                "learn-special": L.special_step.outputs, "learn-train": [L.train_curves, L.train_probes]}[step]
 
     def all_outputs(self) -> list:
         return [c for s in STEP_IDS for c in self.step_outputs(s)]
@@ -214,7 +229,7 @@ class LearnHandlers:
     def cleared(self, step: str, text: str = "") -> dict:
         """The step's pictures empty and its explanation replaced by `text`."""
         outs = self.step_outputs(step)
-        if not outs:
+        if not outs or step == "learn-train":   # the training run's pictures belong to no image or model
             return {}
         out = {c: None for c in outs}
         mds = [self.ui.heads_md] if step == "learn-heads" else [outs[-1]]
@@ -228,6 +243,8 @@ class LearnHandlers:
     def failed(self, step: str, e: BaseException) -> dict:
         """A step that cannot be shown for this model or image: its pictures say why, no Error badge."""
         text = message_of(e)
+        if step == "learn-train":
+            return {}
         outs = self.step_outputs(step)
         out = self.cleared(step, f"**Not available here.** {text}")
         pictures = [c for c in outs if isinstance(c, gr.Image) and c is not self.ui.pick]
@@ -243,6 +260,8 @@ class LearnHandlers:
         scale = PRESENTER_SCALE if presenter else 1.0
         L, lesson = self.ui, self.lesson
         try:
+            if step == "learn-train":              # needs no image or model: the session's training run
+                return self._training_pictures(session, scale)
             key = self._key(session, model, sha, image)
             if step == "learn-tokens":
                 pic, pos, md = lesson.tokens(session, model, sha, image, scale=scale)
@@ -420,10 +439,22 @@ class LearnHandlers:
         return {L.slide_img: pic, L.part: "slide"}
 
     # ------------------------------------------------------------------ step 6: watch it learn
-    def _training_view(self, session: str, seen) -> dict:
-        """Status, curves, probes (only redrawn when a new snapshot arrived: drawing costs CPU the training
-        needs), timer, seen."""
+    def _training_pictures(self, session: str, scale: float) -> dict:
+        """The session's training curves and probe maps drawn at `scale` (presenter mode: larger), or none."""
         from attention.lesson.learning_pictures import curves_picture, probes_picture
+        L = self.ui
+        st = self.room.state(session)
+        if st is None:
+            return {L.train_curves: None, L.train_probes: None}
+        run = self.room.run_of(session)
+        return {L.train_curves: curves_picture(st, scale), L.train_probes: probes_picture(run.probes, st.snapshots,
+                                                                                          scale=scale)}
+
+    def _training_view(self, session: str, seen, presenter=False) -> dict:
+        """Status, curves, probes (only redrawn when a new snapshot arrived: drawing costs CPU the training
+        needs), timer, seen; the pictures at presenter mode's scale when it is on."""
+        from attention.lesson.learning_pictures import curves_picture, probes_picture
+        scale = PRESENTER_SCALE if presenter else 1.0
         L = self.ui
         st = self.room.state(session)
         if st is None:
@@ -431,28 +462,28 @@ class LearnHandlers:
                     L.train_probes: None, L.train_timer: gr.Timer(active=False), L.train_seen: 0}
         run = self.room.run_of(session)
         n = len(st.snapshots)
-        out = {L.train_bar: progress_bar(st), L.train_md: describe(st), L.train_curves: curves_picture(st),
+        out = {L.train_bar: progress_bar(st), L.train_md: describe(st), L.train_curves: curves_picture(st, scale),
                L.train_timer: gr.Timer(active=st.active), L.train_seen: n}
         if n != seen or not st.active:
-            out[L.train_probes] = probes_picture(run.probes, st.snapshots)
+            out[L.train_probes] = probes_picture(run.probes, st.snapshots, scale=scale)
         return out
 
-    def on_train_start(self, steps, request: gr.Request):
+    def on_train_start(self, steps, presenter, request: gr.Request):
         session = _session(request)
         try:
             self.room.start(session, int(steps))
         except Exception as e:  # noqa: BLE001
             warn(e)
             return gr.skip()
-        return self._training_view(session, -1)
+        return self._training_view(session, -1, presenter)
 
-    def on_train_tick(self, seen, request: gr.Request):
-        return self._training_view(_session(request), seen)
+    def on_train_tick(self, seen, presenter, request: gr.Request):
+        return self._training_view(_session(request), seen, presenter)
 
-    def on_train_stop(self, seen, request: gr.Request):
+    def on_train_stop(self, seen, presenter, request: gr.Request):
         session = _session(request)
         self.room.stop(session)
-        return self._training_view(session, seen)
+        return self._training_view(session, seen, presenter)
 
     def on_unload(self, request: gr.Request):
         """The browser tab closed or reloaded: its training run, if any, stops (freeing the one slot)."""
@@ -557,9 +588,8 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
 
             # ---------------------------------------------------------------- 6 watch it learn
             with gr.Tab(STEPS[5][1], id="learn-train", elem_id="learn-train-tab") as tab_train:
-                _md("Train the demo ViT **from scratch, here, on the CPU**, on freshly drawn shapes, and watch its "
-                    "attention on a few fixed probe images move from diffuse (random weights) to the object. The other "
-                    "tabs keep working meanwhile (a little slower).", elem_id="learn-train-intro")
+                _md("Train the demo ViT **from scratch, here, on the CPU**, on fresh shapes: its attention on fixed probe "
+                    "images moves from diffuse to the object. The other tabs keep working.", elem_id="learn-train-intro")
                 with gr.Row(elem_id="learn-train-controls"):
                     train_steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=LESSON_STEPS, step=10,
                                             label=f"Training steps (batches of {LESSON_RECIPE['batch_size']} images)",
@@ -570,11 +600,11 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                 L.train_bar = gr.HTML(progress_bar(None), elem_id="learn-train-bar")
                 L.train_md = _md(describe(None), elem_id="learn-train-md")
                 with gr.Row(elem_id="learn-train-pics"):
-                    # drawn for presenter mode (learning_pictures.DRAW_SCALE), shown here at about 0.78 of that
+                    # boxes of learning_pictures.BOX (+ the picture's frame): drawn at their own size
                     L.train_curves = _pic("Loss, accuracy, probe maps on the object", "learn-train-curves",
-                                          height=405)
+                                          height=330)
                     L.train_probes = _pic("Attention (rollout) on the probes as training goes", "learn-train-probes",
-                                          height=405)
+                                          height=330)
                 L.train_timer = gr.Timer(1.5, active=False)
                 L.train_seen = gr.State(0)
 
@@ -621,9 +651,9 @@ def build_learn_tab(demo: gr.Blocks, lesson: Lesson, room: TrainingRoom, page):
                                   (L.special_step.button, "learn-special", L.special_step.outputs)):
         button.click(_opener(h, step_id), q_in + tq, outs, **private)
     train_out = [L.train_bar, L.train_md, L.train_curves, L.train_probes, L.train_timer, L.train_seen]
-    train_start.click(h.on_train_start, train_steps, train_out, **private)
-    L.train_timer.tick(h.on_train_tick, L.train_seen, train_out, show_progress="hidden", **private)
-    train_stop.click(h.on_train_stop, L.train_seen, train_out, **private)
+    train_start.click(h.on_train_start, [train_steps, L.presenter], train_out, **private)
+    L.train_timer.tick(h.on_train_tick, [L.train_seen, L.presenter], train_out, show_progress="hidden", **private)
+    train_stop.click(h.on_train_stop, [L.train_seen, L.presenter], train_out, **private)
     demo.unload(h.on_unload)
     saved = train_save.click(h.on_train_save, None, [page.model_dd, page.model_state, L.train_md], **private)
     return saved, learn_tab

@@ -8,19 +8,17 @@ import numpy as np
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, PRESENTER_SCALE, figure_to_rgb, font, px_canvas,
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, figure_to_rgb, font, px_canvas,
                      px_figure, pt, wrap_px)
 from .learning import ProbeSnapshot, Probes, TrainingState
 
 MAX_COLUMNS = 5
-# The step's pictures are redrawn by the training timer, which does not know about presenter mode: they are
-# drawn once for presenter mode's box (text FIG_TEXT_PX x DRAW_SCALE = 21 px), and the 1280x720 layout shows
-# them at about 0.78 of that (text >= 16 px). BOX: their size at scale 1.
-DRAW_SCALE = PRESENTER_SCALE
-BOX = (427, 371)
+# BOX: the pictures' size at scale 1, the box the 1280x720 layout gives them (step 6 then fits the screen);
+# presenter mode draws them at PRESENTER_SCALE (text FIG_TEXT_PX x 1.4 = 21 px) for its larger box.
+BOX = (427, 320)
 
 
-def curves_picture(state: TrainingState, scale: float = DRAW_SCALE) -> np.ndarray:
+def curves_picture(state: TrainingState, scale: float = 1.0) -> np.ndarray:
     """Loss (left axis) and batch accuracy + the probes' pointing game (right axis) against the step; every
     text >= FIG_TEXT_PX x `scale` pixels."""
     h = state.history
@@ -77,7 +75,7 @@ def pick_snapshots(snapshots: Sequence[ProbeSnapshot], columns: int = MAX_COLUMN
 
 
 def probes_picture(probes: Probes, snapshots: Sequence[ProbeSnapshot], columns: int = MAX_COLUMNS,
-                   cmap: str = "inferno", scale: float = DRAW_SCALE) -> np.ndarray:
+                   cmap: str = "inferno", scale: float = 1.0) -> np.ndarray:
     """Rows: the probe images; columns: the image, then its rollout map at a few snapshots (first to latest),
     a green frame where the map's peak is on the object; every text >= FIG_TEXT_PX x `scale` pixels."""
     shown = pick_snapshots(snapshots, columns)
@@ -119,4 +117,4 @@ def probes_picture(probes: Probes, snapshots: Sequence[ProbeSnapshot], columns: 
     return figure_to_rgb(fig)
 
 
-__all__ = ["DRAW_SCALE", "curves_picture", "probes_picture", "pick_snapshots"]
+__all__ = ["BOX", "curves_picture", "probes_picture", "pick_snapshots"]
