@@ -106,23 +106,15 @@ body.presenter #learn-query-pane .learn-step-text .learn-text { max-height: calc
 #learn-train-md { grid-column: 2; grid-row: 2; max-height: 96px; overflow-y: auto; }
 #learn-train-bar { grid-column: 2; grid-row: 3; }
 #learn-train-pics { grid-column: 1 / 3; grid-row: 4; }
-/* step 6: the controls (left) and the run's state and bar (right) above the two pictures */
-body.presenter #learn-train-tab > .column { display: grid !important; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
-  column-gap: 16px; row-gap: 8px; align-items: start; }
-body.presenter #learn-train-controls { grid-column: 1; grid-row: 1 / 3; display: grid !important; gap: 8px;
-  grid-template-columns: minmax(0, 1.6fr) minmax(0, 1fr) minmax(0, 1fr); }
-body.presenter #learn-train-controls > * { min-width: 0 !important; width: auto !important; margin: 0 !important; }
-body.presenter #learn-train-controls > :has(#learn-train-steps) { grid-column: 1; grid-row: 1 / 3; }
-body.presenter #learn-train-start { grid-column: 2; grid-row: 1; }
-body.presenter #learn-train-stop { grid-column: 3; grid-row: 1; }
-body.presenter #learn-train-save { grid-column: 2 / 4; grid-row: 2; }
+/* step 6 in presenter mode: the same grid without the intro, larger text, taller pictures */
+body.presenter #learn-train-controls { grid-row: 1 / 3; }     /* no intro row in presenter mode */
+body.presenter #learn-train-md { grid-row: 1; }
+body.presenter #learn-train-bar { grid-row: 2; }
+body.presenter #learn-train-pics { grid-row: 3; }
 body.presenter #learn-train-steps { padding: 4px 10px !important; }
 body.presenter #learn-train-controls button, body.presenter #learn-train-controls label span { font-size: 1.05rem !important; }
-body.presenter #learn-train-md { grid-column: 2; grid-row: 1; max-height: 96px; overflow-y: auto; }
 body.presenter #learn-train-md .prose, body.presenter #learn-train-md .prose p { font-size: 1.05rem !important; }
-body.presenter #learn-train-bar { grid-column: 2; grid-row: 2; }
 body.presenter #learn-train-bar, body.presenter #learn-train-bar .html-container { padding: 2px 6px !important; }
-body.presenter #learn-train-pics { grid-column: 1 / 3; grid-row: 3; }
 body.presenter #learn-train-pics .learn-fig { height: calc(100vh - 206px) !important; }
 """
 
