@@ -8,6 +8,7 @@ shows the new pixels.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -18,30 +19,6 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-_ARM = """
-() => {
-  const old = window.__bench;
-  if (old && old.cleanup) old.cleanup();
-  const first = document.querySelector('#heatmap img');
-  const b = {t0: null, t1: null, src: null, old: first ? first.src : null};
-  window.__bench = b;
-  const mark = () => { if (b.t0 === null) b.t0 = performance.now(); };
-  const kinds = ['input', 'change', 'keydown'];
-  kinds.forEach(k => document.addEventListener(k, mark, true));
-  const check = () => {
-    const im = document.querySelector('#heatmap img');
-    if (!im || !im.src || im.src === b.old || b.src !== null) return;
-    b.src = im.src;
-    const done = () => requestAnimationFrame(() => requestAnimationFrame(() => { b.t1 = performance.now(); }));
-    im.decode().then(done, done);
-  };
-  const obs = new MutationObserver(check);
-  obs.observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
-  b.cleanup = () => { obs.disconnect(); kinds.forEach(k => document.removeEventListener(k, mark, true)); };
-}
-"""
-
 
 def unavailable() -> str | None:
     """Why the browser section cannot run here, or None."""
@@ -59,20 +36,30 @@ def unavailable() -> str | None:
 
 
 def _measure(page, action, timeout_ms: int = 60_000) -> float:
-    page.evaluate(_ARM)
-    action()
-    try:
-        page.wait_for_function("() => window.__bench && window.__bench.t1 !== null && window.__bench.t0 !== null",
-                               timeout=timeout_ms)
-    except Exception as e:  # noqa: BLE001
-        state = page.evaluate("() => JSON.stringify(window.__bench)")
-        raise RuntimeError(f"no new heatmap within {timeout_ms} ms (state {state})") from e
-    dt = page.evaluate("() => { const b = window.__bench; b.cleanup(); return b.t1 - b.t0; }")
-    return dt / 1e3
+    """Seconds from `action` (an upload, a typed layer) to the new heatmap's pixels on screen."""
+    return click_to_pixels_once(page, "#heatmap", action, timeout_ms)
 
 
 def _wait_idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')", timeout=120_000)
+
+
+@contextlib.contextmanager
+def first_screen(url: str, viewport=(1280, 720), args=(), **context):
+    """A Chromium page on the app at `url` with its first screen shown (the default model on an example);
+    `args`: extra Chromium flags, `context`: Playwright context options (e.g. permissions)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + list(args))
+        try:
+            page = b.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **context).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.wait_for_selector("#heatmap img")
+            _wait_idle(page)
+            yield page
+        finally:
+            b.close()
 
 
 def browser(uploads: int, slider_changes: int) -> dict:
@@ -248,16 +235,8 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720), grid=(8, 8
     model's patch grid; `server`: the server's log, for the server-side share of each time)."""
     import re
 
-    from playwright.sync_api import sync_playwright
     rows = []
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        ctx = b.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-        page = ctx.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.wait_for_selector("#heatmap img")
-        _wait_idle(page)
+    with first_screen(url, viewport) as page:
 
         def row(group, label, times, srv):
             """The first action warms up (a layer's q, k, v); the statistics are over the others."""
@@ -328,21 +307,13 @@ def click_to_pixels(url: str, repeats: int = 5, viewport=(1280, 720), grid=(8, 8
             slides.append(click_to_pixels_once(page, "#learn-slide", lambda: page.locator("#learn-slide-btn").click(),
                                                server=server, times=srv))
         row("lesson", "slide (all four steps, one press)", slides, srv)
-        ctx.close()
-        b.close()
     return rows
 
 
 def train_in_page(url: str, timeout_s: float = 1800.0) -> dict:
     """Learn → 6 · Train → Start with the default steps: seconds from the click to the page saying the run is
     done (progress bar at 100 % and the final step shown), and the run's own clock as the page prints it."""
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = b.new_context(viewport={"width": 1280, "height": 720}).new_page()
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.wait_for_selector("#heatmap img")
+    with first_screen(url) as page:
         page.get_by_role("tab", name="Learn", exact=True).click()
         page.get_by_role("tab", name="6 · Train", exact=True).click()
         start = page.locator("#learn-train-start")
@@ -356,7 +327,6 @@ def train_in_page(url: str, timeout_s: float = 1800.0) -> dict:
             timeout=timeout_s * 1000, polling=250)
         wall = time.monotonic() - t0
         text = page.locator("#learn-train-md").inner_text()
-        b.close()
     return {"wall_s": round(wall, 1), "page_says": text.splitlines()[0] if text else ""}
 
 

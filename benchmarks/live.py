@@ -11,10 +11,9 @@ server's own rate (from its caption) is printed beside it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 
-from benchmarks.browser import ARGS, CHROMIUM, unavailable
+from benchmarks.browser import first_screen, unavailable
 from benchmarks.timing import load
 
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
@@ -36,20 +35,9 @@ _COUNT = """
 """
 
 
-@contextlib.contextmanager
 def live_page(url: str):
     """A Chromium page (1280×720, fake camera allowed) on the app at `url`, its first screen shown."""
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_CAMERA)
-        try:
-            page = b.new_context(viewport={"width": 1280, "height": 720}, permissions=["camera"]).new_page()
-            page.set_default_timeout(120_000)
-            page.goto(url)
-            page.wait_for_selector("#heatmap img")
-            yield page
-        finally:
-            b.close()
+    return first_screen(url, args=FAKE_CAMERA, permissions=["camera"])
 
 
 def start_live(page) -> None:
