@@ -431,33 +431,32 @@ class LearnHandlers:
         return {L.slide_img: pic, L.part: "slide"}
 
     # ------------------------------------------------------------------ step 6: watch it learn
-    def _training_pictures(self, session: str, scale: float) -> dict:
-        """The session's training curves and probe maps drawn at `scale` (presenter mode: larger), or none."""
+    def _training_pictures(self, session: str, scale: float, st=None, probes: bool = True) -> dict:
+        """The training curves (and, with `probes`, the probe maps) of the session's run in state `st` (default:
+        its state now) drawn at `scale` (presenter mode: larger); no run: none."""
         from attention.lesson.learning_pictures import curves_picture, probes_picture
         L = self.ui
-        st = self.room.state(session)
+        st = st if st is not None else self.room.state(session)
         if st is None:
             return {L.train_curves: None, L.train_probes: None}
-        run = self.room.run_of(session)
-        return {L.train_curves: curves_picture(st, scale), L.train_probes: probes_picture(run.probes, st.snapshots,
-                                                                                          scale=scale)}
+        out = {L.train_curves: curves_picture(st, scale)}
+        if probes:
+            out[L.train_probes] = probes_picture(self.room.run_of(session).probes, st.snapshots, scale=scale)
+        return out
 
     def _training_view(self, session: str, seen, presenter=False) -> dict:
         """Status, curves, probes (only redrawn when a new snapshot arrived: drawing costs CPU the training
         needs), timer, seen; the pictures at presenter mode's scale when it is on."""
-        from attention.lesson.learning_pictures import curves_picture, probes_picture
-        scale = PRESENTER_SCALE if presenter else 1.0
         L = self.ui
         st = self.room.state(session)
         if st is None:
             return {L.train_bar: progress_bar(None), L.train_md: describe(None), L.train_curves: None,
                     L.train_probes: None, L.train_timer: gr.Timer(active=False), L.train_seen: 0}
-        run = self.room.run_of(session)
         n = len(st.snapshots)
-        out = {L.train_bar: progress_bar(st), L.train_md: describe(st), L.train_curves: curves_picture(st, scale),
-               L.train_timer: gr.Timer(active=st.active), L.train_seen: n}
-        if n != seen or not st.active:
-            out[L.train_probes] = probes_picture(run.probes, st.snapshots, scale=scale)
+        out = {L.train_bar: progress_bar(st), L.train_md: describe(st), L.train_timer: gr.Timer(active=st.active),
+               L.train_seen: n}
+        out.update(self._training_pictures(session, PRESENTER_SCALE if presenter else 1.0, st,
+                                           probes=n != seen or not st.active))
         return out
 
     def on_train_start(self, steps, presenter, request: gr.Request):
