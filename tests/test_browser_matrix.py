@@ -91,6 +91,18 @@ def assert_clean(pg, where: str) -> None:
                                                                   f"the page shows {(sha, model)}: {line!r}"
 
 
+def run_tab(pg, tab: str, button, md_id: str, pattern: str, where: str) -> None:
+    """Open `tab`, press `button` (None: the tab computes on opening), wait until #md_id's text matches the
+    regular expression `pattern`, then check the page is clean."""
+    pg.get_by_role("tab", name=tab, exact=True).click()
+    if button:
+        pg.locator(button).click()
+    pg.wait_for_function("([id, p]) => { const e = document.querySelector('#' + id);"
+                         " return e && new RegExp(p).test(e.innerText); }", arg=[md_id, pattern])
+    settle(pg)
+    assert_clean(pg, where)
+
+
 def slider(pg, elem_id: str):
     """(visible, min, max, value) of a slider."""
     loc = pg.locator(f"#{elem_id}")
@@ -135,29 +147,14 @@ def sweep_views(pg, model: str, n_layers: int, n_heads: int) -> None:
         assert visible and lo == 0 and hi == n_layers - 1 and 0 <= value <= hi, (where, lo, hi, value)
     else:
         assert not visible, f"{where}: a layer slider for a one-layer model"
-    pg.get_by_role("tab", name="Grid", exact=True).click()
-    pg.wait_for_function("() => /layers × \\d+ heads/.test(document.querySelector('#grid-md').innerText)")
-    settle(pg)
-    assert_clean(pg, f"{model} / Grid")
-    pg.get_by_role("tab", name="Compare", exact=True).click()
-    pg.locator("#compare-btn").click()
-    pg.wait_for_function("() => /image [0-9a-f]{8}/.test(document.querySelector('#compare-b-md').innerText)")
-    settle(pg)
-    assert_clean(pg, f"{model} / Compare")
+    run_tab(pg, "Grid", None, "grid-md", r"layers × \d+ heads", f"{model} / Grid")
+    run_tab(pg, "Compare", "#compare-btn", "compare-b-md", r"image [0-9a-f]{8}", f"{model} / Compare")
     pg.locator("#compare-a-head input").click()
     offered = pg.eval_on_selector_all("[role=option]", "es => es.map(e => e.innerText.replace('✓', '').trim())")
     pg.keyboard.press("Escape")
     assert offered == ["mean", "max", "min"] + [str(i) for i in range(n_heads)], (model, offered)
-    pg.get_by_role("tab", name="Heads", exact=True).click()
-    pg.locator("#diag-btn").click()
-    pg.wait_for_function("() => /image [0-9a-f]{8}|Not|not/.test(document.querySelector('#diag-md').innerText)")
-    settle(pg)
-    assert_clean(pg, f"{model} / Heads")
-    pg.get_by_role("tab", name="Faithfulness", exact=True).click()
-    pg.locator("#faith-btn").click()
-    pg.wait_for_function("() => /image [0-9a-f]{8}/.test(document.querySelector('#faith-md').innerText)")
-    settle(pg)
-    assert_clean(pg, f"{model} / Faithfulness")
+    run_tab(pg, "Heads", "#diag-btn", "diag-md", r"image [0-9a-f]{8}|Not|not", f"{model} / Heads")
+    run_tab(pg, "Faithfulness", "#faith-btn", "faith-md", r"image [0-9a-f]{8}", f"{model} / Faithfulness")
     pg.get_by_role("tab", name="Export", exact=True).click()
     pg.locator("#prepare-downloads").click()
     pg.locator("#downloads a[download$='.npz']").wait_for()
