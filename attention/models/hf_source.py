@@ -28,6 +28,7 @@ from . import LoadedModel, ModelSource, no_classifier, register_source
 from .checkpoint import load_strict, read_state_dict
 from .hub import PROBE_TIMEOUT_S, cache_dir, endpoint, offline, reachable, unavailable
 from .labels import class_names_for, read_labels
+from .no_remote_code import refuse_remote_code
 
 PREFIX = "hf:"
 WEIGHT_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors", "model.safetensors.index.json",
@@ -115,7 +116,7 @@ def build(folder: str, pretrained: bool = True):
     """(model in eval mode with eager attention, loading notes)."""
     import transformers
     try:
-        config = transformers.AutoConfig.from_pretrained(folder)
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - the user's folder
         raise CheckpointError(f"{folder}: config.json cannot be read by transformers {transformers.__version__} "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
@@ -123,7 +124,7 @@ def build(folder: str, pretrained: bool = True):
     notes = {"class": cls.__name__, "model_type": getattr(config, "model_type", "")}
     if not pretrained:
         if cls is transformers.AutoModel:
-            model = transformers.AutoModel.from_config(config, attn_implementation="eager")
+            model = transformers.AutoModel.from_config(config, attn_implementation="eager", trust_remote_code=False)
         else:
             cfg = config.vision_config if cls.__name__ in VISION_TOWERS.values() and hasattr(
                 config, "vision_config") else config
@@ -133,7 +134,8 @@ def build(folder: str, pretrained: bool = True):
     if not _has_weights(folder):
         raise CheckpointError(f"{folder} holds no weights (model.safetensors or pytorch_model.bin)")
     try:
-        model, loading = cls.from_pretrained(folder, attn_implementation="eager", output_loading_info=True)
+        model, loading = cls.from_pretrained(folder, attn_implementation="eager", output_loading_info=True,
+                                              trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - the user's files
         raise CheckpointError(f"{folder}: {cls.__name__} could not be loaded ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:300] if str(e) else ''})") from None
@@ -242,7 +244,8 @@ def image_processor(folder: str, config):
     import transformers
     if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
         try:
-            return transformers.AutoImageProcessor.from_pretrained(folder), "preprocessor_config.json"
+            return (transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False),
+                    "preprocessor_config.json")
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{folder}: preprocessor_config.json cannot be read ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:200]})") from None
@@ -299,6 +302,7 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
     if img_size is not None:
         raise CheckpointError("--img-size is for timm ViTs; Hugging Face models run at their processor's size")
     folder, origin = resolve_folder(name)
+    refuse_remote_code(folder, name)      # auto_map: refused with a message, never a prompt
     timm_cfg = _timm_folder_config(folder)
     if timm_cfg is not None:      # a timm model saved to the hub format (push_to_hub / save_for_hf)
         return _load_timm_folder(name, folder, timm_cfg, checkpoint, labels, pretrained)
