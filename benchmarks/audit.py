@@ -8,6 +8,9 @@ workers, from the shards' own start and end times (start-up left out). Then the
 per-image cost against the one-image-at-a-time alternative: one ``python -m attention export`` process
 per image (with the same three methods), and one export process for all the images. Last, ViT-B/16
 (random init, 224 px, no deletion curves) on a few images, for scale. Prints markdown tables.
+
+``--pass-ratio``: only the shared-pass table (ViT-B/16, batch 8, one thread): the audit end to end per
+image against one forward + one backward to the input with the parameters frozen (`shared_pass_ratio`).
 """
 from __future__ import annotations
 
@@ -67,6 +70,63 @@ def export_per_image(data_dir: str, k: int) -> tuple[float, float]:
     return each, together
 
 
+def forward_backward(model, x: torch.Tensor) -> float:
+    """Seconds for one forward and one backward of each item's top class to the input, parameters frozen
+    (the floor of any gradient map: what one shared pass must at least cost)."""
+    from attention.modelstate import preserved
+    t0 = time.perf_counter()
+    with preserved(model, eval_mode=True, freeze=True), torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        logits = model(xg)
+        y = logits.gather(1, logits.detach().argmax(-1)[:, None]).sum()
+        torch.autograd.grad(y, xg)
+    return time.perf_counter() - t0
+
+
+def shared_pass_ratio(rounds: int = 2, batch: int = 8, model: str = "vit_base_patch16_224") -> None:
+    """The audit end to end per image against one forward + one backward to the input, in one process at
+    one thread, interleaved: the audit's per-image cost is the slope between ``batch`` and ``3 · batch``
+    images (model load, report and start-up cancel), the reference a batch of ``batch``."""
+    from attention.demo.shapes import write_dataset
+    from attention.models import load_model
+    torch.set_num_threads(1)
+    dirs = {}
+    for n in (batch, 3 * batch):
+        d = tempfile.mkdtemp(prefix="bench_pass_")
+        write_dataset(n, 8, d, size=224)
+        dirs[n] = os.path.join(d, "images")
+    lm = load_model(model, pretrained=False)
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    forward_backward(lm.model, x[:1])       # warm-up
+    refs, audits = [], []
+    load0 = _load()
+    for _ in range(rounds):
+        refs.append(forward_backward(lm.model, x) / batch)
+        t = {}
+        for n, d in dirs.items():
+            from attention.audit import run_audit
+            out = tempfile.mkdtemp(prefix="bench_pass_out_")
+            t0 = time.perf_counter()
+            run_audit(d, out, model, methods=METHODS, random_init=True, batch_size=batch, shard_size=3 * batch,
+                      faithfulness_steps=0, quiet=True, log=lambda s: None)
+            t[n] = time.perf_counter() - t0
+        audits.append((t[3 * batch] - t[batch]) / (2 * batch))
+        refs.append(forward_backward(lm.model, x) / batch)
+    ref, aud = statistics.median(refs), statistics.median(audits)
+    print(f"## One pass for many maps (`python -m benchmarks.audit --pass-ratio`, {time.strftime('%Y-%m-%d')})\n")
+    print(f"{model} (random init, 224×224), batch {batch}, 1 torch thread, one process, {rounds} interleaved "
+          f"round(s), median (min–max). *Audit*: `run_audit` end to end with {', '.join(METHODS)}, no "
+          f"deletion curves, per image = (time for {3 * batch} images − time for {batch}) ÷ {2 * batch}. "
+          f"*Floor*: one forward + one backward of each item's top class to the input, parameters frozen, "
+          f"per image. Load average before: [{load0}], after: [{_load()}] (2 cores shared with other jobs).\n")
+    print("| | ms per image | × floor |")
+    print("|---|---|---|")
+    print(f"| forward + backward to the input (floor) | {1000 * ref:.0f} ({1000 * min(refs):.0f}–{1000 * max(refs):.0f}) "
+          f"| 1.00 |")
+    print(f"| audit, one shared pass (rollout from its capture) | {1000 * aud:.0f} ({1000 * min(audits):.0f}–"
+          f"{1000 * max(audits):.0f}) | **{aud / ref:.2f}** |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=160)
@@ -77,7 +137,12 @@ def main(argv=None) -> int:
     p.add_argument("--vitb-images", type=int, default=8)
     p.add_argument("--engines", default="local,ray:1,ray:2", help="configurations to time, e.g. local,ray:2")
     p.add_argument("--quick", action="store_true", help="80 images, 1 round, no ViT-B")
+    p.add_argument("--pass-ratio", action="store_true",
+                   help="only the ViT-B/16 table: the audit per image ÷ one forward + backward (shared_pass_ratio)")
     a = p.parse_args(argv)
+    if a.pass_ratio:
+        shared_pass_ratio(max(1, a.rounds))
+        return 0
     if a.quick:
         a.images, a.rounds, a.vitb_images, a.shard_size = 80, 1, 0, 20
     torch.set_num_threads(1)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .dataset import Item
-from .maps import compute_maps
+from .maps import capture_and_maps
 
 HEAD_STATS = ("entropy", "entropy_normalized", "mean_distance", "prefix_mass", "register_mass", "object_fraction")
 METRICS = ("border", "corner", "pointing", "auroc", "deletion", "insertion")
@@ -224,10 +224,10 @@ class ShardComputer:
         from ..faithfulness import perturbation_curves
         loaded, spec = self.loaded, self.spec
         x = torch.cat([r[2].tensor for r in rows])
-        result = loaded.capture(x)
+        # the capture is the gradient maps' own forward (one forward + one backward for every map)
+        result, maps = capture_and_maps(loaded.model, x, spec.methods)
         logits = result.logits.detach().float()
         pred = logits.argmax(-1)
-        maps = compute_maps(loaded.model, x, result, spec.methods)
         B = x.shape[0]
         masks = [r[3] for r in rows]
         out = {

@@ -35,13 +35,19 @@ def not_defined(result, names) -> dict[str, str]:
 def compute_maps(model, x: torch.Tensor, result, names) -> dict[str, torch.Tensor]:
     """``{name: (B, gh, gw) float32 CPU}`` for each method name, on the batch ``x`` whose capture is
     ``result``. Raises `MethodNotDefinedError` or KeyError (an unknown name) as the methods do."""
-    from ..methods import compute_map
-    out = {}
+    return capture_and_maps(model, x, names, result)[1]
+
+
+def capture_and_maps(model, x: torch.Tensor, names, result=None):
+    """``(capture, {name: (B, gh, gw) float32 CPU})``: the batch's capture and its maps, the gradient maps
+    from one shared forward + backward (`attention.methods.plan`), whose forward is also the capture
+    (no separate forward) when ``result`` is None."""
+    from ..methods.plan import compute_maps as planned
     for name in names:
         if name in NOT_AUDITABLE:
             raise KeyError(f"{name}: {NOT_AUDITABLE[name]}")
-        out[name] = compute_map(name, result, model=model, x=x).maps.detach().float().cpu()
-    return out
+    result, maps = planned(list(names), model, x, result)
+    return result, {n: m.maps.detach().float().cpu() for n, m in maps.items()}
 
 
-__all__ = ["compute_maps", "not_defined", "auditable_methods", "DEFAULT_METHODS", "FALLBACK_METHOD", "NOT_AUDITABLE"]
+__all__ = ["compute_maps", "capture_and_maps", "not_defined", "auditable_methods", "DEFAULT_METHODS", "FALLBACK_METHOD", "NOT_AUDITABLE"]

@@ -166,6 +166,12 @@ class Method:
         """None when the method has a meaning for this capture, else the reason it has none."""
         return None
 
+    def requirements(self, context: MethodContext):
+        """What this method needs from the shared forward + backward (`attention.methods.plan.Needs`);
+        the default: nothing (the method computes from the capture alone, or runs its own pass)."""
+        from .plan import NOTHING
+        return NOTHING
+
     def compute(self, context: MethodContext) -> MapResult:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -25,11 +25,11 @@ from torch import nn
 
 from ..capture import AttentionMap, CaptureResult, capture
 from ..errors import MethodNotDefinedError
-from .base import MapResult, Method, MethodContext, register
-from .layers import grid_stride
+from .base import MethodContext, register
+from .chained import ChainedGradientMethod, chain_weighted
+from .plan import GradientPass, Needs, shared_pass
 from .queries import Query, query_weights, resolve_query
-from .rollout import (chain_ops, chained_range, finish, joint_layout, layer_range_words, propagate, query_words,
-                      rollout_defined, rollout_layers)
+from .rollout import chain_ops, finish, joint_layout, propagate, rollout_layers
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
 
@@ -128,62 +128,46 @@ def weighted_layers(result: CaptureResult, target: Target = None) -> list[torch.
     return [(g.detach().float() * m.weights.detach().float()).clamp_min(0).mean(dim=1) for m, g in zip(layers, grads)]
 
 
-def chain_weighted(result: CaptureResult, mats: list[torch.Tensor], query: Query = "auto", first: int = 0,
-                   last: Optional[int] = None) -> torch.Tensor:
-    """(B, gh, gw) ``qᵀ (I + Ā_last) ⋯ (I + Ā_first)`` from precomputed ``Ā`` (layers of `rollout_layers`)."""
-    layers = rollout_layers(result)
-    last = len(layers) - 1 if last is None else last
-    full = joint_layout(layers)
-    q0 = query_weights(full, resolve_query(full, query), "this model")
-    ops = chain_ops(layers[first:last + 1], full, mats[first:last + 1], identity=True)
-    B = mats[0].shape[0]
-    return finish(propagate(ops, q0.to(mats[0].device).expand(B, -1).contiguous()), full)
-
-
-class GradRollout(Method):
+class GradRollout(ChainedGradientMethod):
     """Gradient-weighted attention rollout (Chefer, Gur & Wolf, ICCV 2021); formula in the module docstring.
 
-    The per-layer ``Ā`` of one target class are cached (``context.cache``), so another query or
-    layer range costs one cheap chain; ``start_layer`` / ``end_layer`` select the layers chained.
+    The ``A_l`` and ``∂y_c/∂A_l`` come from the shared pass (`attention.methods.plan`), so Grad-CAM and
+    transformer attribution for the same class cost no further forward or backward.
     """
 
     name = "grad_rollout"
     label = "Gradient-weighted (Chefer)"
     title = "Gradient-weighted attention (Chefer et al. 2021)"
     summary = "rollout of attention x its gradient for the chosen class (Chefer, Gur & Wolf 2021)"
-    needs_gradients = True
-    needs_model = True
-    class_specific = True
-    uses_layer_range = True
     order = 20
 
-    def defined_for(self, result: CaptureResult) -> Optional[str]:
-        return rollout_defined(result)
+    def requirements(self, ctx: MethodContext) -> Needs:
+        return Needs(attention_gradients=True)
 
-    def compute(self, ctx: MethodContext) -> MapResult:
-        result = ctx.result
-        layers = rollout_layers(result)
-        targets = ctx.targets()
+    def layer_weights(self, ctx: MethodContext, targets: torch.Tensor) -> list[torch.Tensor]:
+        return weights_from_pass(shared_pass(ctx, self.requirements(ctx)))
 
-        def weights():
-            model = ctx.get_model()
-            with ctx.gradient_section():
-                live = capture(model, ctx.input, keep_graph=True)
-                try:
-                    return weighted_layers(live, targets)
-                finally:
-                    del live
-        mats = ctx.memo(("grad_rollout", ctx.class_key(targets)), weights)
-        first, last = chained_range(result, layers, ctx.start_layer, ctx.end_layer)
-        maps = chain_weighted(result, mats, ctx.query, first, last)
-        query = ctx.query
-        return MapResult(maps, self.name, joint_layout(layers), grid_stride(result, maps.shape[-2:]),
-                         None if isinstance(query, str) else tuple(int(v) for v in query),
-                         f"{layer_range_words(first, last, len(layers))} · {query_words(query)}",
-                         {"targets": targets.tolist(), "start_layer": first, "end_layer": last})
+
+def chained_gradients(gp: GradientPass) -> tuple[list[AttentionMap], list[torch.Tensor]]:
+    """(the chained layers of the pass's capture, ``∂y/∂A`` of each), or MethodNotDefinedError."""
+    layers = rollout_layers(gp.result)
+    index = {id(m): k for k, m in enumerate(gp.result.maps)}
+    grads = [gp.attention_gradients[index[id(m)]] for m in layers]
+    if all(g is None for g in grads):
+        raise MethodNotDefinedError(
+            "the class score does not depend on any captured attention tensor (the adapter recorded a copy "
+            "of the weights, not the tensor the forward used), so gradients cannot be taken")
+    grads = [torch.zeros_like(m.weights) if g is None else g for m, g in zip(layers, grads)]
+    return layers, grads
+
+
+def weights_from_pass(gp: GradientPass) -> list[torch.Tensor]:
+    """``Ā_l = mean_h((∂y_c/∂A_l^h) ⊙ A_l^h)⁺`` (B, N, N), float32, for every chained layer of the pass."""
+    layers, grads = chained_gradients(gp)
+    return [(g.float() * m.weights.float()).clamp_min(0).mean(dim=1) for m, g in zip(layers, grads)]
 
 
 register(GradRollout())
 
 __all__ = ["GradRollout", "grad_rollout", "grad_rollout_from", "attention_gradients", "resolve_targets", "Target",
-           "weighted_layers", "chain_weighted"]
+           "weighted_layers", "chain_weighted", "weights_from_pass", "chained_gradients"]

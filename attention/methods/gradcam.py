@@ -40,6 +40,7 @@ from ..modelstate import preserved
 from .base import MapResult, Method, MethodContext, register
 from .grad_rollout import Target
 from .layers import grid_stride
+from .plan import Needs, shared_pass
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
@@ -168,8 +169,22 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
     return next((n for n, mod in model.named_modules() if mod is layer), type(layer).__name__)
 
 
+def cam_from(activations: torch.Tensor, gradients: torch.Tensor,
+             reshape: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """(B, h, w) ``ReLU(Σ_k α_k F_k)`` with ``α_k = mean_{i,j} ∂y_c/∂F_k[i, j]``, in float32, on the
+    tensors' device: the library's formula (``get_cam_weights`` / ``get_cam_image``) written in torch."""
+    a = reshape(activations.float())
+    g = reshape(gradients.float())
+    alpha = g.mean(dim=(2, 3))
+    return (alpha[:, :, None, None] * a).sum(dim=1).clamp_min(0)
+
+
 class GradCAMMethod(Method):
-    """Grad-CAM at the default target layer (or ``options["target_layer"]``); see `gradcam`."""
+    """Grad-CAM at the default target layer (or ``options["target_layer"]``); see `gradcam`.
+
+    The activations and their gradients come from the shared pass (`attention.methods.plan`): with
+    gradient-weighted rollout for the same class, one forward and one backward serve both.
+    """
 
     name = "gradcam"
     label = "Grad-CAM"
@@ -180,15 +195,28 @@ class GradCAMMethod(Method):
     uses_query = False
     order = 30
 
+    def _layer(self, ctx: MethodContext) -> tuple[nn.Module, str]:
+        model = ctx.get_model()
+        layer = ctx.options.get("target_layer") or default_target_layer(model)
+        return layer, layer_name(model, layer)
+
+    def requirements(self, ctx: MethodContext) -> Needs:
+        return Needs(activations=(self._layer(ctx)[1],))
+
     def compute(self, ctx: MethodContext) -> MapResult:
         targets = ctx.targets()
 
         def run():
-            model = ctx.get_model()
-            layer = ctx.options.get("target_layer") or default_target_layer(model)
-            with ctx.gradient_section():
-                heat = gradcam(model, ctx.input, targets, target_layer=layer, tokens=ctx.result.tokens)
-            return heat, layer_name(model, layer)
+            layer, where = self._layer(ctx)
+            gp = shared_pass(ctx, Needs(activations=(where,)))
+            act, grad = gp.activations.get(where, (None, None))
+            if act is None:
+                raise MethodNotDefinedError(f"Grad-CAM: the target layer {where} gave no tensor output")
+            if grad is None:
+                raise MethodNotDefinedError("Grad-CAM: the target layer received no gradient from the class score")
+            x = ctx.input
+            reshape = token_reshape(ctx.result.tokens, (x.shape[-2], x.shape[-1]), isinstance(layer, nn.LayerNorm))
+            return cam_from(act, grad, reshape), where
         heat, where = ctx.memo(("gradcam", ctx.class_key(targets), id(ctx.options.get("target_layer"))), run)
         return MapResult(heat, self.name, None, grid_stride(ctx.result, heat.shape[-2:]), None,
                          f"at {where} ({heat.shape[-2]}x{heat.shape[-1]} grid)",
@@ -197,4 +225,4 @@ class GradCAMMethod(Method):
 
 register(GradCAMMethod())
 
-__all__ = ["GradCAMMethod", "gradcam", "GridGradCAM", "token_reshape", "default_target_layer", "layer_name"]
+__all__ = ["GradCAMMethod", "gradcam", "cam_from", "GridGradCAM", "token_reshape", "default_target_layer", "layer_name"]

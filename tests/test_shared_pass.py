@@ -1,0 +1,185 @@
+"""One forward and one backward for many maps (`attention.methods.plan`): the maps from the shared pass
+against each method's own forward and backward (the library's Grad-CAM, grad-rollout's own capture, the
+transformer attribution written out as it was computed before), and the number of passes."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from attention.audit.maps import capture_and_maps
+from attention.capture import capture
+from attention.methods import compute_map
+from attention.methods.chained import chain_weighted
+from attention.methods.grad_rollout import attention_gradients, grad_rollout_from
+from attention.methods.gradcam import gradcam
+from attention.methods.lrp_rules import lrp_rules, model_lock
+from attention.methods.plan import Needs, compute_maps, gradient_pass
+from attention.methods.rollout import rollout_layers
+
+pytestmark = pytest.mark.usefixtures("single_intra_op_thread")
+ATOL = 1e-6
+
+
+def _make(name, **kw):
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, num_classes=7, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return _make("vit_tiny_patch16_224", img_size=48, depth=4)
+
+
+@pytest.fixture(scope="module")
+def deit():
+    return _make("deit_tiny_distilled_patch16_224", img_size=48, depth=3)
+
+
+@pytest.fixture(scope="module")
+def swin():
+    return _make("swin_tiny_patch4_window7_224", img_size=96, embed_dim=24, num_heads=(1, 2, 3, 4), depths=(2, 2, 2, 2))
+
+
+def _x(size, b=3, seed=1):
+    return torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+class Counter:
+    """Forwards of the model (a hook on its root) and backwards (calls of torch.autograd.grad)."""
+
+    def __init__(self, model, monkeypatch):
+        self.forwards = self.backwards = 0
+        self.h = model.register_forward_pre_hook(lambda *a: setattr(self, "forwards", self.forwards + 1))
+        grad = torch.autograd.grad
+
+        def counted(*a, **k):
+            self.backwards += 1
+            return grad(*a, **k)
+        monkeypatch.setattr(torch.autograd, "grad", counted)
+
+    def close(self):
+        self.h.remove()
+
+
+@pytest.mark.parametrize("which", ["vit", "deit"])
+def test_grad_rollout_from_the_pass_equals_its_own_backward(which, request):
+    model = request.getfixturevalue(which)
+    x = _x(48)
+    r = capture(model, x)
+    for target in (None, [1, 4, 6]):
+        got = compute_map("grad_rollout", r, model=model, x=x, target=target).maps
+        # independent path: a capture with the graph, parameters not frozen, its own backward
+        want = grad_rollout_from(capture(model, x, keep_graph=True), target).detach()
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("which,size", [("vit", 48), ("deit", 48), ("swin", 96)])
+def test_gradcam_from_the_pass_equals_the_library(which, size, request):
+    model = request.getfixturevalue(which)
+    x = _x(size)
+    r = capture(model, x)
+    targets = [2, 0, 5]
+    got = compute_map("gradcam", r, model=model, x=x, target=targets).maps
+    want = gradcam(model, x, targets)     # pytorch-grad-cam: its own forward, backward and numpy formula
+    assert got.shape == want.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def ref_transformer_attribution_weights(model, x, targets):
+    """The per-layer Ā as computed before the shared pass: a capture with its graph and the parameters
+    live, its own backward; a second capture with the rules and its backward; the formula written out."""
+    with torch.enable_grad():
+        plain = capture(model, x, keep_graph=True)
+        layers = rollout_layers(plain)
+        grads = attention_gradients(plain, layers, targets)
+        modules = dict(model.named_modules())
+        with model_lock(model), lrp_rules(model, [modules[m.name] for m in layers]):
+            live = capture(model, x, keep_graph=True)
+            lrp = rollout_layers(live)
+            g2 = attention_gradients(live, lrp, targets)
+    out = []
+    for g, m, gl in zip(grads, lrp, g2):
+        rel = 0.5 * m.weights.detach().float() * gl.detach().float()
+        out.append((g.detach().float() * rel).clamp_min(0).mean(dim=1))
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def test_transformer_attribution_equals_the_formula_written_out(vit):
+    x = _x(48)
+    r = capture(vit, x)
+    targets = torch.tensor([3, 3, 1])
+    got = compute_map("transformer_attribution", r, model=vit, x=x, target=targets).maps
+    want = chain_weighted(r, ref_transformer_attribution_weights(vit, x, targets))
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_one_forward_and_one_backward_for_every_gradient_map(vit, monkeypatch):
+    x = _x(48)
+    c = Counter(vit, monkeypatch)
+    try:
+        result, maps = compute_maps(["rollout", "grad_rollout", "gradcam"], vit, x)
+    finally:
+        c.close()
+    assert (c.forwards, c.backwards) == (1, 1)
+    # the pass's own forward is the capture: the same logits and attention as a plain capture
+    plain = capture(vit, x)
+    torch.testing.assert_close(result.logits, plain.logits, atol=0, rtol=0)
+    for a, b in zip(result.maps, plain.maps):
+        torch.testing.assert_close(a.weights, b.weights, atol=0, rtol=0)
+    for name, m in maps.items():
+        torch.testing.assert_close(m.maps, compute_map(name, plain, model=vit, x=x).maps, atol=ATOL, rtol=0)
+    assert all(p.requires_grad and p.grad is None for p in vit.parameters())
+
+
+def test_switching_methods_reuses_the_pass(vit, monkeypatch):
+    """The app's case: one cache per (image, model); a second gradient method for the same class costs
+    no forward, another class one pass."""
+    x = _x(48, 1)
+    r = capture(vit, x)
+    store = {}
+
+    def cache(key, compute):
+        if key not in store:
+            store[key] = compute()
+        return store[key]
+    c = Counter(vit, monkeypatch)
+    try:
+        compute_map("grad_rollout", r, model=vit, x=x, target=2, cache=cache)
+        assert (c.forwards, c.backwards) == (1, 1)
+        compute_map("gradcam", r, model=vit, x=x, target=2, cache=cache)
+        compute_map("grad_rollout", r, model=vit, x=x, target=2, cache=cache, start_layer=1)
+        assert (c.forwards, c.backwards) == (1, 1)
+        compute_map("transformer_attribution", r, model=vit, x=x, target=2, cache=cache)
+        assert (c.forwards, c.backwards) == (2, 2)          # its LRP pass only
+        compute_map("gradcam", r, model=vit, x=x, target=5, cache=cache)
+        assert (c.forwards, c.backwards) == (3, 3)
+    finally:
+        c.close()
+
+
+def test_the_pass_freezes_parameters_and_restores_them(vit):
+    frozen = vit.head.weight
+    frozen.requires_grad_(False)
+    try:
+        gp = gradient_pass(vit, _x(48, 2), None, Needs(True, ("blocks.3.norm1",)))
+        assert all(p.requires_grad == (p is not frozen) for p in vit.parameters())
+        assert all(p.grad is None for p in vit.parameters())
+        a, g = gp.activations["blocks.3.norm1"]
+        assert a.shape == g.shape == (2, 10, 192) and not a.requires_grad
+        assert len(gp.attention_gradients) == len(gp.result.maps) == 4
+        assert not vit.training
+    finally:
+        frozen.requires_grad_(True)
+
+
+def test_audit_batch_maps_equal_the_per_method_path(deit):
+    x = _x(48, 4)
+    result, maps = capture_and_maps(deit, x, ["rollout", "grad_rollout", "gradcam"])
+    plain = capture(deit, x)
+    torch.testing.assert_close(result.logits, plain.logits, atol=0, rtol=0)
+    for name, m in maps.items():
+        assert m.dtype == torch.float32 and m.device.type == "cpu"
+        torch.testing.assert_close(m, compute_map(name, plain, model=deit, x=x).maps.float(), atol=ATOL, rtol=0)
