@@ -1,0 +1,467 @@
+"""The transformers sweep: every vision model type of the installed ``transformers``, built tiny.
+
+The types come from transformers' own auto mappings (`MAPPINGS`), so a type that a newer release adds is
+swept without anyone listing it. Per type the class is the image classifier where there is one, else
+the image model, the backbone, or (two-tower and mask-generation models) the vision tower. The config
+is the type's default one shrunk by `tiny_config` (hidden 32, 2 layers, 32-64 px; hierarchical types
+take `OVERRIDES`), random init. A type the sweep does not build is in `NOT_SWEPT` with the reason.
+
+``python -m tests.hf_sweep`` prints the table (type -> exact / refused with the reason).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+#: transformers' auto mappings whose types take an image
+MAPPINGS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_IMAGE_MAPPING_NAMES",
+            "MODEL_FOR_BACKBONE_MAPPING_NAMES", "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+            "MODEL_FOR_MASK_GENERATION_MAPPING_NAMES")
+#: two-tower and mask-generation types: the vision tower is what attends over the picture
+TOWER_MAPPINGS = ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_MASK_GENERATION_MAPPING_NAMES")
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+             patch_size=8, num_channels=3)
+
+
+def vision_types() -> dict[str, tuple[str, str]]:
+    """{model type: (class name, mapping it came from)}, from the installed transformers' auto mappings."""
+    from transformers.models.auto import modeling_auto as ma
+    out: dict[str, tuple[str, str]] = {}
+    for name in MAPPINGS:
+        for t, cls in (getattr(ma, name, None) or {}).items():
+            if t not in out:
+                out[t] = (cls if isinstance(cls, str) else cls[0], name)
+    return dict(sorted(out.items()))
+
+
+def _tower_config_class(config_cls):
+    sub = getattr(config_cls, "sub_configs", None) or {}
+    return sub.get("vision_config")
+
+
+def model_class(model_type: str, class_name: str, mapping: str):
+    """(model class, config class) that the sweep builds for a type."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto import modeling_auto as ma
+    config_cls = CONFIG_MAPPING[model_type]
+    if mapping in TOWER_MAPPINGS:
+        vcls = _tower_config_class(config_cls)
+        if vcls is None:
+            raise LookupError(f"{config_cls.__name__} has no vision_config")
+        vname = ma.MODEL_MAPPING_NAMES.get(getattr(vcls, "model_type", ""))
+        cls = getattr(transformers, vname, None) if vname else None
+        if cls is None:   # the tower class of the type's own module
+            mod = importlib.import_module(getattr(transformers, class_name).__module__)
+            cls = next((getattr(mod, n) for n in dir(mod) if n.endswith("VisionModel")), None)
+        if cls is None:
+            raise LookupError(f"no vision tower class for {model_type}")
+        return cls, vcls
+    return getattr(transformers, class_name), config_cls
+
+
+#: per-type settings on top of `SMALL` (hierarchical types: stage lists; types whose defaults do not shrink)
+_SWIN = dict(staged=True, image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4)
+_MIT = dict(staged=True, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3],
+            strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])
+_RESNET = dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 8, 16, 16], depths=[1, 1, 1, 1],
+               out_features=["stage4"])
+_DETR = dict(staged=True, use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=_RESNET, d_model=16,
+             encoder_layers=1, decoder_layers=1, num_queries=3, encoder_ffn_dim=16, decoder_ffn_dim=16,
+             encoder_attention_heads=2, decoder_attention_heads=2)
+OVERRIDES: dict[str, dict] = {
+    "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
+    "deformable_detr": dict(_DETR, num_feature_levels=1, backbone_config=dict(_RESNET, out_features=["stage4"])),
+    "swin": _SWIN, "swinv2": _SWIN, "donut-swin": _SWIN, "maskformer-swin": _SWIN,
+    "swin2sr": dict(staged=True, image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4,
+                    upscale=1),
+    "cvt": dict(staged=True, embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 2], patch_sizes=[7, 3], patch_stride=[4, 2],
+                patch_padding=[2, 1], mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0],
+                drop_path_rate=[0.0, 0.0], qkv_bias=[True, True], cls_token=[False, True],
+                qkv_projection_method=["dw_bn", "dw_bn"], kernel_qkv=[3, 3], padding_kv=[1, 1], stride_kv=[2, 2],
+                padding_q=[1, 1], stride_q=[1, 1]),
+    "levit": dict(staged=True, image_size=64, patch_size=16, hidden_sizes=[16, 32], num_attention_heads=[1, 2], depths=[1, 1],
+                  key_dim=[8, 8], mlp_ratio=[2, 2], attention_ratio=[2, 2], down_ops=[["Subsample", 8, 1, 2, 2, 2]]),
+    "pvt": dict(staged=True, image_size=32, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1],
+                hidden_sizes=[16, 32], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2],
+                mlp_ratios=[2, 2]),
+    "pvt_v2": dict(_MIT, image_size=[32, 32], stage_names=["stage1", "stage2"], out_features=["stage2"]),
+    "segformer": _MIT, "glpn": dict(_MIT, decoder_hidden_size=16),
+    "hiera": dict(staged=True, embed_dim=8, image_size=[64, 64], patch_size=[7, 7], patch_stride=[4, 4], patch_padding=[3, 3],
+                  depths=[1, 1], num_heads=[1, 2], num_query_pool=1, masked_unit_size=[8, 8],
+                  masked_unit_attention=[True, False], stage_names=["stem", "stage1", "stage2"],
+                  out_features=["stage2"]),
+    "yolos": dict(image_size=[32, 48], num_detection_tokens=3),
+    "vitdet": dict(image_size=32, pretrain_image_size=32, patch_size=4, window_size=4, window_block_indices=[0],
+                   use_relative_position_embeddings=True, mlp_ratio=2),
+    "sam.vision_config": dict(image_size=32, patch_size=4, window_size=4, global_attn_indexes=[1], output_channels=16,
+                              mlp_dim=64, num_pos_feats=8),
+    "sam_hq.vision_config": dict(image_size=32, patch_size=4, window_size=4, global_attn_indexes=[1],
+                                 output_channels=16, mlp_dim=64, num_pos_feats=8),
+    "lw_detr_vit": dict(image_size=64, pretrain_image_size=32, patch_size=8, num_windows=4, window_block_indices=[0],
+                        mlp_ratio=2),
+    "rf_detr_dinov2": dict(image_size=32, patch_size=4, num_windows=2, window_block_indexes=[0], mlp_ratio=2),
+    "mobilevit": dict(staged=True, image_size=32, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32],
+                      num_attention_heads=2),
+    "mobilevitv2": dict(staged=True, image_size=64, n_attn_blocks=[1, 1, 1], base_attn_unit_dims=[16, 16, 16], width_multiplier=0.25),
+    "perceiver": dict(staged=True, num_latents=8, d_latents=32, d_model=32, num_self_attends_per_block=2,
+                      num_self_attention_heads=2, num_cross_attention_heads=1, image_size=16),
+    "imagegpt": dict(staged=True, n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=17),
+    "timm_wrapper": dict(staged=True, architecture="test_vit", num_classes=3),
+    "timm_backbone": dict(staged=True, backbone="test_vit"),
+    "siglip2.vision_config": dict(num_patches=16, patch_size=8),
+    "swiftformer": dict(staged=True, image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 8, 16, 16]),
+}
+#: a tiny model has at most this many parameters (checked on the meta device before it is built)
+MAX_PARAMS = 3_000_000
+
+
+def _shrink(config_cls) -> dict:
+    try:
+        base = config_cls()
+    except Exception:  # noqa: BLE001 - a config that needs arguments: SMALL as far as it takes them
+        return dict(SMALL)
+    return {k: v for k, v in SMALL.items() if hasattr(base, k)}
+
+
+def tiny_config(model_type: str, config_cls):
+    """The type's config, shrunk: `SMALL` where it has those names, then its `OVERRIDES` (also per sub-config)."""
+    own = dict(OVERRIDES.get(model_type, {}))
+    # staged types (lists per stage) take their own settings only: SMALL's names alias theirs
+    kw = {} if own.pop("staged", False) else _shrink(config_cls)
+    kw.update(own)
+    for sub, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
+        if isinstance(sub_cls, type) and sub not in kw and getattr(sub_cls, "model_type", ""):
+            kw[sub] = {**_shrink(sub_cls), **OVERRIDES.get(f"{model_type}.{sub}", {})}
+    cfg = config_cls(**kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def build_tiny(model_type: str):
+    """(model in eval mode, config) of one type, random init; LookupError / ValueError when it is not tiny."""
+    class_name, mapping = vision_types()[model_type]
+    cls, config_cls = model_class(model_type, class_name, mapping)
+    cfg = tiny_config(model_type, config_cls)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in cls(cfg).parameters())
+    if n > MAX_PARAMS:
+        raise ValueError(f"{cls.__name__} has {n / 1e6:.1f} M parameters with the shrunk config (add an OVERRIDES entry)")
+    torch.manual_seed(0)
+    return cls(cfg).eval(), cfg
+
+
+def input_size(cfg) -> tuple[int, int]:
+    vc = getattr(cfg, "vision_config", None) or cfg
+    s = getattr(vc, "image_size", None) or 32
+    s = s if isinstance(s, (list, tuple)) else (s, s)
+    return int(s[0]), int(s[1])
+
+
+# ------------------------------------------------------------------------------------ the checks
+
+TOL = 1e-5
+
+
+@dataclass
+class Row:
+    """One type's outcome. ``status``: exact (every softmax equals the reference, every spatial map's
+    geometry agrees with the probe), wrong, refused (with the reason), no-attention or not-swept."""
+
+    model_type: str
+    cls: str = ""
+    status: str = ""
+    detail: str = ""
+    ops: int = 0
+    ref_ops: int = 0
+    max_err: float = 0.0
+    layouts: dict = field(default_factory=dict)
+    probes: int = 0
+    seconds: float = 0.0
+
+
+def _first_tensor(args, kwargs):
+    for v in list(args) + list((kwargs or {}).values()):
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 3:
+            return v
+    return None
+
+
+def _tokens_of(h: torch.Tensor, count: int) -> Optional[torch.Tensor]:
+    """(count,) change per token of a module input laid out as (X, N, C), (X, h, w, C) or (X, C, h, w)."""
+    h = h.detach().float()
+    if h.dim() == 3 and h.shape[0] * h.shape[1] == count:
+        return h.abs().sum(-1).reshape(-1)
+    if h.dim() == 4 and h.shape[0] * h.shape[1] * h.shape[2] == count:
+        return h.abs().sum(-1).reshape(-1)
+    if h.dim() == 4 and h.shape[0] * h.shape[2] * h.shape[3] == count:
+        return h.abs().sum(1).reshape(-1)
+    return None
+
+
+def query_grid(m):
+    from attention.layout import WINDOW
+    if m.kind == WINDOW:
+        return m.window.grid if m.window is not None else None
+    q = m.query_layout
+    return q.grid if q is not None and q.num_patches else None
+
+
+def expected_token(m, cell) -> int:
+    """Index into the flattened (X * Nq) queries of the token at grid cell `cell`, by the map's layout."""
+    from attention.layout import WINDOW
+    if m.kind == WINDOW:
+        w, p = m.window.locate(*cell)
+        return w * m.weights.shape[-2] + p
+    return m.query_layout.patch_index(*cell)
+
+
+def probe_geometry(model, x, m) -> Optional[str]:
+    """Independent check of where a map says its query tokens are: perturb the input pixels of one grid
+    cell and see which token of the attention module's own input changes most; None when that is the
+    token the map's layout (or window geometry) places at that cell, else what differs."""
+    module = dict(model.named_modules()).get(m.name)
+    grid = query_grid(m)
+    if module is None or grid is None:
+        return "no module / no query grid to probe"
+    seen = []
+    hook = module.register_forward_pre_hook(lambda mod, a, kw: seen.append(_first_tensor(a, kw)), with_kwargs=True)
+    H, W = x.shape[-2:]
+    cell = (grid[0] // 2, grid[1] // 2)
+    sy, sx = H / grid[0], W / grid[1]
+    x2 = x.clone()
+    x2[..., int(cell[0] * sy):int((cell[0] + 1) * sy), int(cell[1] * sx):int((cell[1] + 1) * sx)] += 3.0
+    try:
+        with torch.no_grad():
+            model(x)
+            n_calls = len(seen)
+            model(x2)
+    finally:
+        hook.remove()
+    count = m.weights.shape[0] * m.weights.shape[-2]
+    # the same call of the module as the map (the first call, unless the module runs once per forward)
+    h0, h1 = seen[0], seen[n_calls]
+    if h0 is None or h0.shape != h1.shape:
+        return "the module's input is not a token tensor"
+    d = _tokens_of(h1 - h0, count)
+    if d is None:
+        return f"module input {tuple(h0.shape)} is not {count} tokens"
+    got, want = int(d.argmax()), expected_token(m, cell)
+    if got == want:
+        return None
+    if overlapping_stem(model):
+        near = [(cell[0] + dy, cell[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        if got in {expected_token(m, c) for c in near if 0 <= c[0] < grid[0] and 0 <= c[1] < grid[1]}:
+            return None
+    return f"cell {cell}: the layout says token {want}, the input changed most at {got}"
+
+
+def reference_view(m, rec: torch.Tensor, cell) -> torch.Tensor:
+    """The raw view (head mean, query at `cell`) written out from the reference record of the same op."""
+    from attention.layout import WINDOW
+    X, heads, nq, nk = m.weights.shape
+    a = rec.reshape(X, heads, nq, nk).mean(1)
+    if m.kind == WINDOW:
+        info = m.window
+        w, p = info.locate(*cell)
+        out = torch.zeros(info.grid, dtype=a.dtype)
+        for q in range(nk):
+            pos = info.token_position(w, q)
+            if pos is not None:
+                out[pos] = a[w, p, q]
+        return out
+    row = a[0, m.query_layout.patch_index(*cell)]
+    L = m.layout
+    gh, gw = L.grid
+    return torch.stack([torch.stack([row[L.patch_index(r, c)] for c in range(gw)]) for r in range(gh)])
+
+
+def check_model(row: Row, model, x) -> tuple:
+    """Capture vs the aten reference, then per spatial layout the geometry probe and one raw view."""
+    from attention import capture
+    from attention.layout import UNKNOWN
+    from attention.methods.raw import raw_attention
+    from tests.attention_reference import reference_attention
+    _, ref = reference_attention(model, x)
+    res = capture(model, x)
+    recs = [m for m in res.records if m.op in ("softmax", "sdpa")]
+    row.ops, row.ref_ops = len(recs), len(ref.records)
+    errs = []
+    for got, want in zip(recs, ref.records):
+        g = got.weights.double().reshape(-1, got.weights.shape[-1])
+        errs.append(float((g - want).abs().max()) if g.shape == want.shape else float("inf"))
+    row.max_err = max(errs, default=0.0)
+    problems = []
+    if row.ops != row.ref_ops:
+        problems.append(f"captured {row.ops} attention ops, the reference {row.ref_ops}")
+    if row.max_err > TOL:
+        problems.append(f"max error {row.max_err:.1e}")
+    rec_of = {id(m): r for m, r in zip(recs, ref.records)}
+    seen_geometry = set()
+    unplaced = []
+    for i, m in enumerate(res.maps):
+        key = f"{m.kind}:{m.layout_source}"
+        row.layouts[key] = row.layouts.get(key, 0) + 1
+        if not m.is_spatial:
+            if m.layout_source == UNKNOWN:   # a map the family could not place: not its true geometry
+                unplaced.append(m.name)
+            continue
+        grid = query_grid(m)
+        sig = (m.kind, grid, m.window.to_dict().__repr__() if m.window is not None else None)
+        if grid is None or sig in seen_geometry:
+            continue
+        seen_geometry.add(sig)
+        why = probe_geometry(model, x, m)
+        row.probes += 1
+        if why is not None:
+            problems.append(f"{m.name} ({m.kind}): {why}")
+            continue
+        if id(m) in rec_of:
+            cell = (grid[0] // 2, grid[1] // 2)
+            got = raw_attention(res, i, "mean", cell)[0].double()
+            want = reference_view(m, rec_of[id(m)], cell)
+            if got.shape != want.shape or float((got - want).abs().max()) > TOL:
+                problems.append(f"{m.name}: the raw view differs from the reference record")
+    if unplaced:
+        problems.append(f"{len(unplaced)} of {len(res.maps)} maps have no layout ({unplaced[0]}, ...)")
+    return problems, res
+
+
+# ------------------------------------------------------------------------------------ the sweep
+
+#: types the sweep does not build, each with the reason
+NOT_SWEPT: dict[str, str] = {}
+_VIDEO = "a video model: its input is frames (B, T, 3, H, W), not one image"
+_VLM = "a vision-language model: the image tower runs inside a language model with its own inputs"
+for _t in ("timesformer", "videomae", "vivit", "videoprism", "videoprism_vision_model", "sam2_video",
+           "edgetam_video", "sam3_video"):
+    NOT_SWEPT[_t] = _VIDEO
+for _t in ("cohere2_vision", "llama4", "mllama", "shieldgemma2"):
+    NOT_SWEPT[_t] = _VLM
+NOT_SWEPT["deformable_detr"] = ("multi-scale deformable attention: its softmax is over sampling offsets per query, "
+                                 "not over the positions of the image")
+NOT_SWEPT["sam3_tracker"] = "no image encoder of its own: the tracker takes a SAM 3 model's features"
+NOT_SWEPT["sam2"] = NOT_SWEPT["edgetam"] = ("SAM 2 / EdgeTAM image encoder: a Hiera / timm backbone given as a "
+                                            "backbone_config the sweep does not shrink yet")
+NOT_SWEPT["dinat"] = "needs the natten package (neighbourhood attention kernels), not installed"
+
+_ATTENTION_SOURCE = None
+
+
+def computes_attention(cls) -> bool:
+    """Whether the module that defines `cls` can compute softmax attention at all (a softmax, SDPA or
+    transformers' attention interface in its source); CNN types are named, not built."""
+    import inspect
+    import re
+    global _ATTENTION_SOURCE
+    if _ATTENTION_SOURCE is None:
+        _ATTENTION_SOURCE = re.compile(r"softmax|scaled_dot_product|ALL_ATTENTION_FUNCTIONS|eager_attention_forward|"
+                                       r"AutoBackbone|load_backbone|timm", re.I)
+    return bool(_ATTENTION_SOURCE.search(inspect.getsource(importlib.import_module(cls.__module__))))
+
+
+def meta_attention_ops(cls, config_cls) -> int:
+    """Softmax / SDPA ops of one forward of the type's *default* config on the meta device (no memory,
+    no arithmetic): how a type too big to build tiny is shown to have no attention."""
+    from tests.attention_reference import reference_attention
+    cfg = config_cls()
+    cfg._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = cls(cfg).eval()
+        x = torch.zeros(1, 3, *input_size(cfg))
+    _, rec = reference_attention(model, x)
+    return len(rec.records)
+
+
+def overlapping_stem(model) -> bool:
+    """Whether the first convolution's kernel is larger than its stride (overlapping receptive fields:
+    a token's field spills over its cell, so the probe accepts a neighbouring cell's token)."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return conv is not None and any(k > s for k, s in zip(conv.kernel_size, conv.stride))
+
+
+def sweep_type(model_type: str) -> Row:
+    import transformers
+    row = Row(model_type)
+    t0 = time.perf_counter()
+    try:
+        if model_type in NOT_SWEPT:
+            row.status, row.detail = "not swept", NOT_SWEPT[model_type]
+            return row
+        class_name, mapping = vision_types()[model_type]
+        cls, _ = model_class(model_type, class_name, mapping)
+        row.cls = cls.__name__
+        if not computes_attention(cls):
+            row.status, row.detail = "no attention", f"{cls.__module__.split('.')[-1]} computes no softmax attention"
+            return row
+        try:
+            model, cfg = build_tiny(model_type)
+        except Exception as e:  # noqa: BLE001 - a CNN whose config does not shrink: show it has no attention
+            try:
+                n_ops = meta_attention_ops(cls, model_class(model_type, class_name, mapping)[1])
+            except Exception:  # noqa: BLE001
+                raise e from None
+            if n_ops:
+                raise
+            row.status, row.detail = "no attention", "a meta-device forward of its default config runs no softmax"
+            return row
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, *input_size(cfg), generator=g)
+        try:
+            problems, res = check_model(row, model, x)
+        except Exception as e:  # noqa: BLE001 - a shrunk CNN config that does not run: no attention?
+            try:
+                n_ops = meta_attention_ops(cls, model_class(model_type, class_name, mapping)[1])
+            except Exception:  # noqa: BLE001
+                raise e from None
+            if n_ops:
+                raise
+            row.status, row.detail = "no attention", "a meta-device forward of its default config runs no softmax"
+            return row
+        if row.ref_ops == 0:
+            row.status, row.detail = "no attention", "the forward computes no softmax attention"
+        elif problems:
+            row.status, row.detail = "wrong", "; ".join(problems)
+        else:
+            row.status = "exact"
+    except Exception as e:  # noqa: BLE001 - reported in the table; the test fails on it
+        row.status, row.detail = "error", f"{type(e).__name__}: {str(e).splitlines()[0][:240] if str(e) else ''}"
+    finally:
+        row.seconds = time.perf_counter() - t0
+    return row
+
+
+def line(r: Row) -> str:
+    lay = ", ".join(f"{k} x{v}" for k, v in sorted(r.layouts.items()))
+    return (f"| {r.model_type} | {r.cls} | {r.status} | {r.ops}/{r.ref_ops} | {r.max_err:.0e} | {lay} | {r.probes} | "
+            f"{r.detail} |")
+
+
+def main():
+    import warnings
+    import transformers
+    warnings.filterwarnings("ignore")
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(2)
+    rows = []
+    print(f"transformers {transformers.__version__}\n")
+    print("| type | class | status | ops / reference | max error | layouts | probes | detail |")
+    print("|---|---|---|---|---|---|---|---|")
+    t0 = time.perf_counter()
+    for t in vision_types():
+        rows.append(sweep_type(t))
+        print(line(rows[-1]), flush=True)
+    counts = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    print(f"\n{len(rows)} types: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) +
+          f" ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
