@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import interception
+from .device import to_model
 from .layout import (CHANNEL, CLASS, INFERRED, KINDS, KNOWN, LAYOUT_SOURCES, POOLING, REDUCED, SELF, UNKNOWN,
                      WINDOW, ModelTokens, TokenLayout, WindowInfo)
 
@@ -400,10 +401,13 @@ def capture(model: nn.Module, x: torch.Tensor, *, keep_graph: bool = False,
     The model runs in eval mode (dropout off) and is left exactly as found. ``keep_graph=True`` keeps
     the autograd graph (the recorded maps are the tensors the logits are computed from, so
     ``torch.autograd.grad(logit, map.weights)`` is the true ∂y/∂A); otherwise the forward runs under
-    ``torch.no_grad``. ``dtype=torch.float16`` halves the memory of the stored maps.
+    ``torch.no_grad``. ``dtype=torch.float16`` halves the memory of the stored maps. ``x`` is moved to
+    the model's device and floating dtype (``result.input`` is the tensor fed in).
     """
     if x.dim() != 4:
         raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
+    # the input follows the model: its device and floating dtype (attention.device)
+    x = to_model(model, x)
     with instrumented(model, eval_mode=True) as prepared:
         session = _session(model, x, keep_graph, dtype, tokens, prepared)
         token = _current.set(session)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .dataset import Item
+from ..device import to_model
 from .maps import capture_and_maps
 
 HEAD_STATS = ("entropy", "entropy_normalized", "mean_distance", "prefix_mass", "register_mass", "object_fraction")
@@ -52,6 +53,8 @@ class AuditSpec:
     baseline: str = "blur"
     shard_size: int = 64
     seed: int = 0
+    device: str = "cpu"              # attention.device: auto, cpu, cuda, cuda:N, mps (resolved in each worker)
+    loader_workers: int = 0          # processes decoding images while the model computes (0: in this process)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -160,51 +163,89 @@ def slice_result(result, i: int):
     return dataclasses.replace(result, input=result.input[i:i + 1], logits=result.logits[i:i + 1], maps=maps)
 
 
+class _Decoded(torch.utils.data.Dataset):
+    """The images of a shard, decoded and preprocessed (in DataLoader workers when there are any):
+    ``(prepared, mask, notes)`` per item, or ``(None, None, reason)`` for a file that cannot be read."""
+
+    def __init__(self, items: list[Item], preprocess):
+        self.items, self.preprocess = items, preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from ..images import open_image
+        from ..preprocess import PreparedImage
+        it = self.items[i]
+        try:
+            img = open_image(it.path)
+            prepared = self.preprocess(img.image)
+            mask = None
+            if it.mask is not None:
+                mask = mask_to_input(read_mask(it.mask, (img.image.height, img.image.width)), prepared.geometry)
+            # the photo itself stays in the worker: the audit needs the tensor and the geometry
+            return PreparedImage(prepared.tensor, None, prepared.geometry), mask, list(img.notes)
+        except Exception as e:  # noqa: BLE001 - a bad file is reported by name and skipped
+            msg = str(e) or type(e).__name__
+            return None, None, msg if it.path in msg or it.id in msg else f"{it.id}: {msg}"
+
+
+def _as_list(batch):
+    return batch
+
+
 class ShardComputer:
-    """Holds one loaded model; ``compute(index, items, labels)`` returns a shard's arrays."""
+    """Holds one loaded model (on ``spec.device``); ``compute(index, items, labels)`` returns a shard's arrays."""
 
     def __init__(self, spec: AuditSpec, loaded=None):
         from ..models import load_model
         self.spec = spec
         self.loaded = loaded or load_model(spec.model, checkpoint=spec.checkpoint, labels=spec.labels,
-                                           pretrained=not spec.random_init)
+                                           pretrained=not spec.random_init, device=spec.device)
 
-    def _load(self, it: Item):
-        from ..images import open_image
-        img = open_image(it.path)
-        prepared = self.loaded.prepare(img.image)
-        mask = None
-        if it.mask is not None:
-            mask = mask_to_input(read_mask(it.mask, (img.image.height, img.image.width)), prepared.geometry)
-        return prepared, mask, list(img.notes)
+    def _decoded(self, items: list[Item]):
+        """The shard's items decoded in order; with ``loader_workers`` > 0 by a DataLoader whose worker
+        processes decode the next images while the model computes the current batch."""
+        ds = _Decoded(items, self.loaded.preprocess)
+        w = max(0, int(self.spec.loader_workers))
+        if w == 0 or len(items) < 2:
+            return (ds[i] for i in range(len(ds)))
+        return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=min(w, len(items)),
+                                                collate_fn=_as_list, prefetch_factor=4))
 
     def compute(self, shard: int, items: list[Item], labels: list[int], on_batch=None) -> dict:
         """The shard's arrays (keys in the README); ``on_batch(n)`` is called after each sub-batch."""
         t_start = time.time()
-        rows, failed, notes = [], [], []
-        for it, lab in zip(items, labels):
-            try:
-                prepared, mask, n = self._load(it)
-            except Exception as e:  # noqa: BLE001 - a bad file is reported by name and skipped
-                msg = str(e) or type(e).__name__
-                failed.append((it.id, msg if it.path in msg or it.id in msg else f"{it.id}: {msg}"))
-                continue
-            rows.append((it, lab, prepared, mask))
-            notes.extend(f"{it.id}: {x}" for x in n)
-        out = {"shard": np.array(shard, np.int64), "failed_ids": np.array([f[0] for f in failed], dtype=str),
-               "failed_reasons": np.array([f[1] for f in failed], dtype=str), "notes": np.array(notes, dtype=str)}
-        parts = []
+        failed, notes, parts = [], [], []
         bs = max(1, self.spec.batch_size)
-        for s in range(0, len(rows), bs):
-            chunk = rows[s:s + bs]
+        chunk: list = []
+        start = 0
+
+        def flush():
+            nonlocal chunk, start
             # one forward per input size (preprocessing normally gives one size)
             by_shape: dict[tuple, list[int]] = {}
             for j, r in enumerate(chunk):
                 by_shape.setdefault(tuple(r[2].tensor.shape), []).append(j)
             for idx in by_shape.values():
-                parts.append((idx[0] + s, self._batch([chunk[j] for j in idx])))
+                parts.append((idx[0] + start, self._batch([chunk[j] for j in idx])))
             if on_batch is not None:
                 on_batch(len(chunk))
+            start += len(chunk)
+            chunk = []
+
+        for it, lab, (prepared, mask, n) in zip(items, labels, self._decoded(items)):
+            if prepared is None:
+                failed.append((it.id, n))
+                continue
+            chunk.append((it, lab, prepared, mask))
+            notes.extend(f"{it.id}: {x}" for x in n)
+            if len(chunk) == bs:
+                flush()
+        if chunk:
+            flush()
+        out = {"shard": np.array(shard, np.int64), "failed_ids": np.array([f[0] for f in failed], dtype=str),
+               "failed_reasons": np.array([f[1] for f in failed], dtype=str), "notes": np.array(notes, dtype=str)}
         if on_batch is not None and failed:
             on_batch(len(failed))
         parts.sort(key=lambda p: p[0])
@@ -223,10 +264,11 @@ class ShardComputer:
         from ..diagnostics import head_stats
         from ..faithfulness import perturbation_curves
         loaded, spec = self.loaded, self.spec
-        x = torch.cat([r[2].tensor for r in rows])
+        # the batch on the model's device (and in its dtype); maps and statistics come back to the CPU
+        x = to_model(loaded.model, torch.cat([r[2].tensor for r in rows]))
         # the capture is the gradient maps' own forward (one forward + one backward for every map)
         result, maps = capture_and_maps(loaded.model, x, spec.methods)
-        logits = result.logits.detach().float()
+        logits = result.logits.detach().float().cpu()
         pred = logits.argmax(-1)
         B = x.shape[0]
         masks = [r[3] for r in rows]

@@ -45,7 +45,8 @@ def input_relevance(model: nn.Module, x: torch.Tensor, target: Target = None, at
     """
     with model_lock(model), preserved(model, eval_mode=True, freeze=not param_grads), \
             lrp_rules(model, attention), torch.enable_grad():
-        xg = x.detach().clone().requires_grad_(True)
+        from ..device import to_model
+        xg = to_model(model, x.detach()).clone().requires_grad_(True)
         logits = model(xg)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
@@ -92,7 +93,7 @@ def attnlrp(model: nn.Module, x: torch.Tensor, target: Target = None, result: Op
     result = result if result is not None else capture(model, x)
     rel, _ = input_relevance(model, x, target, attention_modules(model, result))
     grid, stride = map_grid(result)
-    return pool_to_grid(rel.sum(1), grid, stride)
+    return pool_to_grid(rel.float().sum(1), grid, stride)   # decided in float32 (bf16 / fp16 models too)
 
 
 class AttnLRP(Method):

@@ -159,7 +159,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_
     # library's backward skips every weight gradient (about 3x less work on ViT-B).
     try:
         with preserved(model, eval_mode=False, freeze=True), torch.enable_grad():
-            out = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=targets)
+            from ..device import to_model
+            out = cam(input_tensor=to_model(model, x.detach()).clone().requires_grad_(True), targets=targets)
     finally:
         cam.activations_and_grads.release()
     return torch.from_numpy(np.ascontiguousarray(out)).float()

@@ -143,7 +143,7 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs =
         att.append(None if g is None else g.detach())
     activations = {n: (store[n].detach(), grads[k].detach() if k is not None and grads[k] is not None else None)
                    for n, k in acts.items()}
-    result = replace(live, input=x, logits=live.logits.detach(), output=None,
+    result = replace(live, input=live.input.detach(), logits=live.logits.detach(), output=None,
                      maps=[replace(m, weights=m.weights.detach()) for m in live.maps],
                      records=[replace(m, weights=m.weights.detach()) for m in live.records])
     del live, sources, grads, y

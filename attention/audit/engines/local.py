@@ -6,6 +6,7 @@ from ..shards import encode, write_shard
 
 
 def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=None, loaded=None) -> None:
+    """Every shard of ``todo`` in this process, on the loaded model's device (``spec.device``)."""
     computer = ShardComputer(spec, loaded)
     for k, items, labels in todo:
         arrays = computer.compute(k, items, labels, on_batch=progress)

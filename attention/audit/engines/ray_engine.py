@@ -7,6 +7,9 @@ the same `ShardComputer` as the local engine. The actors return each shard encod
 the driver writes it, so ``--out`` need only exist on the driver; the images (and a
 ``--checkpoint``) must be readable at the same paths on every node (a shared file system).
 
+``gpus_per_worker`` (``--gpus-per-worker``, fractions allowed) reserves that share of a GPU for each actor;
+each actor resolves the spec's ``device`` (``auto``: the GPU Ray gave it) and runs its batches there.
+
 Ray Data restarts an actor that dies and retries its shard; a shard lost with the whole run is
 computed again by the next run with the same ``--out``. ``ray.init()`` starts a local Ray with
 ``workers`` CPUs unless ``address`` names a running cluster (``ray://host:10001`` or ``auto``).
@@ -47,7 +50,7 @@ class ShardActor:
 
 
 def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=None, loaded=None,
-        cpus_per_worker: int = 1) -> None:
+        cpus_per_worker: int = 1, gpus_per_worker: float = 0.0) -> None:
     try:
         import ray
     except ImportError:
@@ -74,9 +77,11 @@ def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=Non
             return
         cpus = max(1, int(cpus_per_worker))
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        # a fraction of a GPU per actor lets several actors share one (Ray sets CUDA_VISIBLE_DEVICES)
+        gpus = {"num_gpus": float(gpus_per_worker)} if gpus_per_worker > 0 else {}
         ds = ds.map_batches(ShardActor, fn_constructor_kwargs={"spec": spec.to_dict(), "threads": cpus},
                             batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus,
-                            batch_format="numpy")
+                            batch_format="numpy", **gpus)
         for row in ds.iter_rows():
             write_shard(out, int(row["shard"]), bytes(row["payload"]))
             progress(int(row["count"]))
