@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overlays", action="store_true", help="also write a PNG overlay per method")
     e.add_argument("--grid", action="store_true", help="also write the layer x head grid sheet PNG")
     e.add_argument("--random-init", action="store_true", help="random weights instead of pretrained (no download)")
+    e.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("models", help="list the bundled demo models and the suggested ImageNet models")
@@ -58,7 +59,7 @@ def export_command(args) -> int:
     for m in methods:
         get_method(m)  # unknown names fail before any work
     loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init,
-                        img_size=args.img_size, classes=args.classes)
+                        img_size=args.img_size, classes=args.classes, device=args.device)
     if loaded.is_zero_shot and not loaded.has_classifier:
         tqdm.write(f"note: {loaded.name} is zero-shot and no --classes were given: {loaded.predictions_message()}",
                    file=sys.stderr)

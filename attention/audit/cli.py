@@ -23,6 +23,11 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--cpus-per-worker", type=int, default=1, help="Ray: CPUs (and torch threads) per model actor")
     a.add_argument("--ray-address", help="Ray: address of a running cluster (default: start Ray on this machine)")
     a.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    a.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    a.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="Ray: GPUs per model actor, fractions allowed (0.25: four actors share a GPU)")
+    a.add_argument("--loader-workers", type=int, default=None,
+                   help="processes decoding images while the model computes (default: 0 on the CPU, else up to 4)")
     a.add_argument("--shard-size", type=int, default=64, help="images per shard (the unit of work and of resuming)")
     a.add_argument("--faithfulness-steps", type=int, default=10,
                    help="steps of the deletion/insertion curves (0: skip them; they cost 2 x (steps + 1) forwards per map)")
@@ -39,7 +44,8 @@ def audit_command(args) -> int:
     outcome = run_audit(args.data, args.out, args.model, masks=args.masks, methods=methods, checkpoint=args.checkpoint,
                         labels=args.labels, random_init=args.random_init, engine=args.engine, workers=args.workers,
                         ray_address=args.ray_address, cpus_per_worker=args.cpus_per_worker,
-                        batch_size=args.batch_size, shard_size=args.shard_size,
+                        batch_size=args.batch_size, shard_size=args.shard_size, device=args.device,
+                        gpus_per_worker=args.gpus_per_worker, loader_workers=args.loader_workers,
                         faithfulness_steps=args.faithfulness_steps, fresh=args.fresh, html=not args.no_html,
                         quiet=args.quiet)
     return outcome.exit_code

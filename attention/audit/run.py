@@ -64,7 +64,8 @@ def _progress_bar(total: int, desc: str, quiet: bool):
 def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, methods: Optional[list[str]] = None,
               checkpoint: Optional[str] = None, labels: Optional[str] = None, random_init: bool = False,
               engine: str = "local", workers: int = 1, ray_address: Optional[str] = None, cpus_per_worker: int = 1,
-              batch_size: int = 32,
+              batch_size: int = 32, device: str = "auto", gpus_per_worker: float = 0.0,
+              loader_workers: Optional[int] = None,
               shard_size: int = 64, faithfulness_steps: int = 10, fresh: bool = False, html: bool = True,
               quiet: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> AuditOutcome:
     """Run (or resume) an audit into ``out``; see the package docstring for the outputs."""
@@ -75,8 +76,14 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     run_engine = get_engine(engine)
     if min(batch_size, shard_size, workers, cpus_per_worker) < 1:
         raise UserError("--batch-size, --shard-size, --workers and --cpus-per-worker must be at least 1")
+    if gpus_per_worker < 0 or (loader_workers is not None and loader_workers < 0):
+        raise UserError("--gpus-per-worker and --loader-workers cannot be negative")
+    from ..device import describe, resolve_device
+    where = resolve_device(device)          # an unavailable device fails here, before any work
+    if loader_workers is None:              # decode in parallel when the model runs elsewhere than the CPU
+        loader_workers = 0 if where.type == "cpu" else min(4, os.cpu_count() or 1)
     ds = read_dataset(data, masks)
-    loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init)
+    loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init, device=where)
     label_idx = label_indices(ds.items, loaded.class_names)
     chosen, missing = choose_methods(loaded, methods)
     if engine == "local" and workers > 1:
@@ -85,7 +92,8 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
         log(f"note: {k} left out: {v}")
     spec = AuditSpec(model=model, methods=chosen, checkpoint=os.path.abspath(checkpoint) if checkpoint else None,
                      labels=os.path.abspath(labels) if labels else None, random_init=random_init,
-                     batch_size=batch_size, faithfulness_steps=faithfulness_steps, shard_size=shard_size)
+                     batch_size=batch_size, faithfulness_steps=faithfulness_steps, shard_size=shard_size,
+                     device=device, loader_workers=loader_workers)
     sh.prepare_out(out, spec.to_dict(), ds.items, fresh=fresh)
     planned = sh.plan(ds.items, shard_size)
     offsets = np.cumsum([0] + [len(p) for p in planned])
@@ -99,7 +107,8 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     bar = _progress_bar(n_todo, f"audit {loaded.name} ({engine})", quiet)
     try:
         run_engine(spec, todo, out, bar.update, workers=workers, address=ray_address,
-                   **({"loaded": loaded} if engine == "local" else {"cpus_per_worker": cpus_per_worker}))
+                   **({"loaded": loaded} if engine == "local" else {"cpus_per_worker": cpus_per_worker,
+                                                                    "gpus_per_worker": gpus_per_worker}))
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
@@ -112,7 +121,12 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
                  "labels": ds.has_labels, "masks": ds.has_masks},
         "methods": chosen, "methods_not_defined": missing,
         "settings": {k: v for k, v in spec.to_dict().items() if k != "extra"},
-        "run": {"engine": engine, "workers": workers, "shards": len(planned), "shards_computed": len(todo),
+        "run": {"engine": engine, "workers": workers,
+                # the local engine's device; Ray actors resolve --device on their own node
+                "device": describe(where) if engine == "local" else f"{device} (each worker; "
+                          f"{gpus_per_worker:g} GPU per worker)", "batch_size": batch_size,
+                "loader_workers": loader_workers,
+                "shards": len(planned), "shards_computed": len(todo),
                 "shards_reused": reused, "seconds": round(elapsed, 3),
                 "images_per_second": round(n_todo / elapsed, 3) if n_todo and elapsed > 0 else None},
     }

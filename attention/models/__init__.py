@@ -69,6 +69,12 @@ class LoadedModel:
     def prepare(self, image: Image.Image) -> PreparedImage:
         return self.preprocess(image)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (its parameters' device; `load_model`'s ``device=``)."""
+        from ..device import model_device
+        return model_device(self.model) or torch.device("cpu")
+
     def capture(self, image: Union[Image.Image, PreparedImage, torch.Tensor], **kwargs) -> CaptureResult:
         """Forward pass with every attention matrix; accepts a photo, a prepared image or a tensor."""
         if isinstance(image, Image.Image):
@@ -104,7 +110,7 @@ def register_source(source: ModelSource) -> ModelSource:
 
 
 def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str] = None,
-               pretrained: bool = True, img_size: Optional[int] = None, classes=None) -> LoadedModel:
+               pretrained: bool = True, img_size: Optional[int] = None, classes=None, device=None) -> LoadedModel:
     """Load a model by name.
 
     - ``checkpoint``: your own weights for that architecture (.safetensors, or .pth/.pt loaded with
@@ -116,7 +122,13 @@ def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str
     - ``img_size``: build a timm ViT at this input size; the checkpoint's position embedding is
       resampled (bicubic) to the new grid.
     - ``classes``: for zero-shot models (open_clip), the class names ("cat, dog, teapot" or a list).
+    - ``device``: where the model runs, ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``,
+      ``"cuda:N"``, ``"mps"`` or a `torch.device`; None: the CPU. An unavailable device raises
+      `attention.device.DeviceUnavailableError` before anything is loaded. `capture` and the methods
+      follow the model's device (`attention.device`).
     """
+    from ..device import resolve_device
+    target_device = resolve_device(device) if device is not None else None
     name = (name or "").strip()
     if not name:
         raise ModelNotFoundError("no model name given")
@@ -128,6 +140,8 @@ def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str
             loaded = src.load(name, checkpoint=checkpoint, labels=labels, pretrained=pretrained, **options)
             if classes is not None and (not isinstance(classes, str) or classes.strip()):
                 loaded = loaded.with_classes(classes)
+            if target_device is not None and target_device.type != "cpu":
+                loaded.model.to(target_device)
             return loaded
     raise ModelNotFoundError(
         f"unknown model {name!r}: not a bundled demo model ({', '.join(demo_names()) or 'none found'}), "
