@@ -287,3 +287,119 @@ def test_a_class_on_the_network_logs_in_and_cannot_load_the_teachers_folders(tmp
                 client.predict(handle_file(img), name, api_name="/predict")
             said.add(str(e.value).strip())
         assert len(said) == 1 and PATH_REFUSED in said.pop()
+
+
+# ------------------------------------------------------------------------------ 5. a hub that never answers
+class StuckHub:
+    """A local server standing in for a captive portal / dead proxy: it accepts connections and never answers
+    (``answer_probe``: except a ``HEAD /``, so the hub looks alive and the downloads hang)."""
+
+    def __init__(self, answer_probe: bool = False):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answer_probe, self.conns, self.requests = answer_probe, [], []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn):
+        try:
+            first = conn.recv(4096).split(b"\r\n", 1)[0]
+            self.requests.append(first)
+            if self.answer_probe and first.startswith(b"HEAD / "):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                conn.close()
+        except OSError:
+            pass       # closed by close(): the test is over
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@needs_demo
+def test_a_hub_that_answers_the_probe_but_never_sends_weights(tmp_path, monkeypatch):
+    """The download has an overall deadline, and in the app a stuck download holds no one: the request hears
+    "still loading" in `load_wait_s`, another model answers meanwhile, and later requests get the clear error."""
+    from attention.errors import ModelUnavailableError
+    from attention.models.hub import fetch_weights
+    from viz_app.models import ModelManager, StillLoading
+    hub = StuckHub(answer_probe=True)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("ATTENTION_VIZ_HUB_DEADLINE", "4")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ModelUnavailableError, match="did not finish within"):
+            fetch_weights("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_tiny_patch16_224")
+        assert time.monotonic() - t0 < 15
+        assert any(r.startswith(b"HEAD /timm/") or r.startswith(b"GET /") for r in hub.requests), hub.requests
+
+        manager = ModelManager(max_models=3)
+        manager.load_wait_s = 1.0
+        t0 = time.monotonic()
+        with pytest.raises(StillLoading, match="still loading"):
+            manager.get("vit_tiny_patch16_224")
+        assert time.monotonic() - t0 < 5
+        assert manager.get("demo-vit") is not None and time.monotonic() - t0 < 10    # not held by the download
+        time.sleep(5)                          # past the deadline: the background load has ended with its error
+        with pytest.raises(ModelUnavailableError, match="did not finish within"):
+            manager.get("vit_tiny_patch16_224")
+        assert manager.loaded_names() == ["demo-vit"]
+    finally:
+        hub.close()
+
+
+@needs_demo
+def test_the_app_starts_and_serves_while_the_hub_never_answers(tmp_path):
+    from gradio_client import Client, handle_file
+
+    from concurrency import run_in_threads
+    from viz_app.testing import served_app
+    hub = StuckHub()
+    img = photo_file(tmp_path / "p.png")
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch"),
+           "HF_HUB_OFFLINE": "0"}
+    try:
+        t0 = time.monotonic()
+        with served_app(timeout=90, env=env) as url:        # no --model: the default model needs the hub
+            started = time.monotonic() - t0
+            answers, took = {}, {}
+
+            def ask(k):
+                t = time.monotonic()
+                model = "deit_small_patch16_224" if k < 2 else "demo-vit"
+                try:
+                    answers[k] = Client(url, verbose=False).predict(handle_file(img), model, api_name="/predict")
+                except Exception as e:  # noqa: BLE001 - the hub model's answer is an error message
+                    answers[k] = e
+                took[k] = time.monotonic() - t
+            errors = run_in_threads(ask, range(4), timeout=120)
+        assert not errors, errors
+        for k in (0, 1):
+            assert isinstance(answers[k], Exception) and "cannot be reached" in str(answers[k]), answers[k]
+        for k in (2, 3):
+            assert not isinstance(answers[k], Exception), answers[k]
+            assert answers[k][2]["model"] == "demo-vit"
+        assert max(took.values()) < 60, took
+        assert hub.requests, "the app never asked the hub: the test did not test the stuck hub"
+    finally:
+        hub.close()
+    print(f"start {started:.1f} s with a stuck hub; answers in {took}")

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 AUTH_ENV = "ATTENTION_VIZ_AUTH"
+#: how long a request waits for a model's load before it hears "still loading" (its worker is then free for
+#: other users; the load goes on in the background, a download within the hub's deadline)
+LOAD_WAIT_S = 20.0
+#: how long the start waits for the default model when it must be downloaded (then: demo-vit, and the
+#: default model joins the menu when its download is done)
+START_WAIT_S = 8.0
 
 
 class StartError(Exception):
@@ -158,15 +164,15 @@ def resolve_model(manager: ModelManager, args) -> tuple[str, str]:
         parts += [f"{img_size} px"] if img_size else []
         name = f"{args.model} · {' · '.join(parts)}"
         manager.add_spec(ModelSpec(name, args.model, args.checkpoint, args.labels, img_size=img_size))
-        manager.get(name)            # a bad checkpoint ends the start with its message
+        manager.get(name, wait=None)            # a bad checkpoint ends the start with its message
         return (manager.with_classes(name, classes) if classes else name), ""
     if args.model:
         manager.add_spec(ModelSpec(args.model, args.model))   # the operator's choice: any path may be given here
-        manager.get(args.model)
+        manager.get(args.model, wait=None)
         return (manager.with_classes(args.model, classes) if classes else args.model), ""
     name, notice = choose_default()
     try:
-        manager.get(name)
+        manager.get(name, wait=START_WAIT_S)   # a download that takes longer goes on in the background
     except UserError as e:
         if name == FALLBACK:
             return name, notice or str(e)
@@ -208,6 +214,7 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
         cb = Callbacks(ModelManager(max_models=args.max_models, pretrained=not args.random_init),
                        SessionStore(max_bytes=args.cache_mb * 1_000_000))
     cb.manager.allowed_dirs = allowed
+    cb.manager.load_wait_s = LOAD_WAIT_S
     if device.type != "cpu":     # every model the manager loads goes to the device (load_model's device=)
         cb.manager._load_model = functools.partial(cb.manager._load_model, device=device)
     try:

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -26,11 +27,16 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from attention.errors import CheckpointError, ModelNotFoundError, ModelUnavailableError, UserError
+
+
+class StillLoading(ModelUnavailableError):
+    """A model's load is still running in the background (a download): ask again later."""
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +217,9 @@ class ModelManager:
         self._name_locks: dict[str, threading.Lock] = {}
         self._grad_locks: dict[str, threading.Lock] = {}
         self._files: Optional[str] = None      # private copies of uploaded checkpoints (made on first use)
+        self.load_wait_s: Optional[float] = None   # see `get`: None = load in the caller's thread
+        self._jobs: dict[str, tuple] = {}           # name -> (Future, start time) of a background load
+        self._in_job = threading.local()
         self.loads = 0                 # how many real loads happened (tests, logs)
 
     # ------------------------------------------------------------------ the picker
@@ -302,13 +311,59 @@ class ModelManager:
         with self._lock:
             return list(self._loaded)
 
-    def get(self, name: str, progress: Optional[Callable[[float, str], None]] = None):
-        """The loaded model `name`, loading it on first use (once, even under concurrent calls)."""
+    def get(self, name: str, progress: Optional[Callable[[float, str], None]] = None, wait: float = -1.0):
+        """The loaded model `name`, loading it on first use (once, even under concurrent calls).
+
+        With `load_wait_s` set (the served app), a load runs in its own background thread and the caller
+        waits at most that long (`wait` overrides: a number of seconds, or None for as long as it takes); a
+        load still running then (a slow or stuck download) is `StillLoading`, so the caller's worker is free
+        for other users' requests, and a later request picks the model up when it is there."""
         spec = self.spec(name)
         with self._lock:
             if spec.name in self._loaded:
                 self._loaded.move_to_end(spec.name)
                 return self._loaded[spec.name]
+        wait = self.load_wait_s if wait is not None and wait < 0 else wait
+        if self.load_wait_s is not None and not getattr(self._in_job, "active", False):
+            return self._get_in_background(spec, progress, wait)
+        return self._get_now(spec, progress)
+
+    def _get_in_background(self, spec: ModelSpec, progress, wait: Optional[float]):
+        with self._lock:
+            job = self._jobs.get(spec.name)
+            if job is None:
+                job = self._jobs[spec.name] = (concurrent.futures.Future(), time.monotonic())
+                threading.Thread(target=self._run_job, args=(spec, job[0]), daemon=True,
+                                 name=f"load {spec.name}").start()
+        if progress:
+            progress(0.1, f"loading {spec.name} (first use; later uses are instant)")
+        future, started = job
+        try:
+            return future.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
+            raise StillLoading(f"{spec.name} is still loading ({time.monotonic() - started:.0f} s so far: its "
+                               f"weights are probably downloading). The other models keep working; choose it "
+                               f"again in a minute") from None
+        finally:
+            if future.done():
+                with self._lock:      # the next request after a failure tries again
+                    if self._jobs.get(spec.name) is job:
+                        del self._jobs[spec.name]
+
+    def _run_job(self, spec: ModelSpec, future: "concurrent.futures.Future") -> None:
+        self._in_job.active = True     # a zero-shot entry's base model loads in this same thread
+        try:
+            loaded = self._get_now(spec, None)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits (the next request after it retries)
+            future.set_exception(e)
+            return
+        with self._lock:          # in the LRU now: the job is done with
+            if self._jobs.get(spec.name, (None,))[0] is future:
+                del self._jobs[spec.name]
+        future.set_result(loaded)
+
+    def _get_now(self, spec: ModelSpec, progress):
+        with self._lock:
             lock = self._name_locks.setdefault(spec.name, threading.Lock())
         with lock:
             with self._lock:
@@ -507,6 +562,6 @@ class ModelManager:
         return dest
 
 
-__all__ = ["ModelManager", "ModelSpec", "choose_default", "hub_status", "IMAGENET_MODELS", "DEMO_MODELS",
+__all__ = ["ModelManager", "ModelSpec", "StillLoading", "PATH_REFUSED", "choose_default", "hub_status", "IMAGENET_MODELS", "DEMO_MODELS",
            "CUSTOM_ARCHS", "DEFAULT_ONLINE", "FALLBACK", "ModelUnavailableError", "CHECKPOINT_MAX_BYTES",
            "CHECKPOINT_TYPES", "upload_limit_bytes", "real_offline_models", "LocalPath"]
