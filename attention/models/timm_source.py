@@ -21,7 +21,7 @@ from timm.data import resolve_data_config
 from ..errors import CheckpointError, ModelNotFoundError
 from ..preprocess import Preprocessor
 from . import LoadedModel, ModelSource, no_classifier, register_source
-from .checkpoint import classifier_out_features, load_strict, read_state_dict
+from .checkpoint import checkpoint_info, classifier_out_features, fit_to_model, load_strict, read_checkpoint
 from .hub import fetch_weights, unavailable
 from .labels import class_names_for
 
@@ -95,12 +95,18 @@ def _resample_pos_embed(sd: dict, model, old_grid, what: str) -> dict:
     return sd
 
 
-def _from_checkpoint(arch: str, checkpoint: str, img_size: Optional[int], info: dict):
-    sd = read_state_dict(checkpoint)
-    base = os.path.basename(checkpoint)
+def _from_checkpoint(arch: str, ck, img_size: Optional[int], info: dict, model_kwargs: Optional[dict] = None):
+    from .architecture import described, fitting
+    base = ck.name
     what = f"{arch} (from {base})"
+    probe_keys = _structure(arch, pretrained=False).state_dict().keys()
+    sd, prefix = fit_to_model(ck.state_dict, probe_keys)
+    if prefix:
+        info["prefix_removed"] = prefix
     num_classes = classifier_out_features(sd, _classifier_names(arch))
-    kwargs = {"pretrained": False, "num_classes": num_classes if num_classes is not None else 0}
+    kwargs = {**(model_kwargs or {}), "pretrained": False, "num_classes": num_classes if num_classes is not None else 0}
+    if model_kwargs:
+        info["model_kwargs"] = dict(model_kwargs)
     probe = _structure(arch, **kwargs)
     grid = checkpoint_grid(probe, sd)
     if img_size is not None:
@@ -114,8 +120,19 @@ def _from_checkpoint(arch: str, checkpoint: str, img_size: Optional[int], info: 
         if grid != _model_grid(model):
             info["pos_embed_resampled"] = {"from": list(grid), "to": list(_model_grid(model))}
         sd = _resample_pos_embed(sd, model, grid, what)
-    load_strict(model, sd, what)
-    info["weights"] = os.path.abspath(checkpoint)
+    try:
+        load_strict(model, sd, what)
+    except CheckpointError as e:
+        said = described(ck)
+        if said.name and said.name.split(".")[0] != arch:
+            hint = (f"{base} says it was trained as {said.name} ({said.said_by}): load it as that (or leave the "
+                    f"architecture empty to take it from the file)")
+        else:
+            fits = fitting(ck.state_dict, num_classes)
+            hint = (f"architectures whose every weight shape fits {base}: {', '.join(fits)}" if fits else
+                    f"no timm architecture of the same patch size and width fits {base}")
+        raise CheckpointError(f"{base} does not fit {arch}. {hint}. Details: {e.args[0]}") from None
+    info["weights"] = os.path.abspath(ck.path)
     if num_classes is None:
         info["headless"] = f"{base} has no classifier weight ({', '.join(_names(arch))})"
     return model
@@ -136,17 +153,27 @@ def _names(arch: str) -> list[str]:
     return [n] if isinstance(n, str) else list(n)
 
 
-def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size: Optional[int] = None) -> LoadedModel:
+def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size: Optional[int] = None,
+         ema: Optional[bool] = None) -> LoadedModel:
     arch = name.split(".")[0]
     if not timm.is_model(arch):
         raise ModelNotFoundError(f"unknown timm model {name!r}")
     info = {"arch": arch}
     extra = {}
+    ck = stored = None
     if img_size is not None and not checkpoint:
         _check_img_size(_structure(arch, pretrained=False), img_size, arch)
         extra["img_size"] = img_size
+    data_args: dict = {}
     if checkpoint:
-        model = _from_checkpoint(arch, checkpoint, img_size, info)
+        from .architecture import described
+        ck = read_checkpoint(checkpoint, ema=ema)
+        stored = described(ck)
+        # what timm's train.py built and fed: its args' model_kwargs and data settings, when the file is of this arch
+        same = bool(stored.name) and stored.name.split(".")[0] == arch
+        model = _from_checkpoint(arch, ck, img_size, info, stored.model_kwargs if same else {})
+        info["checkpoint"] = checkpoint_info(ck)
+        data_args = stored.data_args if same and img_size is None else {}
     elif pretrained:
         cfg = timm.models.get_pretrained_cfg(name)
         repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
@@ -160,9 +187,12 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size: Opt
         model = _create(arch, arch, pretrained=False, **extra)
         info["weights"] = "random"
     model.eval()
-    config = resolve_data_config({}, model=model)
+    config = resolve_data_config(dict(data_args), model=model)
     built = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if built is not None:   # built at another size than the pretrained config's: preprocessing follows
+    if data_args:
+        info["preprocessing_from"] = f"{ck.name}'s args ({', '.join(sorted(data_args))})"
+    if built is not None and not (data_args and getattr(model, "dynamic_img_size", False)):
+        # built at another size than the pretrained config's: preprocessing follows
         config["input_size"] = (3, *(tuple(built) if isinstance(built, (tuple, list)) else (built, built)))
     pre = Preprocessor.from_timm_config(config)
     reason = ""
@@ -170,7 +200,8 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size: Opt
         reason = no_classifier(info.get("headless") or f"{arch} is built with num_classes=0")
         names = []
     else:
-        names = class_names_for(model.num_classes, labels)
+        names = class_names_for(model.num_classes, labels, stored.labels if stored else None,
+                                stored.labels_from if stored else "")
     if labels and not names:
         from ..errors import LabelsError
         raise LabelsError(f"labels were given but {arch} has no classifier: {reason}")

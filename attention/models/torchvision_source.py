@@ -8,7 +8,7 @@ from torchvision import models as tvm
 from ..errors import CheckpointError, ModelNotFoundError
 from ..preprocess import Preprocessor
 from . import LoadedModel, ModelSource, register_source
-from .checkpoint import classifier_out_features, load_strict, read_state_dict
+from .checkpoint import checkpoint_info, classifier_out_features, fit_to_model, load_strict, read_checkpoint
 from .hub import TORCH_CACHE, offline, reachable, unavailable
 from .labels import class_names_for
 
@@ -23,7 +23,7 @@ def _claims(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None) -> LoadedModel:
+def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None, ema=None) -> LoadedModel:
     if img_size is not None:
         raise CheckpointError("--img-size is for timm ViTs; torchvision models run at their own input size")
     arch = name[len(PREFIX):]
@@ -33,7 +33,8 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
     default = weights_enum.DEFAULT
     info = {"arch": arch}
     if checkpoint:
-        sd = read_state_dict(checkpoint)
+        ck = read_checkpoint(checkpoint, ema=ema)
+        sd, _ = fit_to_model(ck.state_dict, tvm.get_model(arch, weights=None).state_dict().keys())
         num_classes = classifier_out_features(sd, "heads.head")
         if num_classes is None:
             raise CheckpointError(f"{os.path.basename(checkpoint)} has no 'heads.head.weight' — "
@@ -41,6 +42,7 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
         model = tvm.get_model(arch, weights=None, num_classes=num_classes)
         load_strict(model, sd, f"torchvision {arch} (from {os.path.basename(checkpoint)})")
         info["weights"] = os.path.abspath(checkpoint)
+        info["checkpoint"] = checkpoint_info(ck)
     elif pretrained:
         import torch.hub
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(default.url))
