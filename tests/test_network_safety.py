@@ -403,3 +403,57 @@ def test_the_app_starts_and_serves_while_the_hub_never_answers(tmp_path):
     finally:
         hub.close()
     print(f"start {started:.1f} s with a stuck hub; answers in {took}")
+
+
+# ------------------------------------------------------------------------------ 8. every API value checked
+@needs_demo
+def test_every_attention_map_value_is_checked_with_its_own_message(tmp_path):
+    import gradio as gr
+
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import ModelManager
+    cb = Callbacks(ModelManager())
+    img = photo_file(tmp_path / "p.png")
+    loaded = cb.manager.get("demo-vit")
+    good = dict(method="raw", layer=-1, head="mean", query="auto", target=None, colormap="inferno", opacity=0.5,
+                mode="smooth", mass_threshold=0.0)
+    pic, meta = cb.attention_map("s", img, "demo-vit", **good)
+    heads = meta and cb.find("s", "demo-vit", meta["input_sha256"]).result.maps[-1].num_heads
+    layers = meta["num_layers"]
+    assert heads == loaded.capture(loaded.prepare(Image.open(img).convert("RGB"))).maps[-1].weights.shape[1]
+    cases = {
+        "head": (99, f"head '99' does not exist: layer .* has {heads} heads"),
+        "layer": (layers + 5, f"layer {layers + 5} does not exist: this model has {layers} layers"),
+        "mass_threshold": [(2, "mass_threshold must be between 0 and 0.999"),
+                           (-1, "mass_threshold must be between 0 and 0.999")],
+        "colormap": ("nope", "unknown colormap 'nope'; choose one of inferno"),
+        "mode": ("weird", "unknown mode 'weird'; choose one of smooth, blocky"),
+        "method": ("magic", "unknown method 'magic'"),
+        "query": [("1" * 5000, "query of 5000 characters"), ("reg9", "query 'reg9' is not one of this model's"),
+                  ("99,99", "outside the")],
+        "opacity": (float("nan"), "opacity must be between 0 and 1"),
+        "target": [(10 ** 400, "target must be a whole number"), (1000, "target class 1000 is out of range")],
+    }
+    for key, tries in cases.items():
+        for value, expected in (tries if isinstance(tries, list) else [tries]):
+            with pytest.raises(gr.Error) as e:
+                cb.attention_map("s", img, "demo-vit", **{**good, key: value})
+            msg = str(e.value.message)
+            assert "Unexpected error" not in msg and __import__("re").search(expected, msg), (key, value, msg)
+    with pytest.raises(gr.Error, match="a model name of 5000 characters"):
+        cb.predict("s", img, "x" * 5000)
+    # the same values that are valid still answer, and the head asked for is the head drawn
+    pic0, meta0 = cb.attention_map("s", img, "demo-vit", **{**good, "head": "0", "layer": 0})
+    assert meta0["head"] == "0" and meta0["layer"] == 0 and meta0["cached"]
+
+
+def test_cli_export_into_a_place_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_path):
+    img = photo_file(tmp_path / "x.png")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for out in (str(blocker / "out"), "/proc/attention_out"):
+        # the model would fail to load (offline, unknown repository): the --out check comes first
+        r = run_cli(["-m", "attention", "export", "--model", "hf:nobody/nothing-here", "--out", out, img])
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert lines[0].startswith(f"error: --out {out}: cannot write there"), r.stderr

@@ -26,8 +26,8 @@ from attention.images import LoadedImage, open_image
 from .errors import user_facing
 from .models import ModelManager
 from .state import Analysis, SessionStore
-from .views import (METHODS, View, click_method, compute_map, display_to_photo, draw, fallback_method, head_choices,
-                    layer_map, needs_model, query_choices, spatial_layers)
+from .views import (COLORMAPS, METHODS, MODES, View, click_method, compute_map, display_to_photo, draw,
+                    fallback_method, head_choices, layer_map, needs_model, query_choices, spatial_layers)
 
 log = logging.getLogger("viz_app")
 
@@ -360,22 +360,73 @@ class Callbacks:
         """(picture, metadata) for explicit settings; ``query`` may be "row,col" for a patch."""
         t0 = time.perf_counter()
         before = self.forwards
-        if method not in METHODS:
-            raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        # every value is checked before any work, each with its own message (never a traceback)
+        method, colormap, mode = (_api_choice(v, what, choices) for v, what, choices in (
+            (method, "method", tuple(METHODS)), (colormap, "colormap", COLORMAPS), (mode, "mode", MODES)))
+        layer = _api_int(layer, "layer")
+        target = None if target in (None, "") else _api_int(target, "target")
+        target = None if target == -1 else target
+        opacity = _api_number(opacity, "opacity", 0.0, 1.0, "0 = the photo only, 1 = the map only")
+        mass = _api_number(mass_threshold or 0.0, "mass_threshold", 0.0, 0.999,
+                           "the share of attention the kept patches hold; 0 = off")
+        q = str(query if query is not None else "auto").strip() or "auto"
+        if len(q) > 40:
+            raise UserError(f"query of {len(q)} characters: use auto, cls, dist, cls+dist, reg0..., patch_mean or "
+                            f"\"row,col\"")
         analysis = self._analyse(session, image, model_name, progress)
+        n_layers = len(spatial_layers(analysis.result))
+        if not -n_layers <= layer < n_layers:
+            raise UserError(f"layer {layer} does not exist: this model has {n_layers} layers (0..{n_layers - 1}, "
+                            f"or -1 for the last)")
+        _, _, m = layer_map(analysis.result, layer)
+        head = str(head if head is not None else "mean").strip() or "mean"
+        if head not in head_choices(m):
+            raise UserError(f"head {head[:20]!r} does not exist: layer {m.name} has {m.num_heads} heads "
+                            f"(0..{m.num_heads - 1}), or use mean | max | min")
         click = None
-        q = (query or "auto").strip()
-        if re.fullmatch(r"\s*\d+\s*,\s*\d+\s*", q):
+        if re.fullmatch(r"\s*\d{1,6}\s*,\s*\d{1,6}\s*", q):
             r, c = (int(v) for v in q.split(","))
             click = _patch_centre(analysis, layer, r, c)
             q = "patch"
-        view = View(method=method, layer=int(layer), head=str(head), query=q, click=click,
-                    target=None if target in (None, "", -1) else int(target), cmap=colormap, alpha=float(opacity),
-                    mode=mode, mass=float(mass_threshold) if mass_threshold else None)
-        if view.target is not None and not 0 <= view.target < len(analysis.class_names):
-            raise UserError(f"target class {view.target} is out of range 0..{len(analysis.class_names) - 1}")
+        elif q not in [x for x in query_choices(analysis.result) if x != "patch"]:
+            raise UserError(f"query {q!r} is not one of this model's: "
+                            f"{', '.join(x for x in query_choices(analysis.result) if x != 'patch')} or \"row,col\"")
+        if target is not None and not 0 <= target < len(analysis.class_names):
+            raise UserError(f"target class {target} is out of range 0..{len(analysis.class_names) - 1}"
+                            if analysis.class_names else "this model has no classes: leave target at -1")
+        view = View(method=method, layer=layer, head=head, query=q, click=click, target=target, cmap=colormap,
+                    alpha=opacity, mode=mode, mass=mass or None)
         picture, caption = self._render(session, analysis, view)
         return picture, self._api_meta(analysis, view, caption, self.forwards == before, t0)
+
+
+def _api_choice(value, what: str, choices) -> str:
+    text = str(value if value is not None else "").strip()
+    if text not in choices:
+        raise UserError(f"unknown {what} {text[:40]!r}; choose one of {', '.join(choices)}")
+    return text
+
+
+def _api_int(value, what: str) -> int:
+    """An integer from the API (a JSON number or a numeric string), or a message saying what it should be."""
+    try:
+        number = float(str(value).strip()) if len(str(value)) <= 20 else float("nan")
+    except ValueError:
+        number = float("nan")
+    if not np.isfinite(number) or number != int(number):
+        raise UserError(f"{what} must be a whole number, not {str(value)[:20]!r}"
+                        + ("..." if len(str(value)) > 20 else ""))
+    return int(number)
+
+
+def _api_number(value, what: str, lo: float, hi: float, meaning: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (np.isfinite(number) and lo <= number <= hi):
+        raise UserError(f"{what} must be between {lo:g} and {hi:g} ({meaning}), not {str(value)[:20]}")
+    return number
 
 
 def _remove_old_files(root: str, max_age_s: float = 3600.0) -> None:

@@ -495,8 +495,9 @@ class Handlers:
                           mass_threshold, request: gr.Request, progress=gr.Progress()):
         """One attention view with explicit settings; query "row,col" picks a patch; target -1 = top-1."""
         name = (model or "").strip() or self.default.get()[0]
+        # values go through as given: Callbacks.attention_map checks each one with its own message
         return self.cb.attention_map(_session(request), image, name, method or "rollout",
-                                int(layer if layer is not None else -1), str(head or "mean"), query or "auto",
-                                None if target in (None, -1) else int(target), colormap or "inferno",
-                                0.5 if opacity is None else float(opacity), mode or "smooth",
-                                mass_threshold or 0.0, _prog(progress))
+                                     -1 if layer is None else layer, head or "mean", query or "auto",
+                                     None if target in (None, -1) else target, colormap or "inferno",
+                                     0.5 if opacity is None else opacity, mode or "smooth",
+                                     mass_threshold or 0.0, _prog(progress))
