@@ -8,7 +8,9 @@ other images are still written and the exit code is 1 at the end. No tracebacks 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
 from .errors import UserError
 
@@ -45,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_out_dir(out: str) -> None:
+    """Create `out` if needed and make sure a file can be written in it, else one clear `UserError`."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror or type(e).__name__})") from None
+
+
 def export_command(args) -> int:
     from tqdm import tqdm
 
@@ -58,6 +70,7 @@ def export_command(args) -> int:
         methods = method_names()
     for m in methods:
         get_method(m)  # unknown names fail before any work
+    check_out_dir(args.out)      # a folder that cannot be written: one line, before the model loads
     loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init,
                         img_size=args.img_size, classes=args.classes, device=args.device)
     if loaded.is_zero_shot and not loaded.has_classifier:
