@@ -4,8 +4,12 @@ For the target layer's activations ``F`` (B, C, h, w) and target class c:
 ``α_k = mean_{i,j} ∂y_c/∂F_k[i, j]`` (mean-pooled gradients), ``cam = ReLU(Σ_k α_k F_k)``, a
 (B, h, w) map at the target layer's own grid — the patch grid for a ViT.
 
-The library (`pytorch_grad_cam.GradCAM`) runs the forward, the backward and the CAM formula. Two
-things are changed, both documented here:
+The registered method (`GradCAMMethod`) takes ``F`` and ``∂y_c/∂F`` from the shared forward + backward
+of `attention.methods.plan` (with gradient-weighted rollout and transformer attribution for the same
+class: one pass for all) and applies the formula in torch (`cam_from`), on the model's device, in
+float32. The function `gradcam` is the library path (`pytorch_grad_cam.GradCAM` runs the forward,
+the backward and the formula; the tests hold the method to it). Two things are changed, both
+documented here:
 
 * ``reshape_transform`` (`token_reshape`): token activations (B, N, C) lose their prefix tokens
   (CLS, DIST, registers: however many the model has; CaiT's patch-only blocks have none) and are

@@ -143,9 +143,14 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs =
         att.append(None if g is None else g.detach())
     activations = {n: (store[n].detach(), grads[k].detach() if k is not None and grads[k] is not None else None)
                    for n, k in acts.items()}
+    detached: dict = {}
+
+    def plain(m):      # one detached copy per map (``records`` mostly holds the same maps)
+        if id(m) not in detached:
+            detached[id(m)] = replace(m, weights=m.weights.detach())
+        return detached[id(m)]
     result = replace(live, input=live.input.detach(), logits=live.logits.detach(), output=None,
-                     maps=[replace(m, weights=m.weights.detach()) for m in live.maps],
-                     records=[replace(m, weights=m.weights.detach()) for m in live.records])
+                     maps=[plain(m) for m in live.maps], records=[plain(m) for m in live.records])
     del live, sources, grads, y
     return GradientPass(result, targets.detach(), att, activations, needs)
 
@@ -157,7 +162,10 @@ def standard_needs(ctx) -> Needs:
                           grad_lock=ctx.grad_lock)
     out = NOTHING
     for m in methods():
-        n = m.requirements(plain)
+        try:
+            n = m.requirements(plain)
+        except Exception:  # noqa: BLE001 - e.g. no Grad-CAM layer in this model: that method says so itself
+            continue
         out = out | Needs(n.attention_gradients, n.activations)
     return out
 
