@@ -112,7 +112,9 @@ OVERRIDES: dict[str, dict] = {
     "perceiver": dict(staged=True, num_latents=8, d_latents=32, d_model=32, num_self_attends_per_block=2,
                       num_self_attention_heads=2, num_cross_attention_heads=1, image_size=16),
     "imagegpt": dict(staged=True, n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=17),
-    "timm_wrapper": dict(staged=True, architecture="test_vit", num_classes=3),
+    "timm_wrapper": dict(staged=True, architecture="test_vit",
+                         pretrained_cfg=dict(input_size=(3, 32, 32), interpolation="bicubic", crop_pct=0.875,
+                                             crop_mode="center", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))),
     "timm_backbone": dict(staged=True, backbone="test_vit"),
     "siglip2.vision_config": dict(num_patches=16, patch_size=8),
     "swiftformer": dict(staged=True, image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 8, 16, 16]),
@@ -182,6 +184,7 @@ class Row:
     max_err: float = 0.0
     layouts: dict = field(default_factory=dict)
     probes: int = 0
+    loader: str = ""
     seconds: float = 0.0
 
 
@@ -379,10 +382,13 @@ def meta_attention_ops(cls, config_cls) -> int:
 
 
 def overlapping_stem(model) -> bool:
-    """Whether the first convolution's kernel is larger than its stride (overlapping receptive fields:
-    a token's field spills over its cell, so the probe accepts a neighbouring cell's token)."""
+    """Whether the first convolution's kernel is larger than its stride or it pads (overlapping or shifted
+    receptive fields: a token's field spills over its cell, so the probe accepts a neighbouring cell's token)."""
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    return conv is not None and any(k > s for k, s in zip(conv.kernel_size, conv.stride))
+    if conv is None:
+        return False
+    pad = conv.padding if isinstance(conv.padding, tuple) else (1, 1)   # "same": padded
+    return any(k > s or p > 0 for k, s, p in zip(conv.kernel_size, conv.stride, pad))
 
 
 def sweep_type(model_type: str) -> Row:
@@ -410,6 +416,10 @@ def sweep_type(model_type: str) -> Row:
                 raise
             row.status, row.detail = "no attention", "a meta-device forward of its default config runs no softmax"
             return row
+        if getattr(model, "main_input_name", "pixel_values").endswith("_ids"):   # token ids, not pixels
+            row.status, row.loader = "refused", loader_check(model_type, model, cfg)
+            row.detail = f"its input is {model.main_input_name}, not an image"
+            return row
         g = torch.Generator().manual_seed(0)
         x = torch.randn(1, 3, *input_size(cfg), generator=g)
         try:
@@ -429,6 +439,8 @@ def sweep_type(model_type: str) -> Row:
             row.status, row.detail = "wrong", "; ".join(problems)
         else:
             row.status = "exact"
+        if row.ref_ops:
+            row.loader = loader_check(model_type, model, cfg)
     except Exception as e:  # noqa: BLE001 - reported in the table; the test fails on it
         row.status, row.detail = "error", f"{type(e).__name__}: {str(e).splitlines()[0][:240] if str(e) else ''}"
     finally:
@@ -436,10 +448,67 @@ def sweep_type(model_type: str) -> Row:
     return row
 
 
+def processor_for(model_type: str, hw: tuple[int, int]):
+    """The type's own image processor class (transformers' mapping) set to the tiny model's input size, or None."""
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+    if model_type == "timm_wrapper":   # its processor is timm's data config, in config.json
+        return None
+    try:
+        entry = IMAGE_PROCESSOR_MAPPING[CONFIG_MAPPING[model_type]]
+    except KeyError:   # no processor of its own: what a user would save with it
+        from transformers import ViTImageProcessor
+        return ViTImageProcessor(size={"height": hw[0], "width": hw[1]})
+    cls = (entry.get("torchvision") or entry.get("pil")) if isinstance(entry, dict) else entry
+    if isinstance(cls, (tuple, list)):
+        cls = next((c for c in cls if c is not None), None)
+    if cls is None:
+        return None
+    for size in ({"height": hw[0], "width": hw[1]}, {"shortest_edge": hw[0]}):
+        try:
+            proc = cls(size=size, do_center_crop=False)
+            proc(images=_photo(), return_tensors="pt")
+            return proc
+        except Exception:  # noqa: BLE001 - the next way of saying the size
+            continue
+    return cls()
+
+
+def _photo():
+    import numpy as np
+    from PIL import Image
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+
+
+def loader_check(model_type: str, model, cfg) -> str:
+    """Through the real loading path: save_pretrained (+ the type's processor) -> `load_model(folder)` ->
+    prepare a photo -> capture equals the reference. "exact", "refused: <the loader's message>" or what failed."""
+    import tempfile
+    from attention.errors import CheckpointError
+    from attention.models import load_model
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        proc = processor_for(model_type, input_size(cfg))
+        if proc is not None:
+            proc.save_pretrained(folder)
+        try:
+            lm = load_model(folder)
+            x = lm.prepare(_photo()).tensor
+        except CheckpointError as e:
+            return f"refused: {e}"
+        if proc is not None:
+            want = proc(images=_photo(), return_tensors="pt")["pixel_values"].float()
+            if not torch.equal(x, want):
+                return "the prepared pixels differ from the processor's"
+        row = Row(model_type)
+        problems, _ = check_model(row, lm.model, x)
+        return "; ".join(problems) if problems else "exact"
+
+
 def line(r: Row) -> str:
     lay = ", ".join(f"{k} x{v}" for k, v in sorted(r.layouts.items()))
     return (f"| {r.model_type} | {r.cls} | {r.status} | {r.ops}/{r.ref_ops} | {r.max_err:.0e} | {lay} | {r.probes} | "
-            f"{r.detail} |")
+            f"{r.loader} | {r.detail} |")
 
 
 def main():
@@ -450,8 +519,8 @@ def main():
     torch.set_num_threads(2)
     rows = []
     print(f"transformers {transformers.__version__}\n")
-    print("| type | class | status | ops / reference | max error | layouts | probes | detail |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| type | class | status | ops / reference | max error | layouts | probes | loader | detail |")
+    print("|---|---|---|---|---|---|---|---|---|")
     t0 = time.perf_counter()
     for t in vision_types():
         rows.append(sweep_type(t))

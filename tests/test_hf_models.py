@@ -266,3 +266,69 @@ def test_timm_model_in_hub_format_folder(tmp_path):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(lm.model(x), ref(x))
+
+
+def test_timm_wrapper_folder_uses_the_timm_data_config_in_config_json(tmp_path):
+    """A timm model saved through transformers (``timm_wrapper``): no preprocessor_config.json, the data
+    config in config.json; the pixels are timm's eval transform of it (transformers' own processor)."""
+    import timm
+    torch.manual_seed(0)
+    pc = dict(input_size=(3, 32, 32), interpolation="bicubic", crop_pct=0.875, crop_mode="center",
+              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    ref = transformers.TimmWrapperForImageClassification(
+        transformers.TimmWrapperConfig(architecture="test_vit", pretrained_cfg=pc)).eval()
+    ref.save_pretrained(str(tmp_path))
+    lm = load_model(str(tmp_path))
+    x = lm.prepare(_photo()).tensor
+    want = transformers.AutoImageProcessor.from_pretrained(str(tmp_path))(_photo(), return_tensors="pt")["pixel_values"]
+    assert x.shape == (1, 3, 32, 32) and torch.equal(x, want.float())
+    # the same pixels by timm's own transform, written out: shortest edge 32 / 0.875 = 36, centre crop 32
+    t = timm.data.create_transform(input_size=(3, 32, 32), interpolation="bicubic", crop_pct=0.875,
+                                   mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert torch.allclose(x[0], t(_photo()), atol=1e-6)
+    assert torch.equal(_out(lm.model, x).logits, _out(ref, x).logits)
+
+
+def test_imagegpt_is_refused_with_its_reason(tmp_path):
+    cfg = transformers.ImageGPTConfig(n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=17)
+    transformers.ImageGPTForImageClassification(cfg).save_pretrained(str(tmp_path))
+    transformers.ImageGPTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"reads 'input_ids'.*token ids.*not an image tensor"):
+        load_model(str(tmp_path))
+
+
+def test_cvt_convnext_processor_has_a_fixed_size(tmp_path):
+    """ConvNeXt's processor (CvT's too): shortest edge to 32 / crop_pct, then a 32 x 32 centre crop."""
+    cfg = transformers.CvtConfig(embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 2], patch_sizes=[7, 3],
+                                 patch_stride=[4, 2], patch_padding=[2, 1], mlp_ratio=[2.0, 2.0],
+                                 attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0],
+                                 qkv_bias=[True, True], cls_token=[False, True], qkv_projection_method=["dw_bn"] * 2,
+                                 kernel_qkv=[3, 3], padding_kv=[1, 1], stride_kv=[2, 2], padding_q=[1, 1],
+                                 stride_q=[1, 1])
+    transformers.CvtForImageClassification(cfg).save_pretrained(str(tmp_path))
+    proc = transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.8)
+    proc.save_pretrained(str(tmp_path))
+    lm = load_model(str(tmp_path))
+    prepared = lm.prepare(_photo(50, 71))
+    assert torch.equal(prepared.tensor, proc(images=_photo(50, 71), return_tensors="pt")["pixel_values"].float())
+    # by hand: 50 x 71 -> shortest edge int(32 / 0.8) = 40: 40 x int(40 * 71 / 50) = 40 x 56; crop (4, 12)
+    s = 50 / 40
+    np.testing.assert_allclose(prepared.geometry.box, (4 * s, 12 * (71 / 56), 36 * s, 44 * (71 / 56)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["glpn", "siglip2"])
+def test_processors_without_one_fixed_size_are_refused_with_the_reason(tmp_path, kind):
+    if kind == "glpn":
+        cfg = transformers.GLPNConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+                                      patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2],
+                                      mlp_ratios=[2, 2], decoder_hidden_size=16)
+        transformers.GLPNModel(cfg).save_pretrained(str(tmp_path))
+        transformers.GLPNImageProcessor().save_pretrained(str(tmp_path))
+        match = r"no fixed input size: it rounds each photo's own height and width down to a multiple of size_divisor=32"
+    else:
+        transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(**{k: v for k, v in SMALL.items() if k != "image_size"},
+                                                                         num_patches=16)).save_pretrained(str(tmp_path))
+        transformers.Siglip2ImageProcessor(max_num_patches=16, patch_size=8).save_pretrained(str(tmp_path))
+        match = r"NaFlex processor \(SigLIP 2\).*max_num_patches=16.*spatial_shapes"
+    with pytest.raises(CheckpointError, match=match):
+        load_model(str(tmp_path))

@@ -42,6 +42,15 @@ KNOWN_WRONG: dict[str, str] = {
 }
 
 
+#: types whose folders the loader refuses, each with the reason its message must give
+LOADER_REFUSES: dict[str, str] = {
+    "sam": "longest edge", "sam_hq": "longest edge",   # resize the longest edge, then pad: no one fixed crop
+    "swin2sr": "input size is not fixed",              # pads each photo to whole windows
+    "timm_backbone": "could not be loaded",            # transformers reads the folder path as a timm model name
+    "imagegpt": "token ids",
+}
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _quiet_two_threads():
     import transformers
@@ -65,6 +74,12 @@ def test_the_sweep_enumerates_the_installed_types():
 @pytest.mark.parametrize("model_type", list(vision_types()))
 def test_hf_type(model_type):
     row = sweep_type(model_type)
+    if model_type in LOADER_REFUSES:
+        assert row.loader.startswith("refused:") and LOADER_REFUSES[model_type] in row.loader, row.loader
+    elif row.status == "exact":
+        assert row.loader == "exact", f"{model_type} through load_model(folder): {row.loader}"
+    if row.status == "refused":
+        return
     if row.status in ("no attention", "not swept"):
         assert row.detail, f"{model_type}: {row.status} without a reason"
         return

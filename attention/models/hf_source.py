@@ -193,15 +193,34 @@ def _get(proc, key, default=None):
     return v
 
 
+def _resizes_with_crop_pct(proc) -> bool:
+    """Whether the processor's own resize takes ``crop_pct`` (ConvNeXt's resize-then-crop rule)."""
+    import inspect
+    try:
+        return "crop_pct" in inspect.signature(type(proc).resize).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def geometry_steps(proc) -> list:
     """The processor's resize and centre crop as torchvision steps (what `geometry_of` follows)."""
     steps = []
+    name = type(proc).__name__
+    if _get(proc, "max_num_patches") is not None:
+        raise CheckpointError(f"{name} is a NaFlex processor (SigLIP 2): it picks a patch grid per photo within "
+                              f"max_num_patches={_get(proc, 'max_num_patches')} and feeds patches with spatial_shapes "
+                              f"and an attention mask, not one fixed-size image; not supported yet")
     if _get(proc, "do_resize", True):
         size = _get(proc, "size")
         if isinstance(size, int):
             size = {"shortest_edge": size}
+        if size is None and _get(proc, "size_divisor") is not None:
+            raise CheckpointError(f"{name} has no fixed input size: it rounds each photo's own height and width "
+                                  f"down to a multiple of size_divisor={_get(proc, 'size_divisor')}; the views "
+                                  f"need one fixed input size")
         if not isinstance(size, dict):
-            raise CheckpointError(f"{type(proc).__name__}: cannot follow resize size {size!r}")
+            raise CheckpointError(f"{name}: cannot follow its resize setting size={size!r} (expected height × width "
+                                  f"or shortest_edge)")
         if size.get("longest_edge") is not None and size.get("shortest_edge") is None:
             raise CheckpointError(f"{type(proc).__name__}: resize by longest edge only is not supported")
         if "height" in size and "width" in size:
@@ -211,9 +230,17 @@ def geometry_steps(proc) -> list:
                 raise CheckpointError(f"{type(proc).__name__}: resize with both shortest and longest edge "
                                       f"is not supported")
             crop_pct = _get(proc, "crop_pct")
+            se = int(size["shortest_edge"])
+            if crop_pct and _resizes_with_crop_pct(proc):
+                # ConvNeXt's processor (also CvT's): below 384 px, shortest edge to se / crop_pct, then a
+                # centre crop to se x se; from 384 px on, a warp to se x se
+                if se < 384:
+                    return [T.Resize(int(se / crop_pct), interpolation=_resample(_get(proc, "resample"))),
+                            HFCenterCrop((se, se))]
+                return [T.Resize((se, se), interpolation=_resample(_get(proc, "resample")))]
             if crop_pct and _get(proc, "do_center_crop", False) is False and crop_pct != 1:
-                raise CheckpointError(f"{type(proc).__name__}: crop_pct resizing is not supported")
-            target = int(size["shortest_edge"])
+                raise CheckpointError(f"{name}: crop_pct resizing without a centre crop is not supported")
+            target = se
         else:
             raise CheckpointError(f"{type(proc).__name__}: cannot follow resize size {size!r}")
         steps.append(T.Resize(target, interpolation=_resample(_get(proc, "resample"))))
@@ -242,6 +269,14 @@ class HFTransform:
 def image_processor(folder: str, config):
     """The saved image processor, or (no preprocessor_config.json) the family's default one at the model's size."""
     import transformers
+    if getattr(config, "model_type", "") == "timm_wrapper":   # timm's data config is in config.json
+        try:
+            return (transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False),
+                    "config.json (timm pretrained_cfg)")
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{folder}: a timm model saved through transformers (timm_wrapper), but its "
+                                  f"config.json has no readable timm pretrained_cfg to preprocess with "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
         try:
             return (transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False),
@@ -275,11 +310,16 @@ def image_processor(folder: str, config):
 
 def make_preprocessor(folder: str, config) -> tuple[Preprocessor, str]:
     proc, origin = image_processor(folder, config)
-    steps = geometry_steps(proc)
-    mean = tuple(float(v) for v in (_get(proc, "image_mean") or (0.0, 0.0, 0.0)))
-    std = tuple(float(v) for v in (_get(proc, "image_std") or (1.0, 1.0, 1.0)))
-    if not _get(proc, "do_normalize", True):
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    timm_steps = getattr(getattr(proc, "val_transforms", None), "transforms", None)
+    if timm_steps is not None:   # TimmWrapperImageProcessor: timm's own torchvision eval transform
+        steps = [t for t in timm_steps if isinstance(t, (T.Resize, T.CenterCrop))]
+        mean, std = (tuple(float(v) for v in proc.data_config[k]) for k in ("mean", "std"))
+    else:
+        steps = geometry_steps(proc)
+        mean = tuple(float(v) for v in (_get(proc, "image_mean") or (0.0, 0.0, 0.0)))
+        std = tuple(float(v) for v in (_get(proc, "image_std") or (1.0, 1.0, 1.0)))
+        if not _get(proc, "do_normalize", True):
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     last = steps[-1] if steps else None
     if isinstance(last, T.CenterCrop):
         h, w = last.size
@@ -311,6 +351,14 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
         load_strict(model, read_state_dict(checkpoint), f"{notes['class']} (from {os.path.basename(checkpoint)})")
         notes["weights"] = os.path.abspath(checkpoint)
     config = model.config
+    main_input = getattr(model, "main_input_name", "pixel_values")
+    if main_input.endswith("_ids"):   # ImageGPT: colour-cluster ids of a 32 x 32 image, not pixels
+        raise CheckpointError(f"{notes['class']} reads {main_input!r}: its processor turns the photo into token ids "
+                              f"(one colour cluster per pixel), not an image tensor; the attention views need a "
+                              f"model fed pixels")
+    if getattr(config, "mask_ratio", 0):   # ViTMAE: every patch is kept while capturing (families/hf_masked.py)
+        notes["masking"] = (f"runs unmasked for viewing (the checkpoint's mask_ratio={config.mask_ratio} drops "
+                            f"random patches in training)")
     pre, _ = make_preprocessor(folder, config)
     info = {"arch": notes["class"], "hf": origin, **notes}
     reason = ""
