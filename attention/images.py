@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -36,6 +37,9 @@ BACKGROUND = (255, 255, 255)      # transparent pixels are composited on white
 class LoadedImage:
     image: Image.Image
     notes: list[str] = field(default_factory=list)   # what was done to it, to tell the user
+    # sha256 of the file's bytes (None for arrays and PIL images): the notes belong to the file, while two
+    # files can decode to the same pixels (an APNG and its first frame as PNG, 16-bit and 8-bit)
+    file_sha256: str | None = None
 
 
 def read_regular_file(path: str, name: str, limit: int) -> bytes:
@@ -50,10 +54,11 @@ def read_regular_file(path: str, name: str, limit: int) -> bytes:
         raise ImageError(f"{path}: is a directory, not an image file") from None
     except OSError as e:
         raise ImageError(f"{path}: cannot be opened ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise ImageError(f"{path}: is a directory, not an image file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ImageError(f"{path}: is a directory, not an image file")
         if not stat.S_ISREG(st.st_mode):
             raise ImageError(f"{name}: not a regular file (a pipe, socket or device): only image files are read")
         if st.st_size > limit:
@@ -77,6 +82,7 @@ def _refuse_bytes(data: bytes, name: str) -> None:
 def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | None = None) -> LoadedImage:
     """Decode and normalise an image from a path, bytes, a PIL image or an (H, W[, C]) uint8 array."""
     notes: list[str] = []
+    file_sha = None
     if isinstance(source, np.ndarray):
         source = Image.fromarray(source)
     if isinstance(source, Image.Image):
@@ -93,6 +99,7 @@ def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | N
         if not data:
             raise ImageError(f"{name}: the file is empty (0 bytes)")
         _refuse_bytes(data, name)
+        file_sha = hashlib.sha256(data).hexdigest()
         try:
             img = Image.open(io.BytesIO(data))
             if img.width * img.height > MAX_PIXELS:
@@ -128,7 +135,7 @@ def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | N
         new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
         notes.append(f"downscaled from {img.width}x{img.height} to {new[0]}x{new[1]}")
         img = img.resize(new, Image.Resampling.LANCZOS)
-    return LoadedImage(img, notes)
+    return LoadedImage(img, notes, file_sha)
 
 
 def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:

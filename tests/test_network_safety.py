@@ -457,3 +457,42 @@ def test_cli_export_into_a_place_that_cannot_be_written_is_one_line_before_the_m
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1, r.stderr
         assert lines[0].startswith(f"error: --out {out}: cannot write there"), r.stderr
+
+
+# ------------------------------------------------------------------------------ 7. notes belong to the file
+def _same_pixels_two_files(tmp_path) -> list[tuple[str, str, str]]:
+    """(first file, second file with the same decoded pixels, the note only the first one deserves)."""
+    rng = np.random.default_rng(7)
+    frames = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(4)]
+    apng, png = str(tmp_path / "anim.png"), str(tmp_path / "still.png")
+    frames[0].save(apng, save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(png)
+    gray8 = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    deep, flat = str(tmp_path / "deep16.png"), str(tmp_path / "flat8.png")
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(deep)      # v * 257 / 65535 * 255 == v exactly
+    Image.fromarray(gray8).save(flat)
+    return [(apng, png, "animated image"), (deep, flat, "16-bit")]
+
+
+@needs_demo
+def test_notes_follow_the_file_not_only_its_pixels(tmp_path):
+    from attention.images import open_image
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import ModelManager
+    cb = Callbacks(ModelManager(), export_root=str(tmp_path / "exports"))
+    for first, second, note in _same_pixels_two_files(tmp_path):
+        a, b = open_image(first), open_image(second)
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))        # the same pixels ...
+        assert any(note in n for n in a.notes) and not any(note in n for n in b.notes)   # ... not the same file
+        session = f"s-{note}"
+        _, _, meta1 = cb.predict(session, first, "demo-vit")
+        _, _, meta2 = cb.predict(session, second, "demo-vit")
+        assert meta2["input_sha256"] == meta1["input_sha256"] and meta2["cached"]      # one forward pass
+        assert any(note in n for n in meta1["notes"]), meta1["notes"]
+        assert not any(note in n for n in meta2["notes"]), meta2["notes"]
+        files = cb.export(session, "demo-vit", meta2["input_sha256"], __import__("viz_app.views").views.View(),
+                          image_name=os.path.basename(second))
+        exported = json.load(open(next(f for f in files if f.endswith(".json"))))
+        assert not any(note in n for n in json.dumps(exported.get("notes", [])).split('", "')), exported["notes"]
+        _, _, meta3 = cb.predict(session, first, "demo-vit")       # and back: the first file's note again
+        assert any(note in n for n in meta3["notes"]), meta3["notes"]

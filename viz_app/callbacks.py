@@ -91,10 +91,12 @@ class Callbacks:
         name = self.manager.spec(model_name).name
         hit = self.store.get(session, name, sha)
         if hit is not None:
+            _notes_of_this_file(hit, loaded_image)
             return hit
         loaded = self.manager.get(name, progress)
         progress(0.5, f"running {name} and capturing its attention")
         analysis = self._compute(loaded, name, photo, sha, list(loaded_image.notes))
+        analysis.decode_notes, analysis.file_sha256 = list(loaded_image.notes), loaded_image.file_sha256
         self.store.put(session, analysis)
         return analysis
 
@@ -336,7 +338,7 @@ class Callbacks:
             "prefix_tokens": list(analysis.result.tokens.prefix_names),
             "grid": list(analysis.result.tokens.grid) if analysis.result.tokens.grid else None,
             "caption": caption,
-            "notes": analysis.notes,
+            "notes": list(analysis.notes),
             "cached": cached,
             "seconds": round(time.perf_counter() - t0, 4),
         }
@@ -398,6 +400,19 @@ class Callbacks:
                     alpha=opacity, mode=mode, mass=mass or None)
         picture, caption = self._render(session, analysis, view)
         return picture, self._api_meta(analysis, view, caption, self.forwards == before, t0)
+
+
+def _notes_of_this_file(analysis: Analysis, image: LoadedImage) -> None:
+    """A cached analysis found by its pixels takes the notes of the file sent now: two files can decode to
+    the same pixels (an APNG and its first frame as PNG; a 16-bit PNG and its 8-bit conversion), and what
+    was done to decode one ("animated image: first of 4 frames") is not true of the other."""
+    with analysis.lock:
+        if getattr(analysis, "file_sha256", None) == image.file_sha256 and hasattr(analysis, "decode_notes"):
+            return
+        old = getattr(analysis, "decode_notes", [])
+        model_notes = [n for n in analysis.notes if n not in old]
+        analysis.notes = list(image.notes) + model_notes      # a new list: answers already given keep theirs
+        analysis.decode_notes, analysis.file_sha256 = list(image.notes), image.file_sha256
 
 
 def _api_choice(value, what: str, choices) -> str:
