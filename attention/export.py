@@ -92,6 +92,8 @@ def export_metadata(loaded: LoadedModel, prepared: PreparedImage, result: Captur
         "model": loaded.name,
         "model_source": loaded.source,
         "weights": loaded.info.get("weights"),
+        "checkpoint": loaded.info.get("checkpoint"),
+        "loading_notes": loaded.load_notes(),
         "num_classes": loaded.num_classes,
         "predictions": [{"label": p["label"], "index": p["index"], "probability": p["probability"]}
                         for p in loaded.top_k(result.logits, 5)[0]],

@@ -9,8 +9,12 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
         "audit", help="attention over a whole dataset: report.json, report.html and per-image shards",
         description="Audit where a model looks across a dataset. Exit code 0: every image audited; 1: some images "
                     "were skipped (named on stderr and in report.json); 2: a usage error.")
-    a.add_argument("--model", required=True, help="demo-vit, a timm name or torchvision:vit_b_16")
-    a.add_argument("--checkpoint", help="your weights for that architecture (.safetensors, .pth, .pt)")
+    a.add_argument("--model", help="demo-vit, a timm name or torchvision:vit_b_16 (without it: the architecture "
+                   "--checkpoint names or fits)")
+    a.add_argument("--checkpoint", help="your weights (.safetensors, .pth, .pt, .bin, .ckpt, timm's .pth.tar)")
+    a.add_argument("--live-weights", action="store_true", help="load a checkpoint's live weights, not its EMA weights")
+    a.add_argument("--group-by-folder", action="store_true", help="read class folders / CSV labels as groups, not as "
+                   "the model's classes (automatic for a model without classifier): per-group maps, no accuracy")
     a.add_argument("--labels", help="class names: text (one per line) or a JSON list")
     a.add_argument("--random-init", action="store_true", help="random weights instead of pretrained (no download)")
     a.add_argument("--data", required=True, help="a folder of images (class sub-folders give labels), a CSV of "
@@ -47,7 +51,8 @@ def audit_command(args) -> int:
                         batch_size=args.batch_size, shard_size=args.shard_size, device=args.device,
                         gpus_per_worker=args.gpus_per_worker, loader_workers=args.loader_workers,
                         faithfulness_steps=args.faithfulness_steps, fresh=args.fresh, html=not args.no_html,
-                        quiet=args.quiet)
+                        quiet=args.quiet, group_by_folder=args.group_by_folder,
+                        ema=False if args.live_weights else None)
     return outcome.exit_code
 
 

@@ -201,7 +201,8 @@ class ShardComputer:
         from ..models import load_model
         self.spec = spec
         self.loaded = loaded or load_model(spec.model, checkpoint=spec.checkpoint, labels=spec.labels,
-                                           pretrained=not spec.random_init, device=spec.device)
+                                           pretrained=not spec.random_init, device=spec.device,
+                                           ema=spec.extra.get("ema"))
 
     def _decoded(self, items: list[Item]):
         """The shard's items decoded in order; with ``loader_workers`` > 0 by a DataLoader whose worker

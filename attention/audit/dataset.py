@@ -189,7 +189,9 @@ def label_indices(items: list[Item], class_names: list[str]) -> list[int]:
         names = sorted(set(unknown))
         shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
         raise UserError(f"{len(unknown)} label(s) are not classes of the model ({shown}); the model's classes: "
-                        f"{', '.join(class_names[:10])}{' ...' if len(class_names) > 10 else ''} (or give indices, or --labels)")
+                        f"{', '.join(class_names[:10])}{' ...' if len(class_names) > 10 else ''} (give class names or "
+                        f"indices, --labels with the model's class names, or --group-by-folder to read the folders as "
+                        f"groups, not classes)")
     return out
 
 

@@ -142,8 +142,9 @@ def _examples(report: dict, g: dict, ds, method: str) -> str:
         pic = cv2.resize(pic, (max(1, round(pic.shape[1] * scale)), max(1, round(pic.shape[0] * scale))),
                          interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
         lab = int(g["label"][i])
-        figs.append(f"<figure>{_img(pic, iid)}<figcaption>{_esc(iid)}<br>AUROC {auc[i]:.2f}, pred "
-                    f"{_esc(names[int(g['pred'][i])])}{', true ' + _esc(names[lab]) if lab >= 0 else ''}</figcaption></figure>")
+        pred = f", pred {_esc(names[int(g['pred'][i])])}" if names else ""      # a backbone has no classes
+        figs.append(f"<figure>{_img(pic, iid)}<figcaption>{_esc(iid)}<br>AUROC {auc[i]:.2f}{pred}"
+                    f"{', true ' + _esc(names[lab]) if lab >= 0 and names else ''}</figcaption></figure>")
     return "".join(figs)
 
 
@@ -165,6 +166,9 @@ def render_html(report: dict, class_maps: dict, g: dict, ds) -> str:
                            for s in report["images"]["skipped_list"][:200]) + "</table>")
     if report["images"]["computed"] == 0:
         return "".join(out) + "</body></html>"
+    grouping = report.get("grouping")
+    if grouping:
+        out.append(f"<p><b>Groups, not classes</b>: {_esc(grouping['why'])}.</p>")
     cls = report.get("classification")
     if cls:
         out.append(f"<h2>Classification</h2><p>Accuracy {_ci(cls['accuracy'])} on {cls['n']} labelled images "
@@ -172,12 +176,13 @@ def render_html(report: dict, class_maps: dict, g: dict, ds) -> str:
         out.append(_confusion(cls))
     # per-class mean maps
     cm = report["class_maps"]
-    out.append(f"<h2 id=class-maps>Per-class mean maps</h2><p class=muted>Each image's map normalised to sum 1, placed on "
-               f"the photo through its preprocessing geometry, averaged per {_esc(cm['by'])} class; one colour scale per "
+    unit = "group" if grouping else "class"
+    out.append(f"<h2 id=class-maps>Per-{unit} mean maps</h2><p class=muted>Each image's map normalised to sum 1, placed on "
+               f"the photo through its preprocessing geometry, averaged per {_esc(cm['by'])} {unit}; one colour scale per "
                f"method (bright = more than uniform; grey = cropped away by the preprocessing).</p>")
     order = sorted(range(len(cm["classes"])), key=lambda k: -cm["counts"][k])[:MAX_CLASSES_SHOWN]
     vmax = {x: float(np.nanmax(class_maps[x])) if np.isfinite(class_maps[x]).any() else 1.0 for x in methods}
-    rows = ["<tr><th class=l>class</th><th>n</th>" + "".join(
+    rows = [f"<tr><th class=l>{unit}</th><th>n</th>" + "".join(
         f"<th>{_esc(x)}<br><span class=muted>0 – {vmax[x]:.2f}× uniform</span></th>" for x in methods) + "</tr>"]
     for k in order:
         name = cm["classes"][k]
@@ -202,14 +207,14 @@ def render_html(report: dict, class_maps: dict, g: dict, ds) -> str:
                    f"area (1 = a uniform map). <span class=flag>!</span> = the interval lies above the area.</p>")
         lean = s["leaning_most"]
         flagged = [cn for cn, v in s["per_class"].items() if v["border_flag"] or v["corner_flag"]]
-        out.append(f"<p><b>{len(flagged)} class(es) flagged</b>: {', '.join(map(_esc, flagged[:20]))}</p>" if flagged else
-                   "<p>No class puts more on the borders or corners than a uniform map would, beyond sampling noise.</p>")
+        out.append(f"<p><b>{len(flagged)} {unit}(s) flagged</b>: {', '.join(map(_esc, flagged[:20]))}</p>" if flagged else
+                   f"<p>No {unit} puts more on the borders or corners than a uniform map would, beyond sampling noise.</p>")
         out.append("<p>Leaning most on borders: " + ", ".join(
             f"{_esc(e['class'])} ×{e['lift']:.2f}{' <span class=flag>!</span>' if e['flag'] else ''}" for e in lean["border"])
             + "; on corners: " + ", ".join(
             f"{_esc(e['class'])} ×{e['lift']:.2f}{' <span class=flag>!</span>' if e['flag'] else ''}" for e in lean["corner"])
             + "</p>")
-        rows = ["<tr><th class=l>class</th><th>n</th><th>border mass [95 %]</th><th>lift</th><th>corner mass [95 %]</th>"
+        rows = [f"<tr><th class=l>{unit}</th><th>n</th><th>border mass [95 %]</th><th>lift</th><th>corner mass [95 %]</th>"
                 "<th>lift</th></tr>"]
         for cn, v in list(s["per_class"].items())[:MAX_CLASSES_SHOWN]:
             fb = " <span class=flag>!</span>" if v["border_flag"] else ""

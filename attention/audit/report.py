@@ -10,7 +10,9 @@
   ``((u + ½) H0 / S, (v + ½) W0 / S)``, in units of the uniform map (``gh·gw·p``: 1 = uniform), and
   nothing where the preprocessing cropped the photo away. A class's map is the mean over its images
   of each canvas pixel over the images that saw it. Classes are the true labels where given, else the
-  predictions.
+  predictions. For a model without classifier (or with ``--group-by-folder``) the data's own groups
+  (class folders, the CSV's label column) take the place of classes, one group of all images
+  without them; there is then no classification section.
 * **Per-head statistics** (`attention.diagnostics.head_stats` per image): for every (layer, head)
   the mean, standard deviation and the 5/25/50/75/95 % quantiles over the images.
 * **Shortcut signal**: per method and class, the mean border and corner mass (see
@@ -124,12 +126,31 @@ def canvas_map(m: np.ndarray, original_size, box, canvas: int = CANVAS) -> np.nd
     return out
 
 
-def class_mean_maps(g: dict, methods: list[str], class_names: list[str], canvas: int = CANVAS) -> dict:
-    """{"by", "classes", "counts", method: (K, S, S)} mean canvas maps per class."""
-    by_label = bool((g["label"] >= 0).any())
-    cls = np.where(g["label"] >= 0, g["label"], -1) if by_label else g["pred"]
+def grouping(g: dict, class_names: list[str], groups: Optional[dict] = None) -> tuple[str, np.ndarray, list[str]]:
+    """(by, group index per image (-1: none), group names) for the per-group sections.
+
+    ``groups`` (``{"by": "folder", "names": [...], "of": {image id: index}}``) are the data's own
+    groups (folders, CSV labels) for a model without classifier, or when grouping was asked instead
+    of labels; else the true labels where given, else the predictions of a classifier; else one
+    group of every image."""
+    n = len(g["label"])
+    if groups is not None:
+        idx = np.array([groups["of"].get(str(i), -1) for i in g["ids"]], np.int64)
+        if (idx >= 0).any():
+            return groups["by"], idx, list(groups["names"])
+    if (g["label"] >= 0).any():
+        return "label", np.asarray(g["label"], np.int64), list(class_names)
+    if class_names:
+        return "prediction", np.asarray(g["pred"], np.int64), list(class_names)
+    return "all images", np.zeros(n, np.int64), ["all images"]
+
+
+def class_mean_maps(g: dict, methods: list[str], class_names: list[str], canvas: int = CANVAS,
+                    groups: Optional[dict] = None) -> dict:
+    """{"by", "classes", "counts", method: (K, S, S)} mean canvas maps per class (or group, `grouping`)."""
+    by, cls, names = grouping(g, class_names, groups)
     present = sorted(c for c in set(cls.tolist()) if c >= 0)
-    out = {"by": "label" if by_label else "prediction", "classes": [class_names[c] for c in present],
+    out = {"by": by, "classes": [names[c] for c in present],
            "class_index": present, "counts": [int((cls == c).sum()) for c in present]}
     for name in methods:
         maps = g[f"map_{name}"]
@@ -187,9 +208,8 @@ class _quiet:
         self._w.__exit__(*a)
 
 
-def shortcuts(g: dict, methods: list[str], class_names: list[str], seed: int) -> dict:
-    by_label = bool((g["label"] >= 0).any())
-    cls = g["label"] if by_label else g["pred"]
+def shortcuts(g: dict, methods: list[str], class_names: list[str], seed: int, groups: Optional[dict] = None) -> dict:
+    _, cls, class_names = grouping(g, class_names, groups)
     out = {}
     for name in methods:
         grid = g[f"map_{name}"].shape[1:]
@@ -232,8 +252,10 @@ def localisation(g: dict, methods: list[str], seed: int) -> dict:
 
 
 def build_report(g: dict, *, methods: list[str], class_names: list[str], seed: int = 0, header: Optional[dict] = None,
-                 canvas: int = CANVAS) -> tuple[dict, dict]:
-    """(report dict for report.json, class mean maps for class_maps.npz) from gathered shards."""
+                 canvas: int = CANVAS, groups: Optional[dict] = None) -> tuple[dict, dict]:
+    """(report dict for report.json, class mean maps for class_maps.npz) from gathered shards.
+
+    ``groups``: the data's own groups (see `grouping`); then there is no classification section."""
     n = int(len(g.get("ids", [])))
     report = dict(header or {})
     report["images"] = {"computed": n, "skipped": len(g["failed"]),
@@ -241,13 +263,13 @@ def build_report(g: dict, *, methods: list[str], class_names: list[str], seed: i
                         "notes": g["notes"][:200]}
     if n == 0:
         return report, {}
-    report["classification"] = classification(g["label"], g["pred"], class_names, seed)
-    cm = class_mean_maps(g, methods, class_names, canvas)
+    report["classification"] = classification(g["label"], g["pred"], class_names, seed) if class_names else None
+    cm = class_mean_maps(g, methods, class_names, canvas, groups)
     report["class_maps"] = {"file": CLASS_MAPS_FILE, "by": cm["by"], "canvas": [canvas, canvas],
                             "units": "times the uniform map (1 = uniform)", "classes": cm["classes"],
                             "counts": cm["counts"]}
     report["heads"] = head_summary(g)
-    report["shortcuts"] = shortcuts(g, methods, class_names, seed)
+    report["shortcuts"] = shortcuts(g, methods, class_names, seed, groups)
     report["localisation"] = localisation(g, methods, seed)
     arrays = {"classes": np.array(cm["classes"], dtype=str), "counts": np.array(cm["counts"], np.int64)}
     for name in methods:
@@ -255,5 +277,5 @@ def build_report(g: dict, *, methods: list[str], class_names: list[str], seed: i
     return report, arrays
 
 
-__all__ = ["gather", "bootstrap_ci", "classification", "canvas_map", "class_mean_maps", "head_summary", "shortcuts",
+__all__ = ["gather", "bootstrap_ci", "classification", "canvas_map", "class_mean_maps", "grouping", "head_summary", "shortcuts",
            "localisation", "build_report", "CANVAS", "CLASS_MAPS_FILE"]

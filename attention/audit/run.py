@@ -46,6 +46,11 @@ def choose_methods(loaded, requested: Optional[list[str]]) -> tuple[list[str], d
         if n not in known:
             raise UserError(f"unknown audit method {n!r}; available: {', '.join(sorted(known))}")
     missing = not_defined(probe, names)
+    if not loaded.has_classifier:
+        # a class-specific map explains a class score: a backbone's outputs are features, not scores
+        from ..methods import get_method
+        missing.update({n: f"it explains a class and {loaded.name} has no classifier" for n in names
+                        if n not in missing and get_method(n).class_specific})
     if requested and missing:
         raise UserError("; ".join(f"{k} is not defined for {loaded.name}: {v}" for k, v in missing.items()))
     chosen = [n for n in names if n not in missing]
@@ -54,6 +59,25 @@ def choose_methods(loaded, requested: Optional[list[str]]) -> tuple[list[str], d
     if not chosen:
         raise UserError(f"no map method is defined for {loaded.name}: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
     return chosen, missing
+
+
+def data_groups(items, loaded, group_by_folder: bool, log) -> Optional[dict]:
+    """The data's own groups (class folders or the CSV's labels) where they are not classes of the model:
+    always for a model without classifier, on request (``--group-by-folder``) for a classifier.
+    ``{"by", "names", "of": {image id: group index}, "why"}``, or None to read labels as classes."""
+    if loaded.has_classifier and not group_by_folder:
+        return None
+    names = sorted({it.label for it in items if it.label is not None})
+    why = ("the model has no classifier: folder names are groups, not classes, and there is no accuracy or "
+           "confusion matrix" if not loaded.has_classifier else
+           "--group-by-folder: folder names are groups, not the model's classes; no accuracy or confusion matrix")
+    if not names:
+        log(f"note: {why.split(':')[0]}; the images have no folders or labels, so they form one group")
+        return {"by": "all images", "names": ["all images"], "of": {it.id: 0 for it in items}, "why": why}
+    log(f"note: {why} ({len(names)} groups: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
+    index = {n: i for i, n in enumerate(names)}
+    return {"by": "folder", "names": names, "of": {it.id: index[it.label] for it in items if it.label is not None},
+            "why": why}
 
 
 def _progress_bar(total: int, desc: str, quiet: bool):
@@ -65,7 +89,7 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
               checkpoint: Optional[str] = None, labels: Optional[str] = None, random_init: bool = False,
               engine: str = "local", workers: int = 1, ray_address: Optional[str] = None, cpus_per_worker: int = 1,
               batch_size: int = 32, device: str = "auto", gpus_per_worker: float = 0.0,
-              loader_workers: Optional[int] = None,
+              loader_workers: Optional[int] = None, group_by_folder: bool = False, ema: Optional[bool] = None,
               shard_size: int = 64, faithfulness_steps: int = 10, fresh: bool = False, html: bool = True,
               quiet: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> AuditOutcome:
     """Run (or resume) an audit into ``out``; see the package docstring for the outputs."""
@@ -83,17 +107,24 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     if loader_workers is None:              # decode in parallel when the model runs elsewhere than the CPU
         loader_workers = 0 if where.type == "cpu" else min(4, os.cpu_count() or 1)
     ds = read_dataset(data, masks)
-    loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init, device=where)
-    label_idx = label_indices(ds.items, loaded.class_names)
+    loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init, device=where, ema=ema)
+    for note in loaded.load_notes():
+        log(f"note: {note}")
+    groups = data_groups(ds.items, loaded, group_by_folder, log)
+    label_idx = [-1] * len(ds.items) if groups is not None else label_indices(ds.items, loaded.class_names)
+    if not loaded.has_classifier and faithfulness_steps > 0:
+        # deletion / insertion follow a class probability: a backbone has none
+        log("note: no deletion / insertion curves: they follow a class probability and this model has no classifier")
+        faithfulness_steps = 0
     chosen, missing = choose_methods(loaded, methods)
     if engine == "local" and workers > 1:
         log("note: --workers applies to --engine ray; the local engine runs one process")
     for k, v in missing.items():
         log(f"note: {k} left out: {v}")
-    spec = AuditSpec(model=model, methods=chosen, checkpoint=os.path.abspath(checkpoint) if checkpoint else None,
+    spec = AuditSpec(model=loaded.name if not model or model == "auto" else model, methods=chosen, checkpoint=os.path.abspath(checkpoint) if checkpoint else None,
                      labels=os.path.abspath(labels) if labels else None, random_init=random_init,
                      batch_size=batch_size, faithfulness_steps=faithfulness_steps, shard_size=shard_size,
-                     device=device, loader_workers=loader_workers)
+                     device=device, loader_workers=loader_workers, extra={"ema": ema} if ema is not None else {})
     sh.prepare_out(out, spec.to_dict(), ds.items, fresh=fresh)
     planned = sh.plan(ds.items, shard_size)
     offsets = np.cumsum([0] + [len(p) for p in planned])
@@ -130,8 +161,10 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
                 "shards_reused": reused, "seconds": round(elapsed, 3),
                 "images_per_second": round(n_todo / elapsed, 3) if n_todo and elapsed > 0 else None},
     }
+    if groups is not None:
+        header["grouping"] = {"by": groups["by"], "groups": groups["names"], "why": groups["why"]}
     report, class_maps = build_report(g, methods=chosen, class_names=list(loaded.class_names), seed=spec.seed,
-                                      header=header)
+                                      header=header, groups=groups)
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, allow_nan=False)
     if class_maps:

@@ -57,6 +57,19 @@ class LoadedModel:
             return ""
         return f"No predictions: {self.no_classifier_reason} The attention maps are the model's own."
 
+    def load_notes(self) -> list[str]:
+        """What the user should know about how this model was loaded from a checkpoint (the
+        architecture found in the file, EMA or live weights, a removed prefix, preprocessing)."""
+        out = []
+        if self.info.get("architecture_from"):
+            out.append(f"architecture {self.name}: {self.info['architecture_from']}")
+        out += list((self.info.get("checkpoint") or {}).get("notes", []))
+        if self.info.get("prefix_removed"):
+            out.append(f"the prefix '{self.info['prefix_removed']}' of the checkpoint's keys was removed")
+        if self.info.get("preprocessing_from"):
+            out.append(f"preprocessing from {self.info['preprocessing_from']}")
+        return out
+
     def with_classes(self, classes) -> "LoadedModel":
         """A zero-shot model classifying among `classes` (a list, or text "cat, dog, teapot").
 
