@@ -167,6 +167,9 @@ class CaptureSession:
                 return False
             if spec.cacheable:
                 self.prepared.specs[key] = spec
+        heads = getattr(spec, "heads", None)
+        if heads and weights.shape[1] != heads:   # windows folded into the head axis: (B*nW, heads, n, n)
+            weights = weights.reshape(-1, heads, *weights.shape[-2:])
         self.add(module, weights, spec.kind, spec.layout, spec.query_layout, spec.window, spec.source, op)
         return True
 

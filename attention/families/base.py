@@ -39,6 +39,9 @@ class MapSpec:
     window: Optional[WindowInfo] = None
     source: str = KNOWN
     cacheable: bool = True
+    #: heads per window where the op's tensor folds windows into its head axis ((B*nW*heads, n, n) kernels):
+    #: the capture views the weights as (B*nW, heads, n, n)
+    heads: Optional[int] = None
 
 
 @dataclass

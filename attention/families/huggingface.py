@@ -63,6 +63,9 @@ class HuggingFace(Family):
         return ModelTokens(prefix_names(model), grid, (float(ph), float(pw)))
 
     def describe(self, session, module, weights, site):
+        windowed = self._plain_windows(session, module, weights, site)
+        if windowed is not None:
+            return windowed
         # a windowed layer (a Swin stage that is a single window included) runs inside a SwinLayer
         layer = next(((m, f) for m, f in site.chain() if hasattr(m, "shift_size") and hasattr(m, "window_size")
                       and hasattr(m, "maybe_pad")), None)
@@ -74,6 +77,31 @@ class HuggingFace(Family):
         padded = (H + (ws - H % ws) % ws, W + (ws - W % ws) % ws)
         info = WindowInfo((ws, ws), (shift, shift), (H, W), padded, roll_after_pad=True)
         return MapSpec(WINDOW, TokenLayout((), (H, W), session.stride_for((H, W))), window=info, source=KNOWN)
+
+    def _plain_windows(self, session, module, weights, site) -> Optional[MapSpec]:
+        """ViTDet, SAM and SAM-HQ: a layer with ``window_size`` w > 0 pads the (H, W) token map to whole
+        w x w windows (bottom / right) and runs attention per window, no shift; their kernels fold the
+        windows into the head axis ((B*nW*heads, n, n)), so `MapSpec.heads` unfolds them. ``window_size``
+        0 is a global layer (the plain token grid, no prefix token)."""
+        layer = site.enclosing(lambda m: isinstance(getattr(m, "window_size", None), int)
+                               and not hasattr(m, "shift_size") and m is not module)
+        grid = session.tokens.grid
+        if layer is None or not grid or int(layer.window_size) <= 0:
+            return None
+        ws, (H, W) = int(layer.window_size), grid
+        padded = (-(-H // ws) * ws, -(-W // ws) * ws)
+        info = WindowInfo((ws, ws), (0, 0), (H, W), padded)
+        X, h, nq, nk = weights.shape
+        heads = next((int(getattr(module, a)) for a in ("num_heads", "num_attention_heads")
+                      if isinstance(getattr(module, a, None), int)), None)
+        if nq != ws * ws or nk != ws * ws:
+            return None
+        layout = TokenLayout((), (H, W), session.stride_for((H, W)))
+        if X == session.batch * info.windows_per_image:   # already one window per batch row
+            return MapSpec(WINDOW, layout, window=info, source=KNOWN)
+        if heads and X == session.batch and h == heads * info.windows_per_image:
+            return MapSpec(WINDOW, layout, window=info, source=KNOWN, heads=heads)
+        return None
 
     def _layers(self, model: nn.Module):
         enc = backbone(model).encoder

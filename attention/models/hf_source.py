@@ -222,7 +222,9 @@ def geometry_steps(proc) -> list:
             raise CheckpointError(f"{name}: cannot follow its resize setting size={size!r} (expected height × width "
                                   f"or shortest_edge)")
         if size.get("longest_edge") is not None and size.get("shortest_edge") is None:
-            raise CheckpointError(f"{type(proc).__name__}: resize by longest edge only is not supported")
+            raise CheckpointError(f"{name} resizes each photo's longest edge to {size['longest_edge']} and pads the "
+                                  f"rest (its size follows the photo's aspect ratio): the views need one fixed "
+                                  f"resize or crop; not supported yet")
         if "height" in size and "width" in size:
             target = (int(size["height"]), int(size["width"]))
         elif "shortest_edge" in size:
