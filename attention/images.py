@@ -8,13 +8,24 @@
   stays bounded. A large JPEG is decoded at a reduced scale by libjpeg itself (``Image.draft``: 1/2, 1/4
   or 1/8 of the size, the smallest that still covers `MAX_SIDE`), which is several times faster and
   never holds the full-size pixels.
+- Memory bound: an image above `BIG_PIXELS` (16.8 MP) is decoded one at a time in the process
+  (`_BIG_DECODES`); its full-size pixels (at most 4 bytes each in PIL, so 1 GB at the 250 MP limit) are
+  reduced by block means in their own mode (a 15000 x 15000 grayscale PNG is 225 MB, never a 900 MB RGB
+  copy) before anything else, and the freed memory is handed back to the system afterwards
+  (`return_freed_memory`). Smaller images decode concurrently, each at most 67 MB per full-size copy.
+- Only regular files are read by path, their size checked before reading (`read_regular_file`).
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import os
 import stat
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -29,6 +40,9 @@ MAX_BYTES = 200 * 1024 * 1024     # refuse larger files
 # PIL refuses images above twice its own limit (~179 MP) before we can look at them; our guard is the one
 # above, so PIL's is raised to it (it is a process-wide setting, only ever raised here, never lowered)
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
+#: images above this many pixels (after JPEG draft) are "big": decoded one at a time, reduced in their own mode
+BIG_PIXELS = MAX_SIDE * MAX_SIDE
+_BIG_DECODES = threading.Semaphore(1)
 MIN_SIDE = 2                      # a 1-pixel side has no spatial structure to attend to
 BACKGROUND = (255, 255, 255)      # transparent pixels are composited on white
 
@@ -82,46 +96,75 @@ def _refuse_bytes(data: bytes, name: str) -> None:
 def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | None = None) -> LoadedImage:
     """Decode and normalise an image from a path, bytes, a PIL image or an (H, W[, C]) uint8 array."""
     notes: list[str] = []
-    file_sha = None
     if isinstance(source, np.ndarray):
         source = Image.fromarray(source)
     if isinstance(source, Image.Image):
-        img, name = source, name or "image"
+        return _normalise(source, name or "image", notes, None)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        name = name or os.path.basename(path)
+        data = read_regular_file(path, name, MAX_BYTES)
     else:
-        if isinstance(source, (str, os.PathLike)):
-            path = os.fspath(source)
-            name = name or os.path.basename(path)
-            data = read_regular_file(path, name, MAX_BYTES)
-        else:
-            data, name = bytes(source), name or "upload"
-            if len(data) > MAX_BYTES:
-                raise ImageError(f"{name}: {len(data) / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
-        if not data:
-            raise ImageError(f"{name}: the file is empty (0 bytes)")
-        _refuse_bytes(data, name)
-        file_sha = hashlib.sha256(data).hexdigest()
-        try:
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of "
-                                 f"{MAX_PIXELS:,} pixels (possible decompression bomb)")
-            if img.format == "JPEG" and max(img.size) > 2 * MAX_SIDE:
-                full = img.size
-                scale = MAX_SIDE / max(full)
-                img.draft("RGB", (max(1, int(full[0] * scale)), max(1, int(full[1] * scale))))
-                notes.append(f"decoded at reduced scale from {full[0]}x{full[1]} (JPEG draft mode)")
+        data, name = bytes(source), name or "upload"
+        if len(data) > MAX_BYTES:
+            raise ImageError(f"{name}: {len(data) / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
+    if not data:
+        raise ImageError(f"{name}: the file is empty (0 bytes)")
+    _refuse_bytes(data, name)
+    file_sha = hashlib.sha256(data).hexdigest()
+    with _decode_errors(name):
+        img = Image.open(io.BytesIO(data))      # the header only: no pixels yet
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of "
+                             f"{MAX_PIXELS:,} pixels (possible decompression bomb)")
+        if img.format == "JPEG" and max(img.size) > 2 * MAX_SIDE:
+            full = img.size
+            scale = MAX_SIDE / max(full)
+            img.draft("RGB", (max(1, int(full[0] * scale)), max(1, int(full[1] * scale))))
+            notes.append(f"decoded at reduced scale from {full[0]}x{full[1]} (JPEG draft mode)")
+    big = img.width * img.height > BIG_PIXELS
+    if not big:
+        with _decode_errors(name):
             img.load()
-        except ImageError:
-            raise
-        except Image.DecompressionBombError:
-            raise ImageError(f"{name}: over the limit of {MAX_PIXELS:,} pixels (possible decompression bomb)") from None
-        except UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image file that can be decoded (unknown or unsupported format)") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{name}: the image data is damaged or truncated ({e})") from None
+        return _normalise(img, name, notes, file_sha)
+    with _BIG_DECODES:          # one big decode at a time: the memory bound (module docstring)
+        try:
+            with _decode_errors(name):
+                img.load()
+            return _normalise(img, name, notes, file_sha)
+        finally:
+            del img, data
+            return_freed_memory()
+
+
+@contextlib.contextmanager
+def _decode_errors(name: str):
+    """Decoder exceptions -> one `ImageError` naming the file."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: over the limit of {MAX_PIXELS:,} pixels (possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file that can be decoded (unknown or unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: the image data is damaged or truncated ({e})") from None
+
+
+def _normalise(img: Image.Image, name: str, notes: list[str], file_sha: str | None) -> LoadedImage:
+    """First frame, reduced (a big image), upright, RGB, at most `MAX_SIDE`: the `LoadedImage`."""
     if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
         img.seek(0)
         notes.append(f"animated image: using the first of {img.n_frames} frames")
+    if max(img.size) >= 2 * MAX_SIDE:
+        factor = max(img.size) // MAX_SIDE          # >= 2, and the reduced long side stays >= MAX_SIDE
+        reduced = reduce_by(img, factor)
+        if reduced is not img:
+            notes.append(f"decoded at reduced scale from {img.width}x{img.height} (means of {factor}x{factor} "
+                         f"pixels)")
+            reduced.info = dict(img.info)        # the EXIF orientation is applied below
+            img = reduced
     transposed = ImageOps.exif_transpose(img)
     if transposed is not img and transposed.size != img.size:
         notes.append("rotated upright following its EXIF orientation")
@@ -136,6 +179,49 @@ def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | N
         notes.append(f"downscaled from {img.width}x{img.height} to {new[0]}x{new[1]}")
         img = img.resize(new, Image.Resampling.LANCZOS)
     return LoadedImage(img, notes, file_sha)
+
+
+def reduce_by(img: Image.Image, factor: int) -> Image.Image:
+    """The image shrunk `factor` times by the mean of each ``factor x factor`` block (in its own mode, before
+    any conversion, so a big grayscale image never exists as a full-size RGB copy); `img` itself when
+    `factor` < 2."""
+    if factor < 2:
+        return img
+    if img.mode.startswith("I;16"):     # PIL has no reduce for 16-bit: block means in numpy (uint16 view)
+        a = np.asarray(img)
+        h, w = (a.shape[0] // factor) * factor, (a.shape[1] // factor) * factor
+        blocks = a[:h, :w].reshape(h // factor, factor, w // factor, factor)
+        means = blocks.mean(axis=(1, 3), dtype=np.float32)
+        return Image.fromarray(np.round(means).astype(np.uint16))
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    try:
+        return img.reduce(factor)
+    except ValueError:                  # a mode PIL cannot reduce: the usual path (resize) does it
+        return img
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``) after a big decode: its blocks are
+    below the mmap threshold (see `attention.allocator`), so without this they would stay with the process."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):    # not glibc
+        return None
+
+
+_libc = _load_libc()
 
 
 def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
