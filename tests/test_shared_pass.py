@@ -12,6 +12,7 @@ from attention.capture import capture
 from attention.methods import compute_map
 from attention.methods.chained import chain_weighted
 from attention.methods.grad_rollout import attention_gradients, grad_rollout_from
+from attention.methods.attnlrp import attention_modules, input_relevance, map_grid, pool_to_grid
 from attention.methods.gradcam import gradcam
 from attention.methods.lrp_rules import lrp_rules, model_lock
 from attention.methods.plan import Needs, compute_maps, gradient_pass
@@ -116,6 +117,19 @@ def test_transformer_attribution_equals_the_formula_written_out(vit):
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("which,size", [("vit", 48), ("deit", 48), ("swin", 96)])
+def test_attnlrp_from_the_shared_lrp_pass_equals_its_own_pass(which, size, request):
+    model = request.getfixturevalue(which)
+    x = _x(size)
+    r = capture(model, x)
+    targets = torch.tensor([4, 0, 2])
+    got = compute_map("attnlrp", r, model=model, x=x, target=targets).maps
+    # independent path: the rules, a plain forward (no capture, fused attention) and its own backward
+    rel, _ = input_relevance(model, x, targets, attention_modules(model, r))
+    want = pool_to_grid(rel.sum(1), *map_grid(r))
+    torch.testing.assert_close(got, want, atol=ATOL * max(1.0, float(want.abs().max())), rtol=0)
+
+
 def test_one_forward_and_one_backward_for_every_gradient_map(vit, monkeypatch):
     x = _x(48)
     c = Counter(vit, monkeypatch)
@@ -153,7 +167,9 @@ def test_switching_methods_reuses_the_pass(vit, monkeypatch):
         compute_map("grad_rollout", r, model=vit, x=x, target=2, cache=cache, start_layer=1)
         assert (c.forwards, c.backwards) == (1, 1)
         compute_map("transformer_attribution", r, model=vit, x=x, target=2, cache=cache)
-        assert (c.forwards, c.backwards) == (2, 2)          # its LRP pass only
+        assert (c.forwards, c.backwards) == (2, 2)          # its pass with the LRP rules only
+        compute_map("attnlrp", r, model=vit, x=x, target=2, cache=cache)
+        assert (c.forwards, c.backwards) == (2, 2)          # the same pass with the rules
         compute_map("gradcam", r, model=vit, x=x, target=5, cache=cache)
         assert (c.forwards, c.backwards) == (3, 3)
     finally:

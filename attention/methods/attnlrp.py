@@ -2,7 +2,9 @@
 Transformers", ICML 2024), through the rules of the `lxt` package (see `attention.methods.lrp_rules`).
 
 With the rules in place, one forward and one backward of the explained logit ``y_c`` give the
-modified input gradient ``g̃``; the input relevance is ``R_x = x ⊙ g̃`` (Gradient x Input, the form
+modified input gradient ``g̃`` (the method takes it from the pass with the rules that transformer
+attribution shares, `attention.methods.plan.shared_lrp_pass`; `input_relevance` computes the same
+without a capture); the input relevance is ``R_x = x ⊙ g̃`` (Gradient x Input, the form
 ``lxt.efficient`` uses), per pixel and colour channel. The map sums it over the channels and over
 the pixels of each patch cell: ``map[i, j] = Σ_{pixels p in cell (i, j)} Σ_ch R_x[ch, p]`` on the
 model's token grid (models without one: the grid of their last spatial attention layer).
@@ -27,6 +29,7 @@ from .base import MapResult, Method, MethodContext, register
 from .grad_rollout import Target, resolve_targets
 from .layers import grid_stride, resolve_layer, spatial_layers
 from .lrp_rules import check_covered, lrp_rules, model_lock
+from .plan import shared_lrp_pass
 
 
 def attention_modules(model: nn.Module, result: CaptureResult) -> list[nn.Module]:
@@ -93,7 +96,8 @@ def attnlrp(model: nn.Module, x: torch.Tensor, target: Target = None, result: Op
     result = result if result is not None else capture(model, x)
     rel, _ = input_relevance(model, x, target, attention_modules(model, result))
     grid, stride = map_grid(result)
-    return pool_to_grid(rel.float().sum(1), grid, stride)   # decided in float32 (bf16 / fp16 models too)
+    # summed in float32 at least (bf16 / fp16 models), float64 models keep float64
+    return pool_to_grid(rel.to(torch.promote_types(rel.dtype, torch.float32)).sum(1), grid, stride)
 
 
 class AttnLRP(Method):
@@ -124,9 +128,12 @@ class AttnLRP(Method):
         targets = ctx.targets()
 
         def run():
-            model = ctx.get_model()
-            with ctx.gradient_section():
-                return attnlrp(model, ctx.input, targets, result)
+            # the pass with the rules on every attention layer (each checked to have a rule), shared
+            # with transformer attribution
+            lp = shared_lrp_pass(ctx, [m.name for m in result.maps])
+            rel = lp.result.input * lp.input_gradient           # R_x = x ⊙ g̃ (Gradient x Input)
+            grid, stride = map_grid(result)
+            return pool_to_grid(rel.to(torch.promote_types(rel.dtype, torch.float32)).sum(1), grid, stride)
         maps = ctx.memo(("attnlrp", ctx.class_key(targets)), run)
         return MapResult(maps, self.name, None, grid_stride(result, maps.shape[-2:]), None,
                          "relevance per patch (signed; sums to the class logit up to bias relevance)",

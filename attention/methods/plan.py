@@ -2,9 +2,8 @@
 
 Each method declares its needs (`Method.requirements(context) -> Needs`): the attention weights
 ``A_l`` and their gradients ``∂y_c/∂A_l`` (gradient-weighted rollout, transformer attribution), the
-output ``F`` of a named layer and its gradient ``∂y_c/∂F`` (Grad-CAM), the LRP relevance of the
-attention (transformer attribution; its own pass with the rules in place, see
-`attention.methods.transformer_attribution`). Maps that explain the same class then share
+output ``F`` of a named layer and its gradient ``∂y_c/∂F`` (Grad-CAM), the LRP relevances of the
+attention (transformer attribution) and of the input (AttnLRP). Maps that explain the same class then share
 
 * **one forward** with the attention kept (``capture(model, x, keep_graph=True)``) and forward hooks
   on the named layers, and
@@ -18,7 +17,10 @@ attention (transformer attribution; its own pass with the rules in place, see
 ``("gradient_pass", class)``; it always provides what every registered method asks for with its
 default options (`standard_needs`; the cost is the same: the backward to the first layer's
 attention runs through every later layer anyway), so in the app switching between gradient methods
-for the same image and class reuses one pass. `compute_maps(names, ...)` is the batch form the
+for the same image and class reuses one pass. The LRP relevances need the AttnLRP rules in place, so
+they come from a second pass (`lrp_pass`: one forward with the rules and one backward to the attention
+and the input, ``R_A = A ⊙ g̃_A``, ``R_x = x ⊙ g̃_x``), shared in the same way by transformer
+attribution and AttnLRP (`shared_lrp_pass`). `compute_maps(names, ...)` is the batch form the
 audit uses: the pass's own capture serves as the capture of the batch (no separate forward).
 
 Values: the pass computes exactly the tensors each method computed in its own forward and backward
@@ -43,12 +45,13 @@ class Needs:
 
     attention_gradients: bool = False
     activations: tuple[str, ...] = ()       # module names (``model.named_modules()``): output and gradient
-    lrp_attention: bool = False             # the attention's LRP relevance (a pass with the rules)
+    lrp_attention: bool = False             # the attention's LRP relevance (the pass with the rules)
+    lrp_input: bool = False                 # the input's LRP relevance (the same pass)
 
     def __or__(self, other: "Needs") -> "Needs":
         return Needs(self.attention_gradients or other.attention_gradients,
                      tuple(sorted(set(self.activations) | set(other.activations))),
-                     self.lrp_attention or other.lrp_attention)
+                     self.lrp_attention or other.lrp_attention, self.lrp_input or other.lrp_input)
 
     def covers(self, other: "Needs") -> bool:
         return (self.attention_gradients or not other.attention_gradients) and \
@@ -81,6 +84,7 @@ class GradientPass:
     attention_gradients: list = field(default_factory=list)
     activations: dict = field(default_factory=dict)
     needs: Needs = NOTHING
+    input_gradient: Optional[torch.Tensor] = None     # ∂y/∂x where asked (the LRP pass: g̃ of the input)
 
 
 def _hook_outputs(model: nn.Module, names: Sequence[str], store: dict) -> list:
@@ -98,10 +102,12 @@ def _hook_outputs(model: nn.Module, names: Sequence[str], store: dict) -> list:
     return handles
 
 
-def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs = Needs(True)) -> GradientPass:
+def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs = Needs(True),
+                  input_gradient: bool = False) -> GradientPass:
     """One forward with the attention kept and one backward of the chosen classes (module docstring).
 
     ``target``: class per item (None: each item's top-1 from this forward's logits).
+    ``input_gradient``: also ``∂y/∂x`` (the backward then runs down to the input).
     """
     from .grad_rollout import resolve_targets
     store: dict = {}
@@ -128,6 +134,7 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs =
             if needs.attention_gradients:
                 pairs = [(add(m.weights), add(m.weights._base)) for m in live.maps]
             acts = {n: add(t) for n, t in store.items()}
+            xi = add(live.input) if input_gradient else None
             grads = torch.autograd.grad(y, sources, allow_unused=True) if sources else ()
     finally:
         for h in handles:
@@ -149,10 +156,34 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs =
         if id(m) not in detached:
             detached[id(m)] = replace(m, weights=m.weights.detach())
         return detached[id(m)]
+    gx = grads[xi].detach() if xi is not None and grads[xi] is not None else None
     result = replace(live, input=live.input.detach(), logits=live.logits.detach(), output=None,
                      maps=[plain(m) for m in live.maps], records=[plain(m) for m in live.records])
     del live, sources, grads, y
-    return GradientPass(result, targets.detach(), att, activations, needs)
+    return GradientPass(result, targets.detach(), att, activations, needs, gx)
+
+
+def lrp_pass(model: nn.Module, x: torch.Tensor, target, names: Sequence[str]) -> GradientPass:
+    """The pass with AttnLRP's rules on the attention modules ``names`` (`attention.methods.lrp_rules`):
+    ``attention_gradients`` are the modified gradients ``g̃_A`` and ``input_gradient`` is ``g̃_x``, so
+    ``R_A = A ⊙ g̃_A`` (transformer attribution) and ``R_x = x ⊙ g̃_x`` (AttnLRP) come from one
+    forward and one backward."""
+    from .lrp_rules import check_covered, lrp_rules, model_lock
+    check_covered(model, names)
+    modules = dict(model.named_modules())
+    with model_lock(model), lrp_rules(model, [modules[n] for n in names]):
+        return gradient_pass(model, x, target, Needs(attention_gradients=True), input_gradient=True)
+
+
+def shared_lrp_pass(ctx, names: Sequence[str]) -> GradientPass:
+    """`lrp_pass` for ``ctx``'s classes, memoised (``("lrp_pass", class, names)``): transformer attribution
+    and AttnLRP share it where they put the rules on the same modules (every ViT)."""
+    targets = ctx.targets()
+
+    def run():
+        with ctx.gradient_section():
+            return lrp_pass(ctx.get_model(), ctx.input, targets, list(names))
+    return ctx.memo(("lrp_pass", ctx.class_key(targets), tuple(names)), run)
 
 
 def standard_needs(ctx) -> Needs:
@@ -224,4 +255,5 @@ def _standard_without_result(model, x) -> Needs:
     return standard_needs(MethodContext(CaptureResult(x, torch.empty(0), []), model=model, x=x))
 
 
-__all__ = ["Needs", "NOTHING", "GradientPass", "gradient_pass", "shared_pass", "standard_needs", "compute_maps"]
+__all__ = ["Needs", "NOTHING", "GradientPass", "gradient_pass", "shared_pass", "lrp_pass", "shared_lrp_pass",
+           "standard_needs", "compute_maps"]

@@ -10,8 +10,8 @@ then ``R = I``, ``R ← R + Ā_l · R`` over the layers
 ``start_layer … end_layer``, and the map is the query's row of R over the patches (CLS by default),
 computed as in `attention.methods.grad_rollout` (``qᵀ (I + Ā_L) ⋯ (I + Ā_s)``).
 
-Two forwards with the graph kept (the plain one shared with the other gradient maps,
-`attention.methods.plan`; one with the rules) and two backwards, parameters frozen. Defined where
+Two forwards with the graph kept and two backwards, parameters frozen: the plain pass shared with
+the other gradient maps and the pass with the rules shared with AttnLRP (`attention.methods.plan`). Defined where
 rollout is (a stack of square self-attention layers over one token layout) and where the rules
 reach every attention layer.
 """
@@ -24,8 +24,7 @@ from ..capture import capture
 from .base import MethodContext, register
 from .chained import ChainedGradientMethod, chain_weighted
 from .grad_rollout import Target, chained_gradients
-from .lrp_rules import check_covered, lrp_rules, model_lock
-from .plan import GradientPass, Needs, gradient_pass, shared_pass
+from .plan import GradientPass, Needs, gradient_pass, lrp_pass, shared_lrp_pass, shared_pass
 from .rollout import rollout_layers
 
 
@@ -33,11 +32,12 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
                         ) -> list[torch.Tensor]:
     """``R_A = ½ A ⊙ g̃_A`` (B, heads, N, N), float32, for every chained layer (module ``names``): one
     forward and one backward (parameters frozen) with the AttnLRP rules in place on those modules."""
-    check_covered(model, names)
-    modules = dict(model.named_modules())
-    with model_lock(model), lrp_rules(model, [modules[n] for n in names]):
-        live = gradient_pass(model, x, targets, Needs(attention_gradients=True))
-    layers, grads = chained_gradients(live)
+    return relevance_from(lrp_pass(model, x, targets, names))
+
+
+def relevance_from(lp: GradientPass) -> list[torch.Tensor]:
+    """``R_A = ½ A ⊙ g̃_A`` of the chained layers from a pass with the rules (`attention.methods.plan.lrp_pass`)."""
+    layers, grads = chained_gradients(lp)
     # ½: the uniform rule's share of A in the product A·v (lxt applies both halves at q and k)
     return [0.5 * m.weights.float() * g.float() for m, g in zip(layers, grads)]
 
@@ -78,15 +78,12 @@ class TransformerAttribution(ChainedGradientMethod):
 
     def layer_weights(self, ctx: MethodContext, targets: torch.Tensor) -> list[torch.Tensor]:
         gp = shared_pass(ctx, self.requirements(ctx))
-
-        def relevance():
-            with ctx.gradient_section():
-                names = [m.name for m in rollout_layers(ctx.result)]
-                return attention_relevance(ctx.get_model(), ctx.input, targets, names)
-        rel = ctx.memo(("lrp_attention", ctx.class_key(targets)), relevance)
-        return weighted_from(gp, rel)
+        # the pass with the rules on the chained layers: AttnLRP shares it where those are all the layers
+        lp = shared_lrp_pass(ctx, [m.name for m in rollout_layers(ctx.result)])
+        return weighted_from(gp, relevance_from(lp))
 
 
 register(TransformerAttribution())
 
-__all__ = ["TransformerAttribution", "transformer_attribution", "relevance_weighted_layers", "attention_relevance"]
+__all__ = ["TransformerAttribution", "transformer_attribution", "relevance_weighted_layers", "attention_relevance",
+           "relevance_from"]
