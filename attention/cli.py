@@ -67,6 +67,7 @@ def export_command(args) -> int:
     from .export import export_arrays, export_metadata, unique_stem, write_export
     from .images import open_image
     from .methods import get_method, method_names
+    from .methods.plan import DictCache
     from .models import load_model
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -93,8 +94,10 @@ def export_command(args) -> int:
             img = open_image(path)
             prepared = loaded.prepare(img.image)
             result = loaded.capture(prepared)
+            # one cache per image: the gradient maps of this image share one forward + backward
             arrays, skipped = export_arrays(loaded, prepared, result, methods, target=args.target,
-                                            start_layer=args.start_layer, end_layer=args.end_layer)
+                                            start_layer=args.start_layer, end_layer=args.end_layer,
+                                            cache=DictCache())
             meta = export_metadata(loaded, prepared, result, path, img.notes, skipped)
             stem = unique_stem(path, taken)
             write_export(args.out, stem, arrays, meta)

@@ -199,3 +199,27 @@ def test_audit_batch_maps_equal_the_per_method_path(deit):
     for name, m in maps.items():
         assert m.dtype == torch.float32 and m.device.type == "cpu"
         torch.testing.assert_close(m, compute_map(name, plain, model=deit, x=x).maps.float(), atol=ATOL, rtol=0)
+
+
+def test_cli_export_maps_equal_the_per_method_path(tmp_path):
+    """`python -m attention export` shares one pass per image (a cache per image): same maps as computing
+    each method alone on the same input."""
+    import numpy as np
+
+    from attention.cli import main as cli_main
+    from attention.models import demo_names, load_model
+    if "demo-vit" not in demo_names():
+        pytest.skip("bundled demo-vit missing")
+    from PIL import Image
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(img)
+    names = ["grad_rollout", "gradcam", "transformer_attribution", "attnlrp"]
+    assert cli_main(["export", "--model", "demo-vit", "--device", "cpu", "--methods", ",".join(names), "--quiet",
+                     "--out", str(tmp_path / "out"), str(img)]) == 0
+    z = np.load(tmp_path / "out" / "a.npz")
+    lm = load_model("demo-vit")
+    x = torch.from_numpy(z["input"])
+    r = capture(lm.model, x)
+    for n in names:
+        want = compute_map(n, r, model=lm.model, x=x).maps[0].numpy()
+        np.testing.assert_allclose(z[n], want, atol=ATOL * max(1.0, float(np.abs(want).max())), rtol=0, err_msg=n)

@@ -215,8 +215,9 @@ def shared_pass(ctx, needs: Needs) -> GradientPass:
     return ctx.memo(("gradient_pass", ctx.class_key(targets), full.key()), run)
 
 
-class _DictCache:
-    """``cache(key, compute)`` over a dict (the audit's per-batch cache)."""
+class DictCache:
+    """``cache(key, compute)`` over a dict: pass one per input as ``cache=`` to `compute_map` and the maps
+    of that input share their passes (the audit's per-batch cache, the CLI export's per-image one)."""
 
     def __init__(self, seed: Optional[dict] = None):
         self.values = dict(seed or {})
@@ -233,7 +234,7 @@ def compute_maps(names: Sequence[str], model: nn.Module, x: torch.Tensor, result
     one shared forward + backward. Without ``result`` the capture is the pass's own forward when any map
     needs gradients (else one plain `capture`). ``kwargs`` go to `compute_map` (e.g. ``query``)."""
     from .base import MethodContext, compute_map, get_method
-    cache = _DictCache()
+    cache = DictCache()
     if result is None:
         probe = MethodContext(CaptureResult(x, torch.empty(0), []), model=model, x=x, target=target)
         needs = NOTHING
@@ -255,5 +256,5 @@ def _standard_without_result(model, x) -> Needs:
     return standard_needs(MethodContext(CaptureResult(x, torch.empty(0), []), model=model, x=x))
 
 
-__all__ = ["Needs", "NOTHING", "GradientPass", "gradient_pass", "shared_pass", "lrp_pass", "shared_lrp_pass",
+__all__ = ["Needs", "NOTHING", "GradientPass", "DictCache", "gradient_pass", "shared_pass", "lrp_pass", "shared_lrp_pass",
            "standard_needs", "compute_maps"]
