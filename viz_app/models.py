@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import hashlib
 import logging
@@ -548,12 +549,28 @@ class ModelManager:
                 if spec.name not in self._custom:
                     self._custom.insert(0, spec.name)
 
+    def discard_unused_copies(self) -> int:
+        """Delete the private copies no entry uses (those of a refused upload); returns how many went."""
+        if self._files is None:
+            return 0
+        with self._lock:
+            used = {os.path.dirname(p) for s in self._specs.values() for p in (s.arch, s.checkpoint, s.labels)
+                    if p and os.path.isabs(str(p))}
+        gone = 0
+        for entry in os.listdir(self._files):
+            folder = os.path.join(self._files, entry)
+            if folder not in used:
+                shutil.rmtree(folder, ignore_errors=True)
+                gone += 1
+        return gone
+
     def _keep(self, path: str) -> str:
         """A private copy of an uploaded file (Gradio may delete its temporary uploads)."""
         if not os.path.isfile(path):
             raise CheckpointError(f"{os.path.basename(path) or path}: no such file (upload it again)")
         if self._files is None:
             self._files = tempfile.mkdtemp(prefix="viz_app_models_")
+            atexit.register(shutil.rmtree, self._files, True)      # the copies go when the app ends
         folder = os.path.join(self._files, _file_digest(path))   # keeps the file's own name for messages
         dest = os.path.join(folder, os.path.basename(path))
         if not os.path.exists(dest):
