@@ -465,12 +465,14 @@ def _png(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _small_photo(photo: Image.Image) -> Image.Image:
+def _display_photo(photo: Image.Image) -> Image.Image:
+    """The photo at `PHOTO_SIDE` on its longer side: a large photo is not inlined whole, a small one (a 64 px
+    sample) is drawn large enough to see (the map is placed by the geometry, whatever the size)."""
     scale = PHOTO_SIDE / max(photo.size)
-    if scale >= 1:
+    if scale == 1:
         return photo
     return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),
-                        Image.Resampling.LANCZOS)
+                        Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
 
 
 def _cells(view: AttentionView) -> list[list[str]]:
@@ -478,7 +480,7 @@ def _cells(view: AttentionView) -> list[list[str]]:
     from .render import FUSED, grid_sheet
     if not view.grid:
         return []
-    sheet, layout = grid_sheet(_small_photo(view.image), view.grid, view.geometry, "mean", cell_size=CELL,
+    sheet, layout = grid_sheet(_display_photo(view.image), view.grid, view.geometry, "mean", cell_size=CELL,
                                return_layout=True)
     rows = []
     for r, g in enumerate(view.grid):
@@ -536,7 +538,7 @@ def render_html(view: AttentionView) -> str:
     from .render import overlay
     vid = "av-" + uuid.uuid4().hex[:10]
     esc = html.escape
-    photo = _small_photo(view.image)
+    photo = _display_photo(view.image)
     parts = [f"<div id='{vid}' class='attention-view'>", f"<style>{_STYLE.format(id=vid, side=PHOTO_SIDE, cell=CELL, big=2 * CELL)}</style>"]
     shape = f"{view.result.input.shape[-2]}×{view.result.input.shape[-1]}"
     parts.append(f"<h3>{esc(view.model_name)} · what the model attends to</h3>")
