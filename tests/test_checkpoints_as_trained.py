@@ -283,3 +283,21 @@ def test_ema_only_on_request_and_errors(tmp_path):
     torch.save({"a": {"b": 1}, "c": 2}, tmp_path / "none.pth")
     with pytest.raises(CheckpointError, match="no weights entry"):
         read_checkpoint(str(tmp_path / "none.pth"))
+
+
+def test_the_app_takes_the_architecture_from_the_checkpoint(tmp_path):
+    """'Your own model' starts on "(from the checkpoint)": timm's train.py file loads as what it
+    names; a wrong choice is refused with the architectures that fit, and the serving model stays."""
+    from viz_app.models import FROM_CHECKPOINT, LocalPath, ModelManager
+    mgr = ModelManager(pretrained=False)
+    name = mgr.register(FROM_CHECKPOINT, FIXTURE)
+    assert name.startswith("test_vit · model_best.pth.tar")
+    x = torch.randn(1, 3, 64, 64)
+    theirs = timm.create_model("test_vit", num_classes=2)
+    from timm.models import load_checkpoint
+    load_checkpoint(theirs, FIXTURE, use_ema=True, weights_only=False)
+    assert _same(mgr.get(name).model(x), theirs.eval()(x)) == 0.0
+    by_path = mgr.register_path(LocalPath(FIXTURE), "")
+    assert by_path.startswith("test_vit · model_best.pth.tar")
+    with pytest.raises(CheckpointError, match="model_best.pth.tar says it was trained as test_vit"):
+        mgr.register("vit_small_patch16_224", FIXTURE)

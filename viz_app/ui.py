@@ -14,7 +14,7 @@ from .learn_tab import LEARN_CSS, LEARN_JS, build_learn_tab
 from .lesson import Lesson
 from .training import TrainingRoom
 from . import gradio_cache
-from .models import CHECKPOINT_TYPES, CUSTOM_ARCHS, DEFAULT_ONLINE, FALLBACK, LocalPath, ModelManager
+from .models import CHECKPOINT_TYPES, CUSTOM_ARCHS, FROM_CHECKPOINT, DEFAULT_ONLINE, FALLBACK, LocalPath, ModelManager
 from .state import SessionStore
 from .views import COLORMAPS, METHODS, MODES, NORMS, View, method_help
 
@@ -117,10 +117,12 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                                           visible=cb.manager.classes_box(initial_model)[0])
                 u.status_md = gr.Markdown("", elem_classes=["caption"], elem_id="status")
                 with gr.Accordion("Your own model (checkpoint + labels)", open=False):
-                    u.arch_dd = gr.Dropdown(list(CUSTOM_ARCHS), value=CUSTOM_ARCHS[0], allow_custom_value=True,
-                                            label="Architecture (timm name, torchvision:vit_b_16 or demo-*)",
+                    u.arch_dd = gr.Dropdown([FROM_CHECKPOINT, *CUSTOM_ARCHS], value=FROM_CHECKPOINT,
+                                            allow_custom_value=True,
+                                            label="Architecture (from the checkpoint, or a timm name, "
+                                                  "torchvision:vit_b_16, demo-*)",
                                             elem_id="arch")
-                    u.ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin, .onnx; up to 4 GB)",
+                    u.ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin, .ckpt, .pth.tar, .onnx; up to 4 GB)",
                                           file_types=list(CHECKPOINT_TYPES), type="filepath",
                                           elem_id="ckpt-file")
                     u.ckpt_path = gr.Textbox(label="... or its path on this machine (no upload): a checkpoint, a "

@@ -151,7 +151,7 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, lab
     name = (name or "").strip()
     note = ""
     if name.lower() in ("", "auto") and checkpoint:
-        name, note = _architecture_of(checkpoint, ema)
+        name, note = checkpoint_architecture(checkpoint, ema)
     if not name:
         raise ModelNotFoundError("no model name given")
     options = {}
@@ -179,8 +179,9 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, lab
         f"(see timm.list_models('*vit*'))")
 
 
-def _architecture_of(checkpoint: str, ema: Optional[bool]) -> tuple[str, str]:
-    """(architecture, how it was found) for a checkpoint loaded without a model name."""
+def checkpoint_architecture(checkpoint: str, ema: Optional[bool] = None) -> tuple[str, str]:
+    """(architecture, how it was found) for a checkpoint loaded without a model name: the one the
+    file names, else the plainest that fits its weight shapes (`attention.models.architecture`)."""
     from .architecture import proposal
     from .checkpoint import read_checkpoint
     ck = read_checkpoint(checkpoint, ema=ema)
@@ -209,4 +210,4 @@ def no_classifier(why: str) -> str:
 # registration order = claim order: the prefixed sources and folder paths before timm's names
 from . import demo_source, torchvision_source, hf_source, onnx_source, open_clip_source, timm_source  # noqa: E402,F401,I001
 
-__all__ = ["LoadedModel", "load_model", "register_source", "ModelSource", "demo_names", "no_classifier"]
+__all__ = ["LoadedModel", "load_model", "checkpoint_architecture", "register_source", "ModelSource", "demo_names", "no_classifier"]
