@@ -555,3 +555,66 @@ def test_huge_images_are_reduced_by_block_means_then_resized(huge_gray_png):
     diff = np.abs(np.asarray(got.image, np.int16) - np.asarray(ref, np.int16))
     assert got.image.size == (4096, 4096) and diff.max() <= 1, diff.max()
     assert any("reduced scale from 15000x15000" in n for n in got.notes), got.notes
+
+
+def _upload(root, name: str, data: bytes = b"", size: int = 0) -> str:
+    """A file where Gradio puts an upload (its folder per upload); `size`: a sparse file of that size."""
+    folder = root / "gradio" / f"up{len(os.listdir(root / 'gradio')) if (root / 'gradio').exists() else 0}"
+    folder.mkdir(parents=True)
+    path = folder / name
+    with open(path, "wb") as f:
+        f.write(data)
+        if size:
+            f.truncate(size)
+    return str(path)
+
+
+@needs_demo
+def test_refused_and_loaded_uploads_leave_no_copies_behind(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from attention.errors import UserError
+    from attention.images import MAX_BYTES
+    from attention.models import load_model
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import CHECKPOINT_MAX_BYTES, ModelManager
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    cb = Callbacks(ModelManager(max_models=3))
+    refused = [_upload(tmp_path, "huge.safetensors", size=CHECKPOINT_MAX_BYTES + 1),      # over the limit
+               _upload(tmp_path, "corrupt.safetensors", b"\x40" + bytes(7) + b"{not json" + os.urandom(64))]
+    for path in refused:
+        with pytest.raises(UserError):
+            cb.load_custom("s", "demo-vit", path)
+        assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+    assert cb.manager._files is None or os.listdir(cb.manager._files) == []      # no private copy either
+    good = _upload(tmp_path, "mine.safetensors")
+    save_file({k: v.contiguous() for k, v in load_model("demo-vit").model.state_dict().items()}, good)
+    name = cb.load_custom("s", "demo-vit", good)
+    assert not os.path.exists(good) and cb.manager.is_loaded(name)            # Gradio's copy went, ours stays
+    assert len(os.listdir(cb.manager._files)) == 1
+    # a 300 MB "image": refused by its size before it is read, and deleted
+    big = _upload(tmp_path, "photo.png", size=MAX_BYTES + 100 * 2 ** 20)
+    import gradio as gr
+    with pytest.raises(gr.Error, match="over the 200 MB limit"):
+        cb.predict("s", big, "demo-vit")
+    assert not os.path.exists(big)
+    # a file outside Gradio's folder is never deleted
+    mine = photo_file(tmp_path / "not_an_upload.png")
+    with open(mine, "ab") as f:
+        f.truncate(MAX_BYTES + 1)
+    with pytest.raises(gr.Error):
+        cb.predict("s", mine, "demo-vit")
+    assert os.path.exists(mine)
+
+
+@needs_demo
+def test_private_model_copies_are_deleted_at_exit(tmp_path):
+    code = ("import sys; from safetensors.torch import save_file; from attention.models import load_model;"
+            "from viz_app.models import ModelManager; m = ModelManager();"
+            f"p = {str(tmp_path / 'w.safetensors')!r};"
+            "save_file({k: v.contiguous() for k, v in load_model('demo-vit').model.state_dict().items()}, p);"
+            "m.register('demo-vit', p); print(m._files)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    folder = r.stdout.strip().splitlines()[-1]
+    assert r.returncode == 0 and folder.startswith("/"), r.stderr
+    assert not os.path.exists(folder)

@@ -75,7 +75,27 @@ class Callbacks:
         if isinstance(image, dict):                      # a FileData-like dict from the API
             image = image.get("path") or image.get("url")
         name = os.path.basename(image) if isinstance(image, str) else None
-        return open_image(image, name)
+        try:
+            return open_image(image, name)
+        except ImageError:
+            if isinstance(image, str):
+                discard_upload(image)       # a refused upload does not stay on the server's disk
+            raise
+
+    def load_custom(self, session: str, arch: str, checkpoint, labels=None, progress: Progress = None) -> str:
+        """'Load my model': the checkpoint (an upload, or a `LocalPath` typed in the path field) joins this
+        session's menu. Gradio's copies of the uploads are deleted afterwards, loaded or refused (a loaded
+        model has its private copy, `ModelManager._keep`); so is the private copy of a refused one."""
+        from .models import LocalPath
+        try:
+            return self.manager.register(arch, checkpoint, labels, progress=progress, session=session)
+        except BaseException:
+            self.manager.discard_unused_copies()
+            raise
+        finally:
+            for f in (checkpoint, labels):
+                if f and not isinstance(f, LocalPath):
+                    discard_upload(str(f))
 
     def find(self, session: str, model_name: str, sha: Optional[str]) -> Optional[Analysis]:
         if not sha:
@@ -400,6 +420,28 @@ class Callbacks:
                     alpha=opacity, mode=mode, mass=mass or None)
         picture, caption = self._render(session, analysis, view)
         return picture, self._api_meta(analysis, view, caption, self.forwards == before, t0)
+
+
+def upload_folder() -> str:
+    """Where Gradio keeps uploads (``GRADIO_TEMP_DIR``, else ``<tmp>/gradio``), read at call time."""
+    return os.path.realpath(os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "gradio"))
+
+
+def discard_upload(path: str) -> bool:
+    """Delete `path` if it is one of Gradio's uploads (never a file elsewhere: a path typed, an example);
+    its per-upload folder goes too when empty. True if deleted."""
+    real = os.path.realpath(path)
+    root = upload_folder()
+    if not real.startswith(root + os.sep) or not os.path.isfile(real):
+        return False
+    try:
+        os.remove(real)
+        folder = os.path.dirname(real)
+        if folder != root and not os.listdir(folder):
+            os.rmdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 def _notes_of_this_file(analysis: Analysis, image: LoadedImage) -> None:

@@ -280,7 +280,7 @@ class Handlers:
         u = self.ui
         session = _session(request)
         try:
-            name = self.cb.manager.register(arch, ckpt, labels, progress=_prog(progress), session=session)
+            name = self.cb.load_custom(session, arch, ckpt, labels, _prog(progress))
         except Exception as e:  # noqa: BLE001 - the previous model keeps serving
             warn(e, f" — still using {current}.")
             return {u.model_dd: gr.update(value=current), u.model_state: current}
