@@ -89,7 +89,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
     h = Handlers(cb, default, examples)
     u = h.ui                     # every component by name: the handlers return {component: update}
 
-    with gr.Blocks(title="Attention explorer", fill_width=True) as demo:
+    # Gradio's uploads and served pictures: checked hourly, deleted 4 h after they were written, and at exit
+    with gr.Blocks(title="Attention explorer", fill_width=True, delete_cache=(3600, 4 * 3600)) as demo:
         u.model_state = gr.State(initial_model)
         u.sha_state = gr.State(None)
         u.view_state = gr.State(View())
