@@ -223,3 +223,34 @@ def test_cli_export_maps_equal_the_per_method_path(tmp_path):
     for n in names:
         want = compute_map(n, r, model=lm.model, x=x).maps[0].numpy()
         np.testing.assert_allclose(z[n], want, atol=ATOL * max(1.0, float(np.abs(want).max())), rtol=0, err_msg=n)
+
+
+def test_app_switching_gradient_methods_reuses_the_pass():
+    """In the app (its callbacks, the real demo-vit): after the analysis, the first gradient method of a
+    class runs one forward; Grad-CAM and grad-rollout for that class then run none; transformer
+    attribution adds only its pass with the rules, which AttnLRP then reuses."""
+    import numpy as np
+
+    from attention.models import demo_names
+    if "demo-vit" not in demo_names():
+        pytest.skip("bundled demo-vit missing")
+    from attention.demo.shapes import make_sample
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import ModelManager
+    from viz_app.state import SessionStore
+    from viz_app.views import View
+    from PIL import Image
+    cb = Callbacks(ModelManager(max_models=1), SessionStore(max_entries=4, max_per_session=2))
+    model = cb.manager.get("demo-vit").model
+    calls = []
+    h = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        img, _, _ = make_sample(np.random.default_rng(3), 64, 1)
+        a = cb.analyse("s-pass", Image.fromarray(img), "demo-vit")
+        assert len(calls) == 1
+        for method, after in (("gradcam", 2), ("grad_rollout", 2), ("transformer_attribution", 3), ("attnlrp", 3),
+                              ("gradcam", 3)):
+            pic, _ = cb.render("s-pass", "demo-vit", a.image_sha, View(method=method))
+            assert pic.dtype == np.uint8 and len(calls) == after, (method, len(calls))
+    finally:
+        h.remove()
