@@ -121,6 +121,25 @@ def test_notebook_show_and_explore_in_a_kernel(tmp_path):
     assert not _answers(url) and not _answers(url2), "close() must stop the servers"
 
 
+def test_readme_notebook_section_runs_as_written_in_a_fresh_kernel(tmp_path):
+    """The README's "In a notebook" code block, unchanged, in a new kernel; its outputs are what it says."""
+    import nbformat
+    from nbclient import NotebookClient
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("\n## In a notebook\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(block)])
+    NotebookClient(nb, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    out = _outputs(nb.cells[0])
+    assert "'label': 'cat'" in out or "'label': 'dog'" in out or "'label': 'other'" in out
+    assert "(14, 14) 12" in out                                     # the map's grid, 12 layers of ViT-S
+    url = re.search(r"http://127\.0\.0\.1:\d+/", out).group(0)
+    assert not _answers(url)                                         # closed at the end of the block
+    _check_self_contained(open(tmp_path / "view.html", encoding="utf-8").read(), 1 + 12 * 7)
+
+
 # ------------------------------------------------------------------ without a kernel
 
 class TinyViT(nn.Module):
