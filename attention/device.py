@@ -40,6 +40,21 @@ def available() -> list[str]:
     return out
 
 
+def parse_device(spec: Union[None, str, torch.device]) -> str:
+    """``spec`` checked for its form only (auto, cpu, cuda, cuda:N, mps), lower-cased: for a device that
+    is resolved elsewhere (each Ray worker on its own node)."""
+    s = (str(spec) if spec is not None else "auto").strip().lower()
+    if s == "auto":
+        return s
+    try:
+        dev = torch.device(s)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceUnavailableError(f"unknown device {spec!r}: use one of {', '.join(CHOICES)}")
+    return s
+
+
 def resolve_device(spec: Union[None, str, torch.device] = "auto") -> torch.device:
     """The `torch.device` for ``spec`` (module docstring); DeviceUnavailableError where it is missing."""
     if isinstance(spec, torch.device):
@@ -114,5 +129,5 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-__all__ = ["resolve_device", "available", "model_device", "model_dtype", "to_model", "describe", "synchronize",
+__all__ = ["resolve_device", "parse_device", "available", "model_device", "model_dtype", "to_model", "describe", "synchronize",
            "DeviceUnavailableError", "CHOICES"]

@@ -63,6 +63,13 @@ def test_clis_exit_2_on_an_unavailable_device(tmp_path, capsys):
                    str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "cuda:1" in err
+    rc = cli_main(["audit", "--model", "demo-vit", "--engine", "ray", "--gpus-per-worker", "0.25", "--data",
+                   str(tmp_path), "--out", str(tmp_path / "a")])      # refused before Ray starts
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "--gpus-per-worker 0.25" in err and "no CUDA GPU" in err
+    rc = cli_main(["audit", "--model", "demo-vit", "--engine", "ray", "--device", "tpu", "--data", str(tmp_path),
+                   "--out", str(tmp_path / "a")])
+    assert rc == 2 and "unknown device 'tpu'" in capsys.readouterr().err
     from viz_app.cli import main as app_main
     assert app_main(["--device", "cuda", "--port", "7998"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: device 'cuda' is not available")

@@ -102,10 +102,19 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
         raise UserError("--batch-size, --shard-size, --workers and --cpus-per-worker must be at least 1")
     if gpus_per_worker < 0 or (loader_workers is not None and loader_workers < 0):
         raise UserError("--gpus-per-worker and --loader-workers cannot be negative")
-    from ..device import describe, resolve_device
-    where = resolve_device(device)          # an unavailable device fails here, before any work
+    import torch
+
+    from ..device import describe, parse_device, resolve_device
+    if engine == "local":
+        where = resolve_device(device)      # an unavailable device fails here, before any work
+    else:                                   # Ray actors resolve --device on their own node; the driver probes on the CPU
+        where, device = torch.device("cpu"), parse_device(device)
+        if gpus_per_worker > 0 and not ray_address and not torch.cuda.is_available():
+            raise UserError(f"--gpus-per-worker {gpus_per_worker:g}: this machine has no CUDA GPU for the Ray "
+                            f"workers (join a cluster with GPUs with --ray-address)")
     if loader_workers is None:              # decode in parallel when the model runs elsewhere than the CPU
-        loader_workers = 0 if where.type == "cpu" else min(4, os.cpu_count() or 1)
+        on_cpu = where.type == "cpu" if engine == "local" else gpus_per_worker == 0
+        loader_workers = 0 if on_cpu else min(4, os.cpu_count() or 1)
     ds = read_dataset(data, masks)
     loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init, device=where, ema=ema)
     for note in loaded.load_notes():

@@ -68,6 +68,10 @@ def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=Non
             ray.init(num_cpus=workers * cpus_per_worker, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
         started = True
     try:
+        if gpus_per_worker > 0 and ray.cluster_resources().get("GPU", 0) < gpus_per_worker:
+            from ...errors import UserError   # the actors could never be placed: say so instead of waiting
+            raise UserError(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has "
+                            f"{ray.cluster_resources().get('GPU', 0):g} GPU(s)")
         ctx = ray.data.DataContext.get_current()                 # (imports ray.data, which sets up its logging)
         logging.getLogger("ray.data").setLevel(logging.ERROR)    # no per-run INFO lines across the progress bar
         ctx.enable_progress_bars = False          # the audit draws its own, in images/s
