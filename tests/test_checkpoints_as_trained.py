@@ -301,3 +301,17 @@ def test_the_app_takes_the_architecture_from_the_checkpoint(tmp_path):
     assert by_path.startswith("test_vit · model_best.pth.tar")
     with pytest.raises(CheckpointError, match="model_best.pth.tar says it was trained as test_vit"):
         mgr.register("vit_small_patch16_224", FIXTURE)
+
+
+def test_the_app_loads_live_weights_on_request():
+    from viz_app.callbacks import Callbacks
+    from viz_app.models import FROM_CHECKPOINT, ModelManager
+    cb = Callbacks(ModelManager(pretrained=False))
+    ema_name = cb.manager.register(FROM_CHECKPOINT, FIXTURE, session="s")
+    live_name = cb.load_custom("s", FROM_CHECKPOINT, FIXTURE, ema=False)
+    assert ema_name != live_name and "live weights" in live_name
+    raw = torch.load(FIXTURE, weights_only=False)
+    live = cb.manager.get(live_name).model.state_dict()
+    ema = cb.manager.get(ema_name).model.state_dict()
+    assert all(torch.equal(live[k], raw["state_dict"][k]) for k in live)
+    assert all(torch.equal(ema[k], raw["state_dict_ema"][k]) for k in ema)

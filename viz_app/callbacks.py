@@ -82,13 +82,14 @@ class Callbacks:
                 discard_upload(image)       # a refused upload does not stay on the server's disk
             raise
 
-    def load_custom(self, session: str, arch: str, checkpoint, labels=None, progress: Progress = None) -> str:
+    def load_custom(self, session: str, arch: str, checkpoint, labels=None, progress: Progress = None,
+                    ema: Optional[bool] = None) -> str:
         """'Load my model': the checkpoint (an upload, or a `LocalPath` typed in the path field) joins this
         session's menu. Gradio's copies of the uploads are deleted afterwards, loaded or refused (a loaded
         model has its private copy, `ModelManager._keep`); so is the private copy of a refused one."""
         from .models import LocalPath
         try:
-            return self.manager.register(arch, checkpoint, labels, progress=progress, session=session)
+            return self.manager.register(arch, checkpoint, labels, progress=progress, session=session, ema=ema)
         except BaseException:
             self.manager.discard_unused_copies()
             raise

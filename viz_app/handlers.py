@@ -276,11 +276,12 @@ class Handlers:
             warn(e)
         return out
 
-    def on_custom(self, arch, ckpt, labels, image, view, current, request: gr.Request, progress=gr.Progress()):
+    def on_custom(self, arch, ckpt, labels, image, view, current, request: gr.Request, progress=gr.Progress(),
+                  ema=None):
         u = self.ui
         session = _session(request)
         try:
-            name = self.cb.load_custom(session, arch, ckpt, labels, _prog(progress))
+            name = self.cb.load_custom(session, arch, ckpt, labels, _prog(progress), ema=ema)
         except Exception as e:  # noqa: BLE001 - the previous model keeps serving
             warn(e, f" — still using {current}.")
             return {u.model_dd: gr.update(value=current), u.model_state: current}

@@ -426,12 +426,12 @@ class ModelManager:
     # ------------------------------------------------------------------ your own model
     def register(self, arch: str, checkpoint: Optional[str], labels: Optional[str] = None,
                  name: Optional[str] = None, progress: Optional[Callable[[float, str], None]] = None,
-                 session: Optional[str] = None) -> str:
+                 session: Optional[str] = None, ema: Optional[bool] = None) -> str:
         """Load `arch` with your checkpoint (and labels); on success it joins the picker of `session` (everyone's
         when None). Returns its name. A `LocalPath` checkpoint (typed, not uploaded) is loaded in place by
         `register_path`."""
         if isinstance(checkpoint, LocalPath):
-            return self.register_path(checkpoint, arch, labels, progress=progress, session=session)
+            return self.register_path(checkpoint, arch, labels, progress=progress, session=session, ema=ema)
         arch = (arch or "").strip()
         if checkpoint and str(checkpoint).lower().endswith(".onnx"):
             arch = "onnx"
@@ -447,9 +447,10 @@ class ModelManager:
             arch = checkpoint_arch(arch, ck)
         if name is None:
             extra = f" + {os.path.basename(labels)}" if labels else ""
-            name = f"{arch} · {os.path.basename(checkpoint)}{extra} [{_file_digest(ck)[:6]}]"
+            live = " · live weights" if ema is False else ""     # EMA and live weights are two entries
+            name = f"{arch} · {os.path.basename(checkpoint)}{extra}{live} [{_file_digest(ck)[:6]}]"
         # an ONNX file is a whole model (its own architecture), not weights for `arch`
-        spec = ModelSpec(name, ck, None, lb) if ck.lower().endswith(".onnx") else ModelSpec(name, arch, ck, lb)
+        spec = ModelSpec(name, ck, None, lb) if ck.lower().endswith(".onnx") else ModelSpec(name, arch, ck, lb, ema=ema)
         if progress:
             progress(0.1, f"loading {os.path.basename(checkpoint)} into {arch}")
         loaded = self._load(spec)            # a failure changes nothing: the serving models stay
@@ -457,7 +458,8 @@ class ModelManager:
         return name
 
     def register_path(self, path: str, arch: Optional[str] = None, labels: Optional[str] = None,
-                      progress: Optional[Callable[[float, str], None]] = None, session: Optional[str] = None) -> str:
+                      progress: Optional[Callable[[float, str], None]] = None, session: Optional[str] = None,
+                      ema: Optional[bool] = None) -> str:
         """Load a model from a path on this machine, without uploading or copying it: a checkpoint
         file for `arch`, a Hugging Face ``save_pretrained`` folder or an ``.onnx`` file (no arch
         needed for the last two). On success it joins the picker of `session`, under a name without the
@@ -495,7 +497,8 @@ class ModelManager:
             else:
                 arch = checkpoint_arch(arch, path)
                 extra = f" + {os.path.basename(labels)}" if labels else ""
-                spec = ModelSpec(f"{arch} · {base}{extra} [{digest}]", arch, path, labels)
+                live = " · live weights" if ema is False else ""
+                spec = ModelSpec(f"{arch} · {base}{extra}{live} [{digest}]", arch, path, labels, ema=ema)
         if progress:
             progress(0.1, f"loading {base}")
         loaded = self._load(spec)            # a failure changes nothing: the serving models stay

@@ -131,6 +131,9 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                                              elem_id="ckpt-path")
                     u.labels_file = gr.File(label="Class names (optional: .txt one per line, or a .json list)",
                                             file_types=[".txt", ".json"], type="filepath", elem_id="labels-file")
+                    u.live_cb = gr.Checkbox(False, label="Live weights, not the EMA ones (a checkpoint with both; "
+                                                         "the EMA weights are the default, as in timm)",
+                                            elem_id="live-weights")
                     u.custom_btn = gr.Button("Load my model", elem_id="custom-btn")
                 u.preds = gr.Label(num_top_classes=5, label="Top-5 predictions (click a class to explain it)",
                                    elem_id="predictions")
@@ -294,10 +297,12 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         u.gallery.select(h.on_gallery, None, u.image_in, **private)
         u.model_dd.input(h.on_model, [u.model_dd, u.image_in, u.view_state, u.model_state], model_outputs,
                          **private)
-        def on_custom(arch, ckpt, path, labels, image, view, current, request: gr.Request, progress=gr.Progress()):
+        def on_custom(arch, ckpt, path, labels, live, image, view, current, request: gr.Request,
+                      progress=gr.Progress()):
             # a path typed on this machine wins over an upload and loads in place (no copy)
             chosen = LocalPath(path.strip()) if (path or "").strip() else ckpt
-            return h.on_custom(arch, chosen, labels, image, view, current, request, progress)
+            return h.on_custom(arch, chosen, labels, image, view, current, request, progress,
+                               ema=False if live else None)
 
         def classes_box(name):
             visible, text = cb.manager.classes_box(name)
@@ -318,7 +323,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                 out[c_model] = gr.update(choices=choices)
             return out
 
-        u.custom_btn.click(on_custom, [u.arch_dd, u.ckpt_file, u.ckpt_path, u.labels_file, u.image_in, u.view_state,
+        u.custom_btn.click(on_custom, [u.arch_dd, u.ckpt_file, u.ckpt_path, u.labels_file, u.live_cb, u.image_in,
+                                       u.view_state,
                                        u.model_state], model_outputs, **private)
         u.model_dd.change(classes_box, u.model_dd, u.classes_tb, show_progress="hidden", **private)
         u.classes_tb.submit(on_classes, [u.classes_tb, u.image_in, u.view_state, u.model_state], model_outputs,
