@@ -1,7 +1,8 @@
 """`from attention import show, explore` on models held in memory.
 
-The main test executes tests/notebooks/show_and_explore.ipynb cell by cell in a real Jupyter kernel
-(nbclient + ipykernel): a small timm ViT and a small Hugging Face ViTForImageClassification with its
+The main test starts a real Jupyter kernel (nbclient + ipykernel), runs the README's "In a notebook" code
+block in it as written (the kernel still fresh), then tests/notebooks/show_and_explore.ipynb cell by cell: a
+small timm ViT and a small Hugging Face ViTForImageClassification with its
 ViTImageProcessor, `show` on both (the notebook checks the predictions and the grid against computations
 done there another way), then `explore` on both; between the explore cell and the close cell Chromium
 opens the served app and finds the heatmap and the predictions; after `close()` the URLs stop answering.
@@ -61,18 +62,42 @@ def _check_self_contained(page: str, min_pictures: int) -> None:
     assert "<link" not in page and "@import" not in page
 
 
+def readme_block() -> str:
+    """The first Python block of the README's "In a notebook" section."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("\n## In a notebook\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def check_readme_outputs(out: str, folder) -> None:
+    """What the README block prints and writes: a top class among its labels, a 14 x 14 map and 12 layers
+    (ViT-S/16 at 224), the saved page self-contained, and the app's URL dead after its close()."""
+    assert "Traceback" not in out, out[-3000:]
+    assert re.search(r"'label': '(cat|dog|other)'", out)
+    assert "(14, 14) 12" in out
+    url = re.search(r"http://127\.0\.0\.1:\d+/", out).group(0)
+    assert not _answers(url)
+    _check_self_contained(open(os.path.join(folder, "view.html"), encoding="utf-8").read(), 1 + 12 * 7)
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)")
-def test_notebook_show_and_explore_in_a_kernel(tmp_path):
+def test_readme_and_notebook_in_a_kernel(tmp_path):
     import nbformat
     from nbclient import NotebookClient
     from playwright.sync_api import sync_playwright
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # first, in the still fresh kernel: the README's "In a notebook" code block exactly as written
+    nb.cells.insert(0, nbformat.v4.new_code_cell(readme_block()))
     client = NotebookClient(nb, kernel_name="python3", timeout=180,
                             resources={"metadata": {"path": str(tmp_path)}})
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     explore_at = next(i for i in code if "explore(vit" in nb.cells[i].source)
     with client.setup_kernel(env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}):
+        client.execute_cell(nb.cells[0], 0)
+        check_readme_outputs(_outputs(nb.cells[0]), tmp_path)
+        code = code[1:]
         for i in code:
             if i > explore_at:
                 break
@@ -119,25 +144,6 @@ def test_notebook_show_and_explore_in_a_kernel(tmp_path):
                 client.execute_cell(nb.cells[i], i)
         assert "CLOSED" in _outputs(nb.cells[code[-1]])
     assert not _answers(url) and not _answers(url2), "close() must stop the servers"
-
-
-def test_readme_notebook_section_runs_as_written_in_a_fresh_kernel(tmp_path):
-    """The README's "In a notebook" code block, unchanged, in a new kernel; its outputs are what it says."""
-    import nbformat
-    from nbclient import NotebookClient
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    section = readme.split("\n## In a notebook\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(block)])
-    NotebookClient(nb, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(tmp_path)}}).execute(
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
-    out = _outputs(nb.cells[0])
-    assert "'label': 'cat'" in out or "'label': 'dog'" in out or "'label': 'other'" in out
-    assert "(14, 14) 12" in out                                     # the map's grid, 12 layers of ViT-S
-    url = re.search(r"http://127\.0\.0\.1:\d+/", out).group(0)
-    assert not _answers(url)                                         # closed at the end of the block
-    _check_self_contained(open(tmp_path / "view.html", encoding="utf-8").read(), 1 + 12 * 7)
 
 
 # ------------------------------------------------------------------ without a kernel
