@@ -259,3 +259,27 @@ def test_torchvision_weights_transforms_and_explore_frees_the_model():
     del m, view, app
     gc.collect()
     assert ref() is None, "the app still holds the model after close()"
+
+
+def test_hugging_face_processor_saved_beside_the_model(tmp_path):
+    """A model from a save_pretrained folder: its saved processor, no processor= needed; without one, a message."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    torch.manual_seed(4)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+                    patch_size=8, num_labels=2, id2label={0: "left", 1: "right"}, label2id={"left": 0, "right": 1})
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "bare")
+    with pytest.raises(UnknownPreprocessingError, match="processor=AutoImageProcessor"):
+        show(ViTForImageClassification.from_pretrained(tmp_path / "bare"), _photo())
+    proc = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.3, 0.4, 0.5], image_std=[0.2, 0.2, 0.2])
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "full")
+    proc.save_pretrained(tmp_path / "full")
+    model = ViTForImageClassification.from_pretrained(tmp_path / "full")
+    photo = _photo(6, (50, 40))
+    view = show(model, photo)
+    px = proc(images=Image.fromarray(photo), return_tensors="pt")["pixel_values"]
+    assert torch.allclose(view.result.input, px, atol=1e-6)
+    with torch.no_grad():
+        p = model(px).logits.softmax(-1)[0]
+    assert view.predictions[0]["label"] == ["left", "right"][int(p.argmax())]
+    with pytest.raises(LabelsError, match="3 labels .* 2 classes"):
+        show(model, photo, labels=["a", "b", "c"])
