@@ -28,7 +28,7 @@ from torch import nn
 
 from . import interception
 from .device import to_model
-from .layout import (CHANNEL, CLASS, INFERRED, KINDS, KNOWN, LAYOUT_SOURCES, POOLING, REDUCED, SELF, UNKNOWN,
+from .layout import (CHANNEL, CLASS, INFERRED, KINDS, KNOWN, LAYOUT_SOURCES, POOLING, REDUCED, SELF, TOKENS, UNKNOWN,
                      WINDOW, ModelTokens, TokenLayout, WindowInfo)
 
 
@@ -59,7 +59,7 @@ class AttentionMap:
             raise ValueError(f"unknown attention kind {self.kind!r}; expected one of {KINDS}")
         if self.layout_source not in LAYOUT_SOURCES:
             raise ValueError(f"unknown layout source {self.layout_source!r}; expected one of {LAYOUT_SOURCES}")
-        if self.layout is None and self.kind != CHANNEL:
+        if self.layout is None and self.kind not in (CHANNEL, TOKENS):
             self.layout_source = UNKNOWN
         if self.query_layout is None:
             self.query_layout = self.layout
@@ -77,6 +77,9 @@ class AttentionMap:
         """Why spatial views refuse this layer (None if they can show it)."""
         if self.kind == CHANNEL:
             return f"layer {self.name} is channel attention (channels x channels), not attention over positions"
+        if self.kind == TOKENS:
+            return (f"layer {self.name} attends among tokens that are no image positions (GroupViT's group tokens, "
+                    f"Perceiver's latents), so it can only be shown as a token x token matrix")
         if self.layout is None or (self.kind == WINDOW and self.window is None):
             return (f"layer {self.name}: the token layout of its {tuple(self.weights.shape)} attention is unknown "
                     "(no family descriptor, and the shapes fit no patch grid), so it can only be shown as a "
@@ -206,6 +209,8 @@ class CaptureSession:
         if t.grid is None:
             return None
         n_patch = t.grid[0] * t.grid[1]
+        if t.suffix_names and num_tokens == len(t.prefix_names) + n_patch + len(t.suffix_names):
+            return TokenLayout(t.prefix_names, t.grid, t.stride, t.suffix_names)   # tokens after the patches too
         n_prefix = num_tokens - n_patch
         if n_prefix < 0 or n_prefix > 64:
             return None

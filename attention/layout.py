@@ -1,9 +1,11 @@
 """Token layouts: which token of an attention matrix is what, and where it sits on the image.
 
 Every captured attention matrix is described by a `TokenLayout` for its keys (and, for non-square
-attention, another for its queries). Prefix tokens (CLS, DIST, registers) always come first and the
-patch tokens are the last ``gh * gw`` tokens in row-major order: that is how timm, torchvision and
-``nn.TransformerEncoder`` ViTs lay them out.
+attention, another for its queries). Prefix tokens (CLS, DIST, registers) come first, then the
+``gh * gw`` patch tokens in row-major order: that is how timm, torchvision and ``nn.TransformerEncoder``
+ViTs lay them out. A few models append special tokens *after* the patches (YOLOS's detection tokens,
+GroupViT's group tokens): those are the layout's ``suffix_names``, so the patches are
+``tokens[patch_slice]``, not "everything after the prefix".
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ WINDOW = "window"      # Swin: per window, (B * nW, heads, n, n), see `WindowInf
 REDUCED = "reduced"    # spatial-reduction attention (PVT, Twins): keys on a coarser grid
 CHANNEL = "channel"    # XCiT cross-covariance attention: channel x channel, not spatial
 POOLING = "pooling"    # one learned query over the positions of a feature map
-KINDS = (SELF, CLASS, WINDOW, REDUCED, CHANNEL, POOLING)
+TOKENS = "tokens"      # attention among tokens that are no image positions (GroupViT's groups, Perceiver's latents)
+KINDS = (SELF, CLASS, WINDOW, REDUCED, CHANNEL, POOLING, TOKENS)
 
 # How a map's layout was found.
 KNOWN = "known"        # from the model's family descriptor: exact
@@ -28,7 +31,7 @@ LAYOUT_SOURCES = (KNOWN, INFERRED, UNKNOWN)
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Prefix tokens followed by a ``grid`` of patch tokens.
+    """Prefix tokens, a ``grid`` of patch tokens, then ``suffix_names`` tokens (usually none).
 
     ``stride`` is the size in model-input pixels of one grid cell (the patch size for a ViT, the
     feature stride for a CNN), so grid cell (i, j) covers input rows ``i*sy .. (i+1)*sy``.
@@ -37,6 +40,7 @@ class TokenLayout:
     prefix_names: tuple[str, ...]
     grid: tuple[int, int]
     stride: tuple[float, float]
+    suffix_names: tuple[str, ...] = ()
 
     @property
     def num_prefix(self) -> int:
@@ -47,12 +51,34 @@ class TokenLayout:
         return self.grid[0] * self.grid[1]
 
     @property
+    def num_suffix(self) -> int:
+        return len(self.suffix_names)
+
+    @property
     def num_tokens(self) -> int:
-        return self.num_prefix + self.num_patches
+        return self.num_prefix + self.num_patches + self.num_suffix
+
+    @property
+    def patch_slice(self) -> slice:
+        """Where the patch tokens are in the sequence: ``tokens[patch_slice]`` (row-major grid)."""
+        return slice(self.num_prefix, self.num_prefix + self.num_patches)
+
+    @property
+    def special_names(self) -> tuple[str, ...]:
+        """Every token that is not a patch, in sequence order (prefix, then suffix)."""
+        return self.prefix_names + self.suffix_names
+
+    def special_indices(self) -> list[int]:
+        """Sequence indices of the tokens that are not patches (prefix, then suffix)."""
+        return list(range(self.num_prefix)) + list(range(self.patch_slice.stop, self.num_tokens))
 
     def index(self, name: str) -> Optional[int]:
-        """Index of a prefix token by name ("cls", "dist", "reg0", ...), or None."""
-        return self.prefix_names.index(name) if name in self.prefix_names else None
+        """Index of a special token by name ("cls", "dist", "reg0", "det0", ...), or None."""
+        if name in self.prefix_names:
+            return self.prefix_names.index(name)
+        if name in self.suffix_names:
+            return self.patch_slice.stop + self.suffix_names.index(name)
+        return None
 
     @property
     def cls_index(self) -> Optional[int]:
@@ -70,12 +96,15 @@ class TokenLayout:
         return self.num_prefix + row * gw + col
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "prefix_names": list(self.prefix_names),
             "num_prefix_tokens": self.num_prefix,
             "grid": list(self.grid),
             "stride": list(self.stride),
         }
+        if self.suffix_names:
+            d["suffix_names"] = list(self.suffix_names)
+        return d
 
 
 @dataclass(frozen=True)
@@ -142,6 +171,7 @@ class ModelTokens:
     grid: Optional[tuple[int, int]] = None
     stride: tuple[float, float] = (1.0, 1.0)
     extra: dict = field(default_factory=dict)
+    suffix_names: tuple[str, ...] = ()   # tokens after the patches (YOLOS's detection tokens)
 
     def layout(self) -> TokenLayout:
-        return TokenLayout(self.prefix_names, self.grid or (0, 0), self.stride)
+        return TokenLayout(self.prefix_names, self.grid or (0, 0), self.stride, self.suffix_names)

@@ -28,10 +28,14 @@ SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, interme
              patch_size=8, num_channels=3)
 
 
+#: vision towers of types the image mappings do not list (GroupViT is a zero-shot segmenter)
+EXTRA_TYPES = {"groupvit": ("GroupViTModel", "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES")}
+
+
 def vision_types() -> dict[str, tuple[str, str]]:
     """{model type: (class name, mapping it came from)}, from the installed transformers' auto mappings."""
     from transformers.models.auto import modeling_auto as ma
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str, str]] = dict(EXTRA_TYPES)
     for name in MAPPINGS:
         for t, cls in (getattr(ma, name, None) or {}).items():
             if t not in out:
@@ -75,6 +79,7 @@ _DETR = dict(staged=True, use_timm_backbone=False, use_pretrained_backbone=False
              encoder_layers=1, decoder_layers=1, num_queries=3, encoder_ffn_dim=16, decoder_ffn_dim=16,
              encoder_attention_heads=2, decoder_attention_heads=2)
 OVERRIDES: dict[str, dict] = {
+    "groupvit": dict(depths=[1, 1, 1], num_hidden_layers=3, num_group_tokens=[4, 2, 0], num_output_groups=[4, 2, 2]),
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
     "deformable_detr": dict(_DETR, num_feature_levels=1, backbone_config=dict(_RESNET, out_features=["stage4"])),
     "swin": _SWIN, "swinv2": _SWIN, "donut-swin": _SWIN, "maskformer-swin": _SWIN,
@@ -188,13 +193,6 @@ class Row:
     seconds: float = 0.0
 
 
-def _first_tensor(args, kwargs):
-    for v in list(args) + list((kwargs or {}).values()):
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 3:
-            return v
-    return None
-
-
 def _tokens_of(h: torch.Tensor, count: int) -> Optional[torch.Tensor]:
     """(count,) change per token of a module input laid out as (X, N, C), (X, h, w, C) or (X, C, h, w)."""
     h = h.detach().float()
@@ -224,16 +222,24 @@ def expected_token(m, cell) -> int:
     return m.query_layout.patch_index(*cell)
 
 
+def _key_side(m) -> bool:
+    """Probe the keys (pooling / class attention: its queries are learned or prefix tokens)."""
+    return query_grid(m) is None and m.layout is not None and m.layout.num_patches > 0 and m.window is None
+
+
 def probe_geometry(model, x, m) -> Optional[str]:
-    """Independent check of where a map says its query tokens are: perturb the input pixels of one grid
-    cell and see which token of the attention module's own input changes most; None when that is the
-    token the map's layout (or window geometry) places at that cell, else what differs."""
+    """Independent check of where a map says its tokens are: perturb the input pixels of one grid cell
+    and see which token of the attention module's own input changes most; None when that is the token
+    the map's layout (or window geometry) puts at that cell, else what differs. Queries are probed where
+    they lie on a grid, else the keys (pooling: latents or groups attending to the image)."""
     module = dict(model.named_modules()).get(m.name)
-    grid = query_grid(m)
+    keys = _key_side(m)
+    grid = m.layout.grid if keys else query_grid(m)
     if module is None or grid is None:
-        return "no module / no query grid to probe"
-    seen = []
-    hook = module.register_forward_pre_hook(lambda mod, a, kw: seen.append(_first_tensor(a, kw)), with_kwargs=True)
+        return "no module / no grid to probe"
+    count = m.weights.shape[0] * m.weights.shape[-1 if keys else -2]
+    calls = []
+    hook = module.register_forward_pre_hook(lambda mod, a, kw: calls.append((a, kw)), with_kwargs=True)
     H, W = x.shape[-2:]
     cell = (grid[0] // 2, grid[1] // 2)
     sy, sx = H / grid[0], W / grid[1]
@@ -242,24 +248,28 @@ def probe_geometry(model, x, m) -> Optional[str]:
     try:
         with torch.no_grad():
             model(x)
-            n_calls = len(seen)
+            n_calls = len(calls)
             model(x2)
     finally:
         hook.remove()
-    count = m.weights.shape[0] * m.weights.shape[-2]
-    # the same call of the module as the map (the first call, unless the module runs once per forward)
-    h0, h1 = seen[0], seen[n_calls]
-    if h0 is None or h0.shape != h1.shape:
-        return "the module's input is not a token tensor"
-    d = _tokens_of(h1 - h0, count)
+    # the same call of the module as the map (its first call), and its first tensor input of `count` tokens
+    (a0, k0), (a1, k1) = calls[0], calls[n_calls]
+    d = None
+    for t0, t1 in zip(list(a0) + list(k0.values()), list(a1) + list(k1.values())):
+        if isinstance(t0, torch.Tensor) and t0.is_floating_point() and t0.dim() >= 3 and t0.shape == t1.shape:
+            d = _tokens_of(t1 - t0, count)
+            if d is not None:
+                break
     if d is None:
-        return f"module input {tuple(h0.shape)} is not {count} tokens"
-    got, want = int(d.argmax()), expected_token(m, cell)
+        return f"no input of the module is {count} tokens"
+    got = int(d.argmax())
+    want = m.layout.patch_index(*cell) if keys else expected_token(m, cell)
     if got == want:
         return None
     if overlapping_stem(model):
         near = [(cell[0] + dy, cell[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        if got in {expected_token(m, c) for c in near if 0 <= c[0] < grid[0] and 0 <= c[1] < grid[1]}:
+        near = [c for c in near if 0 <= c[0] < grid[0] and 0 <= c[1] < grid[1]]
+        if got in {m.layout.patch_index(*c) if keys else expected_token(m, c) for c in near}:
             return None
     return f"cell {cell}: the layout says token {want}, the input changed most at {got}"
 
@@ -314,7 +324,7 @@ def check_model(row: Row, model, x) -> tuple:
             if m.layout_source == UNKNOWN:   # a map the family could not place: not its true geometry
                 unplaced.append(m.name)
             continue
-        grid = query_grid(m)
+        grid = m.layout.grid if _key_side(m) else query_grid(m)
         sig = (m.kind, grid, m.window.to_dict().__repr__() if m.window is not None else None)
         if grid is None or sig in seen_geometry:
             continue
@@ -324,7 +334,7 @@ def check_model(row: Row, model, x) -> tuple:
         if why is not None:
             problems.append(f"{m.name} ({m.kind}): {why}")
             continue
-        if id(m) in rec_of:
+        if id(m) in rec_of and not _key_side(m):
             cell = (grid[0] // 2, grid[1] // 2)
             got = raw_attention(res, i, "mean", cell)[0].double()
             want = reference_view(m, rec_of[id(m)], cell)

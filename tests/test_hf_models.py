@@ -332,3 +332,83 @@ def test_processors_without_one_fixed_size_are_refused_with_the_reason(tmp_path,
         match = r"NaFlex processor \(SigLIP 2\).*max_num_patches=16.*spatial_shapes"
     with pytest.raises(CheckpointError, match=match):
         load_model(str(tmp_path))
+
+
+def _tiny(model_type):
+    from tests.hf_sweep import build_tiny, input_size
+    model, cfg = build_tiny(model_type)
+    return model, torch.randn(1, 3, *input_size(cfg), generator=torch.Generator().manual_seed(1))
+
+
+def test_yolos_detection_tokens_sit_after_the_patches():
+    """YOLOS: [CLS, patches, det0..det2]. The CLS map is A[cls, 1 : 1 + n] (not the last n tokens), and
+    the detection tokens are queries by name."""
+    from attention.methods.raw import raw_attention
+    from attention.methods.rollout import rollout
+    model, x = _tiny("yolos")
+    res = capture(model, x)
+    m = res.maps[0]
+    gh, gw = m.layout.grid
+    n = gh * gw
+    assert m.layout.prefix_names == ("cls",) and m.layout.suffix_names == ("det0", "det1", "det2")
+    assert m.weights.shape[-1] == 1 + n + 3
+    want = m.weights[0, :, 0, 1:1 + n].float().mean(0).reshape(gh, gw)
+    assert torch.equal(raw_attention(res, 0, "mean", "cls")[0], want)
+    det = m.weights[0, :, 1 + n + 2, 1:1 + n].float().mean(0).reshape(gh, gw)
+    assert torch.equal(raw_attention(res, 0, "mean", "det2")[0], det)
+    # patch_mean reads the patch rows only
+    pm = m.weights[0, :, 1:1 + n, 1:1 + n].float().mean(0).mean(0).reshape(gh, gw)
+    assert torch.allclose(raw_attention(res, 0, "mean", "patch_mean")[0], pm, atol=1e-7)
+    assert rollout(res).shape == (1, gh, gw)
+
+
+def test_groupvit_group_tokens_after_the_patches_and_later_stages_are_token_matrices():
+    from attention.layout import POOLING, SELF, TOKENS
+    from attention.methods.raw import raw_attention
+    model, x = _tiny("groupvit")
+    res = capture(model, x)
+    first = res.maps[0]
+    gh, gw = first.layout.grid
+    n = gh * gw
+    assert first.kind == SELF and first.layout.prefix_names == () and first.layout.suffix_names == tuple(
+        f"group{i}" for i in range(4))
+    # the patch (1, 2)'s row over the patches: the first n keys, the groups come after them
+    want = first.weights[0, :, 1 * gw + 2, :n].float().mean(0).reshape(gh, gw)
+    assert torch.equal(raw_attention(res, 0, "mean", (1, 2))[0], want)
+    assert res.maps[1].kind == POOLING and res.maps[1].weights.shape[-1] == n   # groups -> patches
+    later = [m for m in res.maps[2:]]
+    assert later and all(m.kind == TOKENS and not m.is_spatial for m in later)
+    assert all("no image positions" in m.not_spatial_reason() for m in later)
+
+
+def test_perceiver_cross_attention_is_the_spatial_map():
+    from attention.layout import POOLING, TOKENS
+    from attention.methods.received import received
+    model, x = _tiny("perceiver")
+    res = capture(model, x)
+    cross = res.maps[0]
+    assert cross.kind == POOLING and cross.layout.grid == tuple(x.shape[-2:])   # one key per pixel here
+    assert cross.query_layout.prefix_names[0] == "latent0"
+    # received: the mean over the latents of their attention to each pixel
+    want = cross.weights[0].float().mean(1).mean(0).reshape(cross.layout.grid)
+    assert torch.allclose(received(cross)[0], want, atol=1e-7)
+    assert all(m.kind == TOKENS for m in res.maps[1:])
+
+
+def test_vitdet_and_sam_windows_are_placed_at_their_windows():
+    """Window layers fold the windows into the head axis in transformers' kernels; the capture unfolds
+    them: (nW, heads, n, n), each window's rows placed on the padded token grid."""
+    from attention.layout import WINDOW
+    from attention.methods.received import received_heads
+    for t in ("vitdet", "sam"):
+        model, x = _tiny(t)
+        res = capture(model, x)
+        m = next(m for m in res.maps if m.kind == WINDOW)
+        info = m.window
+        assert info.grid == (10, 10) and info.padded == (12, 12) and info.window == (4, 4)
+        assert m.weights.shape[:2] == (9, 2)
+        # received attention written out: for token (r, c), the mean over its window's queries
+        per = received_heads(m)[0]
+        for r, c in ((0, 0), (5, 7), (9, 9)):
+            w, p = info.locate(r, c)
+            assert torch.allclose(per[:, r, c], m.weights[w, :, :, p].float().mean(-1), atol=1e-7)

@@ -60,7 +60,10 @@ class HuggingFace(Family):
             grid = (-(-hw[0] // ph), -(-hw[1] // pw))
         else:
             grid = (hw[0] // ph, hw[1] // pw)
-        return ModelTokens(prefix_names(model), grid, (float(ph), float(pw)))
+        # YOLOS appends its detection tokens after the patches
+        n_det = int(getattr(vision_config(model), "num_detection_tokens", 0) or 0)
+        return ModelTokens(prefix_names(model), grid, (float(ph), float(pw)),
+                           suffix_names=tuple(f"det{i}" for i in range(n_det)))
 
     def describe(self, session, module, weights, site):
         windowed = self._plain_windows(session, module, weights, site)

@@ -46,7 +46,7 @@ def query_indices(layout: TokenLayout, query: Query, what: str = "this model") -
     if query == "patch_mean":
         if layout.num_patches == 0:
             raise MethodNotDefinedError(f"{what} has no patch queries")
-        return list(range(layout.num_prefix, layout.num_tokens))
+        return list(range(layout.patch_slice.start, layout.patch_slice.stop))
     out = []
     for name in query.split("+"):
         i = layout.index(name.strip())

@@ -121,8 +121,7 @@ def raw_attention(result: CaptureResult, layer: Union[int, str] = -1, head: Head
     else:
         rows = m.weights[:, :, idx, :]
     a = select_heads(rows, head).mean(dim=1)  # (B, Nk)
-    p = m.layout.num_prefix
-    return a[:, p:].reshape(a.shape[0], *m.layout.grid)
+    return a[:, m.layout.patch_slice].reshape(a.shape[0], *m.layout.grid)
 
 
 def cls_layers(result: CaptureResult) -> list[AttentionMap]:
@@ -152,8 +151,7 @@ def raw_cls_maps(result: CaptureResult) -> torch.Tensor:
     out = []
     for m in layers:
         c = m.query_layout.cls_index
-        p = m.layout.num_prefix
-        a = m.weights[:, :, c, p:].float()  # (B, heads, n)
+        a = m.weights[:, :, c, m.layout.patch_slice].float()  # (B, heads, n)
         out.append(a.reshape(a.shape[0], heads, *grid))
     return torch.stack(out, dim=1)
 

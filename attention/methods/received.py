@@ -41,8 +41,7 @@ def received_heads(m: AttentionMap) -> torch.Tensor:
         return torch.roll(g, shifts=info.shift, dims=(2, 3))
     if m.kind not in (SELF, CLASS, POOLING, REDUCED) or m.layout is None or m.layout.num_patches == 0:
         raise MethodNotDefinedError(f"received attention needs a spatial layer; {m.name} is {m.kind}")
-    p = m.layout.num_prefix
-    a = m.weights.detach().float()[:, :, :, p:].mean(dim=2)
+    a = m.weights.detach().float()[:, :, :, m.layout.patch_slice].mean(dim=2)
     return a.reshape(a.shape[0], a.shape[1], *m.layout.grid)
 
 

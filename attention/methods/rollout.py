@@ -80,10 +80,10 @@ def rollout_layers(result: CaptureResult) -> list[AttentionMap]:
 
 def joint_layout(layers: list[AttentionMap]) -> TokenLayout:
     """The token space all chained layers live in: the layout with the most prefix tokens."""
-    full = max((m.layout for m in layers), key=lambda l: l.num_prefix)
+    full = max((m.layout for m in layers), key=lambda l: len(l.special_names))
     for m in layers:
         for lay in (m.layout, m.query_layout):
-            missing = [n for n in lay.prefix_names if n not in full.prefix_names]
+            missing = [n for n in lay.special_names if n not in full.special_names]
             if missing:
                 raise MethodNotDefinedError(
                     f"rollout cannot place tokens {missing} of {m.name} in one token sequence")
@@ -92,10 +92,10 @@ def joint_layout(layers: list[AttentionMap]) -> TokenLayout:
 
 def token_positions(sub: TokenLayout, full: TokenLayout) -> list[int]:
     """Index in `full` of every token of `sub` (prefix tokens by name, then the patch grid)."""
-    pos = [full.prefix_names.index(n) for n in sub.prefix_names]
+    pos = [full.index(n) for n in sub.prefix_names]
     if sub.num_patches:
-        pos += list(range(full.num_prefix, full.num_tokens))
-    return pos
+        pos += list(range(full.patch_slice.start, full.patch_slice.stop))
+    return pos + [full.index(n) for n in sub.suffix_names]
 
 
 @dataclass
@@ -214,7 +214,7 @@ def _protected_rows(m: AttentionMap, full: TokenLayout, query: Query) -> list[in
 
 def finish(v: torch.Tensor, full: TokenLayout) -> torch.Tensor:
     """(B, T) token vector -> (B, gh, gw) map over the patches."""
-    return v[:, full.num_prefix:].reshape(v.shape[0], *full.grid)
+    return v[:, full.patch_slice].reshape(v.shape[0], *full.grid)
 
 
 def rollout_tokens(result: CaptureResult, head_fusion: str = "mean", discard_ratio: float = 0.0,
