@@ -84,12 +84,13 @@ def token_centres(layout: TokenLayout) -> torch.Tensor:
     sy, sx = layout.stride
     r, c = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij")
     pos = torch.stack([(r.flatten() + 0.5) * sy, (c.flatten() + 0.5) * sx], dim=1)
-    return torch.cat([torch.zeros(layout.num_prefix, 2, dtype=torch.float64), pos])
+    return torch.cat([torch.zeros(layout.num_prefix, 2, dtype=torch.float64), pos,
+                      torch.zeros(layout.num_suffix, 2, dtype=torch.float64)])   # tokens after the patches
 
 
 def _patch_mask(layout: TokenLayout) -> torch.Tensor:
     m = torch.zeros(layout.num_tokens, dtype=torch.bool)
-    m[layout.num_prefix:] = True
+    m[layout.patch_slice] = True
     return m
 
 
@@ -121,7 +122,7 @@ def _groups(m: AttentionMap) -> Optional[_Groups]:
     P = w.unsqueeze(1)  # G = 1
     kpatch = _patch_mask(L)
     cell = torch.full((L.num_tokens,), -1, dtype=torch.long)
-    cell[L.num_prefix:] = torch.arange(L.num_patches)
+    cell[L.patch_slice] = torch.arange(L.num_patches)
     if m.kind == POOLING or QL is None:
         Q = w.shape[-2]
         qpatch = torch.zeros(Q, dtype=torch.bool)
@@ -137,7 +138,7 @@ def _groups(m: AttentionMap) -> Optional[_Groups]:
         else:
             sel[:] = 1.0 / QL.num_tokens
     return _Groups(P, kpatch[None], token_centres(L)[None], cell[None], tuple(L.grid), qpatch[None], qpos[None], sel[None],
-                   list(range(L.num_prefix)), list(L.registers))
+                   L.special_indices(), list(L.registers))
 
 
 def _coverage(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
