@@ -24,6 +24,7 @@ photo and the layer x head grid; the arrays drawn are attributes (``heatmap``, `
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import os
@@ -73,7 +74,7 @@ def as_loaded(model, labels=None, processor=None, name: Optional[str] = None, pr
     """
     from .models import LoadedModel, load_model
     if isinstance(model, LoadedModel):
-        loaded = model
+        loaded = dataclasses.replace(model)      # names and labels set here stay off the caller's object
     elif isinstance(model, (str, os.PathLike)):
         loaded = load_model(os.fspath(model))
     elif isinstance(model, nn.Module):

@@ -233,6 +233,23 @@ def test_show_a_capture_result_and_save(tmp_path):
     text = open(path, encoding="utf-8").read()
     assert text.startswith("<!DOCTYPE html>") and view.html() in text
     _check_self_contained(text, 1 + 2 * 4)
+    if not os.path.exists(CHROMIUM):
+        return
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:        # the page's own script, in a browser, from the file (no server)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(f"file://{path}")
+            cell = page.locator("tr[data-layer='1'] img").nth(2)
+            cell.click()
+            assert page.locator(".av-focus img").get_attribute("src") == cell.get_attribute("src")
+            assert "layer 1" in page.locator(".av-focus .av-caption").inner_text()
+            page.select_option("select.av-layer", "0")
+            assert page.locator("tr[data-layer='0']").is_visible()
+            assert not page.locator("tr[data-layer='1']").is_visible()
+        finally:
+            browser.close()
 
 
 def test_torchvision_weights_transforms_and_explore_frees_the_model():
