@@ -300,3 +300,17 @@ def test_hugging_face_processor_saved_beside_the_model(tmp_path):
     assert view.predictions[0]["label"] == ["left", "right"][int(p.argmax())]
     with pytest.raises(LabelsError, match="3 labels .* 2 classes"):
         show(model, photo, labels=["a", "b", "c"])
+
+
+def test_the_library_does_not_import_the_app():
+    """`from attention import show` and a show() load neither viz_app nor Gradio (explore imports them on call)."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, torch\n"
+            "from attention import show\n"
+            "m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))\n"
+            "show(m, np.zeros((20, 20, 3), np.uint8), processor={'input_size': 16}).html()\n"
+            "print(sorted(n for n in ('viz_app', 'gradio') if n in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
