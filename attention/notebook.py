@@ -38,7 +38,7 @@ from PIL import Image
 from torch import nn
 
 from .capture import CaptureResult
-from .errors import ImageError, LabelsError, ModelNotFoundError, UserError
+from .errors import ImageError, LabelsError, UserError
 from .preprocess import Geometry, PreparedImage, Preprocessor
 
 TOP_K = 5
