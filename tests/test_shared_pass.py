@@ -254,3 +254,17 @@ def test_app_switching_gradient_methods_reuses_the_pass():
             assert pic.dtype == np.uint8 and len(calls) == after, (method, len(calls))
     finally:
         h.remove()
+
+
+def test_the_pass_provides_what_is_defined_and_asked(vit, swin):
+    """Where gradient-weighted rollout has no meaning (Swin) the app's pass is Grad-CAM's alone (its backward
+    stops at its layer); the audit's pass holds exactly what its maps ask for."""
+    from attention.methods.base import MethodContext
+    from attention.methods.plan import standard_needs
+    x = _x(96, 1)
+    s = standard_needs(MethodContext(capture(swin, x), model=swin, x=x))
+    assert not s.attention_gradients and s.activations == ("layers.3.blocks.1.norm1",)
+    v = standard_needs(MethodContext(capture(vit, _x(48, 1)), model=vit, x=_x(48, 1)))
+    assert v.attention_gradients and v.activations == ("blocks.3.norm1",)
+    result, maps = compute_maps(["gradcam"], swin, x, target=[3])
+    torch.testing.assert_close(maps["gradcam"].maps, gradcam(swin, x, [3]), atol=ATOL, rtol=0)

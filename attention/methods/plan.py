@@ -187,13 +187,17 @@ def shared_lrp_pass(ctx, names: Sequence[str]) -> GradientPass:
 
 
 def standard_needs(ctx) -> Needs:
-    """The union of what every registered method needs from the plain pass with its default options."""
+    """The union of what every registered method defined for ``ctx.result`` needs from the plain pass with
+    its default options (where gradient-weighted rollout has no meaning, e.g. Swin, the backward for
+    Grad-CAM alone stops at its layer)."""
     from .base import MethodContext, methods
     plain = MethodContext(ctx.result, model=ctx.model, x=ctx.x, target=ctx.target, cache=ctx.cache,
                           grad_lock=ctx.grad_lock)
     out = NOTHING
     for m in methods():
         try:
+            if m.defined_for(ctx.result):
+                continue
             n = m.requirements(plain)
         except Exception:  # noqa: BLE001 - e.g. no Grad-CAM layer in this model: that method says so itself
             continue
@@ -205,7 +209,9 @@ def shared_pass(ctx, needs: Needs) -> GradientPass:
     """The pass for ``ctx``'s classes providing ``needs``, computed once per (classes, needs) and cached
     through ``ctx.cache`` (the app's per-analysis cache, the audit's per-batch one)."""
     targets = ctx.targets()
-    full = standard_needs(ctx)
+    # what this pass provides: the caller's plan (compute_maps: exactly the maps asked for), else every
+    # registered method's needs (the app: the next method the user picks finds its pass)
+    full = ctx.options.get("pass_needs") or standard_needs(ctx)
     if not full.covers(needs):
         full = full | needs
 
@@ -241,19 +247,16 @@ def compute_maps(names: Sequence[str], model: nn.Module, x: torch.Tensor, result
         for n in names:
             needs = needs | get_method(n).requirements(probe)
         if needs.gradient_pass:
-            gp = gradient_pass(model, x, target, needs | _standard_without_result(model, x))
+            # exactly what the maps asked for need (Grad-CAM alone: the backward stops at its layer)
+            gp = gradient_pass(model, x, target, needs)
             result = gp.result
             ctx = MethodContext(result, model=model, x=x, target=target)
-            cache.values[("gradient_pass", ctx.class_key(ctx.targets()), gp.needs.key())] = gp
+            cache.values[("gradient_pass", ctx.class_key(ctx.targets()), needs.key())] = gp
+            kwargs["pass_needs"] = needs
         else:
             result = capture(model, x)
     maps = {n: compute_map(n, result, model=model, x=x, target=target, cache=cache, **kwargs) for n in names}
     return result, maps
-
-
-def _standard_without_result(model, x) -> Needs:
-    from .base import MethodContext
-    return standard_needs(MethodContext(CaptureResult(x, torch.empty(0), []), model=model, x=x))
 
 
 __all__ = ["Needs", "NOTHING", "GradientPass", "DictCache", "gradient_pass", "shared_pass", "lrp_pass", "shared_lrp_pass",
