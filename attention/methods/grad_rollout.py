@@ -18,7 +18,7 @@ layer) this is not either (MethodNotDefinedError).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import nn
