@@ -246,10 +246,11 @@ def probe_geometry(model, x, m) -> Optional[str]:
     x2 = x.clone()
     x2[..., int(cell[0] * sy):int((cell[0] + 1) * sy), int(cell[1] * sx):int((cell[1] + 1) * sx)] += 3.0
     try:
+        kw = forward_kwargs(model, x)
         with torch.no_grad():
-            model(x)
+            model(x, **kw)
             n_calls = len(calls)
-            model(x2)
+            model(x2, **kw)
     finally:
         hook.remove()
     # the same call of the module as the map (its first call), and its first tensor input of `count` tokens
@@ -294,13 +295,34 @@ def reference_view(m, rec: torch.Tensor, cell) -> torch.Tensor:
     return torch.stack([torch.stack([row[L.patch_index(r, c)] for c in range(gw)]) for r in range(gh)])
 
 
+def forward_kwargs(model, x) -> dict:
+    """What the plain forwards (reference, probe) pass so that they compute what a capture shows: ViTMAE
+    unmasked and in order (its capture does the same, `attention.families.hf_masked`)."""
+    from attention.families.hf_masked import masking_embeddings
+    emb = masking_embeddings(model)
+    if emb is None:
+        return {}
+    emb.config.mask_ratio = 0.0
+    p = emb.config.patch_size
+    n = (x.shape[-2] // p) * (x.shape[-1] // p)
+    return {"noise": torch.arange(n, dtype=torch.float32).expand(x.shape[0], n)}
+
+
+def _reference(model, x):
+    from tests.attention_reference import AtenAttentionRecorder
+    kw = forward_kwargs(model, x)
+    rec = AtenAttentionRecorder()
+    with torch.no_grad(), rec:
+        model(x, **kw)
+    return None, rec
+
+
 def check_model(row: Row, model, x) -> tuple:
     """Capture vs the aten reference, then per spatial layout the geometry probe and one raw view."""
     from attention import capture
     from attention.layout import UNKNOWN
     from attention.methods.raw import raw_attention
-    from tests.attention_reference import reference_attention
-    _, ref = reference_attention(model, x)
+    _, ref = _reference(model, x)
     res = capture(model, x)
     recs = [m for m in res.records if m.op in ("softmax", "sdpa")]
     row.ops, row.ref_ops = len(recs), len(ref.records)

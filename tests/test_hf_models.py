@@ -412,3 +412,31 @@ def test_vitdet_and_sam_windows_are_placed_at_their_windows():
         for r, c in ((0, 0), (5, 7), (9, 9)):
             w, p = info.locate(r, c)
             assert torch.allclose(per[:, r, c], m.weights[w, :, :, p].float().mean(-1), atol=1e-7)
+
+
+def test_vit_mae_is_captured_unmasked_and_in_order(tmp_path):
+    """ViTMAE (mask_ratio 0.75): a capture runs every patch, in place; the reference is the model's own
+    eager attention with mask_ratio 0 and noise 0, 1, 2, … (argsort = identity). The model is left as found."""
+    cfg = transformers.ViTMAEConfig(**SMALL, mask_ratio=0.75)
+    torch.manual_seed(0)
+    model = transformers.ViTMAEModel(cfg).eval()
+    model.set_attn_implementation("eager")
+    x = torch.randn(1, 3, 32, 32)
+    res = capture(model, x)
+    n = 16
+    assert [tuple(m.weights.shape) for m in res.maps] == [(1, 2, 1 + n, 1 + n)] * 2
+    assert res.maps[0].layout.grid == (4, 4) and res.maps[0].layout_source == "known"
+    assert model.config.mask_ratio == 0.75 and "random_masking" not in model.embeddings.__dict__
+    with torch.no_grad():
+        masked = model(x)
+    assert masked.last_hidden_state.shape[1] == 1 + n // 4          # outside a capture it still masks
+    model.config.mask_ratio = 0.0
+    with torch.no_grad():
+        want = model(x, noise=torch.arange(n, dtype=torch.float32)[None], output_attentions=True).attentions
+    for m, w in zip(res.maps, want):
+        assert torch.allclose(m.weights, w, atol=1e-6)
+    model.config.mask_ratio = 0.75
+    model.save_pretrained(str(tmp_path))
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(tmp_path))
+    lm = load_model(str(tmp_path))
+    assert "unmasked for viewing" in lm.info["masking"] and "0.75" in lm.info["masking"]

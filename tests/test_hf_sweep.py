@@ -34,7 +34,6 @@ KNOWN_WRONG: dict[str, str] = {
     "hiera": "mask-unit attention in Hiera's unrolled token order is not placed",
     "mobilevit": "unfolded-patch attention (pixels at one offset across patches) is not placed",
     "mobilevitv2": "separable (linear) attention: one context score per position, fitted to the wrong grid",
-    "vit_mae": "random masking: the kept patches are shuffled and differ per forward",
     "imagegpt": "input is colour-cluster token ids, not pixels",
     "siglip2": "NaFlex: needs spatial_shapes and a pixel attention mask with its patchified input",
 }
