@@ -72,7 +72,8 @@ def test_a_failed_load_keeps_the_previous_model_and_says_what_is_wrong(tmp_path)
         mgr.register_path(str(tmp_path / "nope.safetensors"), "vit_tiny_patch16_224")
     with pytest.raises(CheckpointError, match="folder without config.json"):
         mgr.register_path(str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match="enter the architecture"):
+    # no architecture given: it would be read from the file, which is no checkpoint
+    with pytest.raises(CheckpointError, match="weights.pth is a text file, not a checkpoint"):
         mgr.register_path(str(text))
     assert (mgr.loaded_names(), mgr.choices(), mgr.loads) == before
     assert mgr.get("demo-vit") is not None

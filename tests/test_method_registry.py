@@ -150,6 +150,10 @@ def test_export_takes_every_method_from_the_registry():
                                     method_names())
     assert not skipped and set(arrays) == EXPECTED
     for name, a in arrays.items():
+        if name == "raw":      # the README's contract: every layer and head, (layers, heads, gh, gw)
+            assert a.shape == (len(r.maps), r.maps[0].num_heads, 8, 8) and a.dtype == np.float32
+            np.testing.assert_array_equal(a[-1].mean(0), compute_map(name, r).maps[0].numpy())
+            continue
         assert a.shape == (8, 8) and a.dtype == np.float32
         np.testing.assert_array_equal(a, compute_map(name, r, model=model, x=x).maps[0].numpy())
 
@@ -212,6 +216,7 @@ def test_layer_numbering_is_the_spatial_layers():
 
 def test_cli_export_passes_the_context_to_every_method(tmp_path):
     from PIL import Image
+    from attention.methods.raw import raw_cls_maps
     from attention.cli import main as cli_main
     img = tmp_path / "b.png"
     Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(img)
@@ -221,7 +226,8 @@ def test_cli_export_passes_the_context_to_every_method(tmp_path):
     prepared = lm.prepare(Image.open(img))
     r = lm.capture(prepared)
     with np.load(tmp_path / "out" / "b.npz") as z:
-        for name in method_names():
+        np.testing.assert_array_equal(z["raw"], raw_cls_maps(r)[0].numpy())     # (layers, heads, gh, gw)
+        for name in (n for n in method_names() if n != "raw"):
             want = compute_map(name, r, model=lm.model, x=prepared.tensor, target=2, start_layer=1, end_layer=2)
             np.testing.assert_allclose(z[name], want.maps[0].numpy(), rtol=1e-5, atol=1e-7)
 

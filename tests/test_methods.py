@@ -492,13 +492,15 @@ def test_export_method_arrays(deit, swin):
     assert not skipped
     for name in ("rollout", "grad_rollout", "gradcam"):
         assert arrays[name].shape == (3, 3) and arrays[name].dtype == np.float32
-    # raw: the last layer's CLS row, head mean (the per-layer x per-head stack is raw_cls_maps)
-    np.testing.assert_array_equal(arrays["raw"], r.maps[-1].weights[0, :, 0, 2:].float().mean(0).view(3, 3).numpy())
+    # raw: the README's (layers, heads, gh, gw), the CLS row of every layer and head
+    want = np.stack([m.weights[0, :, 0, 2:].float().reshape(-1, 3, 3).numpy() for m in r.maps])
+    np.testing.assert_array_equal(arrays["raw"], want)
     assert raw_cls_maps(r).shape == (1, 3, 3, 3, 3)
     assert get_method("grad_rollout").needs_model and get_method("gradcam").needs_model
 
     x = _x(96, 1)
     arrays, skipped = method_arrays(types.SimpleNamespace(model=swin), types.SimpleNamespace(tensor=x),
                                     capture(swin, x), ["rollout", "grad_rollout", "gradcam", "raw"])
-    assert set(skipped) == {"rollout", "grad_rollout"}
-    assert arrays["gradcam"].shape == (3, 3) and arrays["raw"].shape == (3, 3)
+    # Swin has no CLS token: the README's raw (CLS -> patch of every layer and head) is left out, with the reason
+    assert set(skipped) == {"rollout", "grad_rollout", "raw"} and "CLS token" in skipped["raw"]
+    assert arrays["gradcam"].shape == (3, 3)
