@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     from .audit.cli import add_audit_parser
     add_audit_parser(sub)
+    from .lesson.deck import add_lesson_parser   # `lesson`: the lesson as an HTML deck (+ PDF)
+    add_lesson_parser(sub)
     return p
 
 
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "export":
             return export_command(args)
-        if args.command == "audit":
+        if args.command in ("audit", "lesson"):
             return args.handler(args)
         return models_command(args)
     except (UserError, KeyError) as e:

@@ -76,17 +76,64 @@ def px_canvas(width: float, height: float):
     return fig, ax
 
 
+def _tokens(para: str) -> list[tuple[str, bool]]:
+    """`para` as (word, space before it) pairs: words split at spaces, and every CJK character its own word
+    (Chinese has no spaces: a line may break between any two characters, but not before closing punctuation)."""
+    from ..i18n.fonts import is_cjk_char
+    out, space, word = [], False, ""
+    for ch in para:
+        if ch == " ":
+            if word:
+                out.append((word, space))
+                word = ""
+            space = True
+        elif is_cjk_char(ch):
+            if word and not (ch in _NO_BREAK_BEFORE):
+                out.append((word, space))
+                word, space = "", False
+            word += ch
+            if ch not in _NO_BREAK_AFTER:
+                out.append((word, space))
+                word, space = "", False
+        else:
+            if word and is_cjk_char(word[-1]) and word[-1] not in _NO_BREAK_AFTER:
+                out.append((word, space))
+                word, space = "", False
+            word += ch
+    if word or not out:
+        out.append((word, space))
+    return out
+
+
+_NO_BREAK_BEFORE = "，。、；：！？）】》」』”’%"
+_NO_BREAK_AFTER = "（【《「『“‘"
+
+
+def text_width(text: str, px: float, bold: bool = False) -> float:
+    """Width in pixels of one line of `text` at `px` as matplotlib draws it: DejaVu Sans, and Noto Sans SC for
+    the characters DejaVu lacks (matplotlib's per-glyph fallback, `attention.i18n.fonts.MPL_FAMILY`)."""
+    from ..i18n.fonts import needs_cjk
+    text = str(text)
+    if not needs_cjk(text):
+        return font(int(round(px)), bold).getlength(text)
+    latin, cjk = font(int(round(px)), bold), cjk_font(int(round(px)))
+    from ..i18n.fonts import is_cjk_char
+    return float(sum((cjk if is_cjk_char(ch) else latin).getlength(ch) for ch in text))
+
+
 def wrap_px(text: str, width: float, px: float, bold: bool = False, first: Optional[float] = None) -> str:
-    """`text` broken at spaces so that no line is wider than `width` pixels at `px` (DejaVu Sans, which
-    matplotlib draws with), the first one not wider than `first` (clear of the buttons: `BUTTONS_PX`);
+    """`text` broken at spaces (and between Chinese characters) so that no line is wider than `width` pixels at
+    `px` (as matplotlib draws it), the first one not wider than `first` (clear of the buttons: `BUTTONS_PX`);
     existing line breaks are kept."""
-    f = font(int(round(px)), bold)
+    from ..i18n.fonts import needs_cjk
     lines = []
     for para in str(text).split("\n"):
         line = ""
-        for word in para.split(" "):
-            trial = f"{line} {word}" if line else word
-            if line and f.getlength(trial) > (width if lines or first is None else min(width, first)):
+        # no Chinese: split at every space exactly as always (English pictures stay as they were)
+        words = _tokens(para) if needs_cjk(para) else [(w, i > 0) for i, w in enumerate(para.split(" "))]
+        for word, space in words:
+            trial = (f"{line} {word}" if space else line + word) if line else word
+            if line and text_width(trial, px, bold) > (width if lines or first is None else min(width, first)):
                 lines.append(line)
                 line = word
             else:
@@ -109,8 +156,25 @@ def smallest_text_px(fig: Figure) -> float:
     return float(min(sizes)) if sizes else float("inf")
 
 
+def localize_fonts(fig: Figure) -> None:
+    """Every text of `fig` with Chinese characters in it draws with DejaVu Sans falling back to Noto Sans SC
+    (registered by path, never a system font); texts without them are left as they are (English pictures do not
+    change)."""
+    from matplotlib.text import Text
+
+    from ..i18n.fonts import MPL_FAMILY, needs_cjk, register_cjk_font
+    texts = [t for t in fig.findobj(Text) if needs_cjk(t.get_text())]
+    if texts:
+        register_cjk_font()
+        for t in texts:
+            t.set_fontfamily(MPL_FAMILY)
+            t.set_fontweight("normal")     # Noto Sans SC comes in one weight: a bold Chinese text would be drawn
+            #                                regular anyway, beside bold Latin letters
+
+
 def figure_to_rgb(fig: Figure) -> np.ndarray:
     """Render `fig` with the Agg backend and return its pixels as an (H, W, 3) uint8 array."""
+    localize_fonts(fig)
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
@@ -182,6 +246,22 @@ def font(px: int, bold: bool = False):
     return ImageFont.truetype(_font_path(bold), max(int(px), 1))
 
 
+@functools.lru_cache(maxsize=64)
+def cjk_font(px: int):
+    """Noto Sans SC (the font package's file, `attention.i18n.fonts`) at `px` pixels."""
+    from PIL import ImageFont
+
+    from ..i18n.fonts import cjk_font_path
+    return ImageFont.truetype(cjk_font_path(), max(int(px), 1))
+
+
+def font_for(text: str, px: int, bold: bool = False):
+    """The PIL font a canvas draws `text` with: DejaVu Sans, or Noto Sans SC for a text with Chinese in it (PIL
+    has no per-glyph fallback; Noto Sans SC has the Latin letters and signs the lesson uses as well)."""
+    from ..i18n.fonts import needs_cjk
+    return cjk_font(px) if needs_cjk(text) else font(px, bold)
+
+
 @functools.lru_cache(maxsize=32)
 def _lut(cmap: str) -> np.ndarray:
     import matplotlib
@@ -217,18 +297,18 @@ class Canvas:
     def px(self, v: float) -> int:
         return int(round(v * self.scale))
 
-    def font(self, size: float, bold: bool = False):
-        return font(max(self.px(size), self.px(MIN_TEXT_PX)), bold)
+    def font(self, size: float, bold: bool = False, text: str = ""):
+        return font_for(text, max(self.px(size), self.px(MIN_TEXT_PX)), bold)
 
     def text(self, xy, s: str, size: float = MIN_TEXT_PX, fill=(0, 0, 0), anchor: str = "la", bold: bool = False,
              align: str = "left") -> None:
         x, y = xy
-        self.draw.multiline_text((self.px(x), self.px(y)), s, font=self.font(size, bold), fill=fill,
+        self.draw.multiline_text((self.px(x), self.px(y)), s, font=self.font(size, bold, s), fill=fill,
                                  anchor=anchor, align=align, spacing=self.px(3))
 
     def text_width(self, s: str, size: float = MIN_TEXT_PX, bold: bool = False) -> float:
         """Width of `s` in unscaled units."""
-        return self.draw.textlength(s, font=self.font(size, bold)) / self.scale
+        return self.draw.textlength(s, font=self.font(size, bold, s)) / self.scale
 
     def rect(self, x0, y0, x1, y1, fill=None, outline=None, width: float = 1) -> None:
         (a, b), (c, d) = sorted((self.px(x0), self.px(x1))), sorted((self.px(y0), self.px(y1)))
@@ -267,7 +347,8 @@ def resized(view: np.ndarray, width: int, height: int, smooth: bool = True) -> n
 
 
 __all__ = ["DPI", "TITLE_SIZE", "LABEL_SIZE", "TEXT_SIZE", "SMALL_SIZE", "FIG_TEXT_PX", "FIG_LABEL_PX", "FIG_TITLE_PX",
-           "BUTTONS_PX", "pt", "px_figure", "px_canvas", "fit_size", "wrap_px", "smallest_text_px", "new_figure",
+           "BUTTONS_PX", "pt", "px_figure", "px_canvas", "fit_size", "wrap_px", "text_width", "localize_fonts", "cjk_font",
+           "font_for", "smallest_text_px", "new_figure",
            "figure_to_rgb",
            "message_picture", "stack_pictures", "MIN_TEXT_PX", "PRESENTER_SCALE", "Canvas", "font", "colorize",
            "nice_ticks", "resized"]

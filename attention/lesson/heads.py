@@ -15,10 +15,11 @@ from matplotlib.ticker import MaxNLocator
 
 from ..capture import AttentionMap, CaptureResult
 from ..diagnostics import HeadStats, token_centres
+from ..i18n import t as tr
 from ..layout import TokenLayout
 from ..methods.queries import Query, query_indices
-from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, font, px_canvas,
-                     px_figure, pt, wrap_px)
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, px_canvas,
+                     px_figure, pt, text_width, wrap_px)
 
 
 def _centres(layout: TokenLayout) -> np.ndarray:
@@ -55,7 +56,7 @@ HEADS_BOX, HEADS_PRESENTER_BOX = (465, 298), (598, 340)
 
 def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndarray,
                   distances: Optional[np.ndarray] = None, item: int = 0, cmap: str = "inferno",
-                  scale: float = 1.0) -> np.ndarray:
+                  scale: float = 1.0, lang: str = "en") -> np.ndarray:
     """One panel per head: the captured attention of `query` in layer `layer` (index into
     ``result.maps``) over the patch grid, on `view` (the model's input, (H, W, 3) uint8). Drawn at its
     size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
@@ -67,9 +68,10 @@ def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndar
     fw, fh = fit_size(HEADS_BOX, scale, HEADS_PRESENTER_BOX)
     f, tit = FIG_TEXT_PX * scale, FIG_TITLE_PX * scale
     pad, gap = 6 * scale, 6 * scale
-    q = "CLS" if query in ("auto", "cls") else (query.upper() if isinstance(query, str) else f"patch {tuple(query)}")
-    what = " (px: this query's attention distance)" if not isinstance(query, str) else ""
-    title = wrap_px(f"layer {layer}: where {q} looks, head by head{what}", fw - 2 * pad, tit,
+    q = "CLS" if query in ("auto", "cls") else (query.upper() if isinstance(query, str) else
+                                                tr("common.patch_rc", lang, r=query[0], c=query[1]))
+    what = tr("heads.what_px", lang) if not isinstance(query, str) else ""
+    title = wrap_px(tr("heads.title", lang, layer=layer, query=q, what=what), fw - 2 * pad, tit,
                     first=fw - pad - BUTTONS_PX)
     top = pad + (title.count("\n") + 1) * tit * 1.2 + 4 * scale
     label_h = f * 1.3
@@ -87,7 +89,6 @@ def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndar
     x_start = (fw - cols * mw - (cols - 1) * gap) / 2
     fig, ax = px_canvas(fw, min(fh, top + rows * (mh + label_h + gap) - gap + pad))   # no empty rows below
     ax.text(pad, pad, title, fontsize=pt(tit), ha="left", va="top")
-    small = font(int(round(f)))
     for h, a in enumerate(maps):
         r, c = divmod(h, cols)
         x0, y0 = x_start + c * (mw + gap), top + r * (mh + label_h + gap) + label_h
@@ -100,14 +101,16 @@ def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndar
                                    ec="#ff2d55", lw=2.0 * scale))
         # the longest label that fits over the map
         d = f" · {dist[h]:.0f} px" if np.isfinite(dist[h]) else ""
-        label = next((t for t in (f"head {h}{d}", f"{h}{d}", f"head {h}", str(h))
-                      if small.getlength(t) <= mw - 4 * scale), str(h))
+        head = tr("heads.head", lang, h=h)
+        label = next((t for t in (f"{head}{d}", f"{h}{d}", head, str(h))
+                      if text_width(t, f) <= mw - 4 * scale), str(h))
         ax.text(x0 + mw / 2, y0 - 2 * scale, label, fontsize=pt(f), ha="center", va="bottom")
     return figure_to_rgb(fig)
 
 
 def distance_vs_depth_picture(stats: HeadStats, layout: Optional[TokenLayout] = None,
-                              highlight_layer: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
+                              highlight_layer: Optional[int] = None, scale: float = 1.0,
+                              lang: str = "en") -> np.ndarray:
     """ViT Fig. 7: each head's mean attention distance (input pixels) against its layer; drawn at its size in
     the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
     d = stats.mean_distance
@@ -122,10 +125,10 @@ def distance_vs_depth_picture(stats: HeadStats, layout: Optional[TokenLayout] = 
                    alpha=0.85, edgecolors="black", linewidths=0.5, zorder=3)
     if layout is not None:
         u = uniform_distance(layout)
-        ax.axhline(u, color="gray", linestyle="--", linewidth=2, label=f"uniform: {u:.0f} px")
+        ax.axhline(u, color="gray", linestyle="--", linewidth=2, label=tr("heads.uniform", lang, u=u))
         ax.legend(fontsize=pt(f), loc="lower right")
-    ax.set_xlabel("layer (depth)", fontsize=pt(lab))
-    ax.set_ylabel("mean attention\ndistance (px)", fontsize=pt(lab))
+    ax.set_xlabel(tr("heads.depth_x", lang), fontsize=pt(lab))
+    ax.set_ylabel(tr("heads.depth_y", lang), fontsize=pt(lab))
     # at most about 8 layer ticks: 15 px labels of a 24-layer model would run into each other
     ax.set_xticks(range(0, L, max(1, int(np.ceil(L / 8)))))
     ax.yaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
@@ -133,7 +136,7 @@ def distance_vs_depth_picture(stats: HeadStats, layout: Optional[TokenLayout] = 
     top = np.nanmax(d) if np.isfinite(d).any() else 1.0
     ax.set_ylim(0, 1.12 * max(top, uniform_distance(layout) if layout is not None else 0.0))
     ax.grid(alpha=0.3)
-    fig.suptitle(wrap_px("one dot per head: local heads sit low, global heads high", fw - 12 * scale, lab,
+    fig.suptitle(wrap_px(tr("heads.depth_title", lang), fw - 12 * scale, lab,
                          first=fw - 6 * scale - BUTTONS_PX),
                  fontsize=pt(lab), x=6 * scale / fw, ha="left")
     return figure_to_rgb(fig)

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..capture import CaptureResult
+from ..i18n import t as tr
 from ..methods.queries import Query
 from ..methods.raw import raw_attention
 from ..methods.rollout import rollout, rollout_layers
-from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, font, px_canvas, pt,
-                     wrap_px)
+from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, px_canvas, pt,
+                     text_width, wrap_px)
 
 MAX_COLUMNS = 12
 
@@ -55,20 +56,21 @@ LAYERS_BOX, LAYERS_PRESENTER_BOX = (465, 468), (598, 598)
 MIN_MAP_PX = 64            # a map narrower than this would be a blur on the projector: fewer layers are shown
 
 
-def raw_vs_rollout_picture(maps: LayerMaps, view: np.ndarray, cmap: str = "inferno", scale: float = 1.0) -> np.ndarray:
+def raw_vs_rollout_picture(maps: LayerMaps, view: np.ndarray, cmap: str = "inferno", scale: float = 1.0,
+                           lang: str = "en") -> np.ndarray:
     """Rows: raw attention, rollout, rollout without the identity; columns: layers (evenly chosen where they do
     not all fit). Drawn at its size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x
     `scale` pixels."""
     fw, fh = fit_size(LAYERS_BOX, scale, LAYERS_PRESENTER_BOX)
     f, lab, tit = FIG_TEXT_PX * scale, FIG_LABEL_PX * scale, FIG_TITLE_PX * scale
     pad, gap = 6 * scale, 6 * scale
-    rows = [("raw attention", maps.raw), ("rollout", maps.rollout), ("no identity", maps.rollout_no_identity)]
-    small = font(int(round(f)))
+    rows = [(tr("layers.row_raw", lang), maps.raw), (tr("layers.row_rollout", lang), maps.rollout),
+            (tr("layers.row_noid", lang), maps.rollout_no_identity)]
     left = lab * 1.4                                          # the row labels, turned
     cols = _columns(len(maps.layers), int((fw - 2 * pad - left + gap) // (MIN_MAP_PX * scale + gap)))
     n = len(cols)
-    shown = "" if n == len(maps.layers) else f", {n} of {len(maps.layers)} layers"
-    title = wrap_px(f"raw attention vs. rollout (max: the top patch's share{shown})", fw - 2 * pad, tit,
+    shown = "" if n == len(maps.layers) else tr("layers.shown", lang, n=n, L=len(maps.layers))
+    title = wrap_px(tr("layers.title", lang, shown=shown), fw - 2 * pad, tit,
                     first=fw - pad - BUTTONS_PX)
     top = pad + (title.count("\n") + 1) * tit * 1.2 + f * 1.3 + 2 * scale
     cap = f * 1.25
@@ -89,10 +91,12 @@ def raw_vs_rollout_picture(maps: LayerMaps, view: np.ndarray, cmap: str = "infer
             ax.imshow(a, extent=(x0, x0 + side, y0 + mh, y0), cmap=cmap, alpha=0.65, interpolation="nearest",
                       aspect="auto")
             if r == 0:
-                ax.text(x0 + side / 2, y0 - 3 * scale, f"layer {k}" if small.getlength("layer 00") <= side
+                ax.text(x0 + side / 2, y0 - 3 * scale, tr("common.layer_k", lang, k=k)
+                        if text_width(tr("common.layer_k", lang, k="00"), f) <= side
                         else str(k), fontsize=pt(f), ha="center", va="bottom")
             share = f"{100 * a.max() / max(a.sum(), 1e-12):.0f}%"
-            ax.text(x0 + side / 2, y0 + mh + 1 * scale, f"max {share}" if small.getlength(f"max {share}") <= side
+            top_share = tr("layers.max", lang, share=share)
+            ax.text(x0 + side / 2, y0 + mh + 1 * scale, top_share if text_width(top_share, f) <= side
                     else share, fontsize=pt(f), ha="center", va="top")
     return figure_to_rgb(fig)
 

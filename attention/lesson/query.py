@@ -31,6 +31,7 @@ from torch import nn
 from ..capture import AttentionMap, CaptureResult, capture
 from ..errors import MethodNotDefinedError
 from ..families import Recorded, projector_for
+from ..i18n import t as tr
 from ..layout import SELF, TokenLayout
 
 TOLERANCE = 1e-4          # max |recomputed - captured| accepted (float32 forward vs float64 recompute)
@@ -131,8 +132,8 @@ class QueryStep:
     def prefix_values(self, values: np.ndarray) -> dict[str, float]:
         return {n: float(values[i]) for i, n in enumerate(self.layout.prefix_names)}
 
-    def token_name(self, index: int) -> str:
-        return token_name(self.layout, index)
+    def token_name(self, index: int, lang: str = "en") -> str:
+        return token_name(self.layout, index, lang)
 
     def top_contributors(self, k: int = 5, temperature: float = 1.0) -> list[tuple[int, float]]:
         """The k tokens with the largest weights at `temperature` (1: the model's): [(token index, a_j)]."""
@@ -141,12 +142,12 @@ class QueryStep:
         return [(int(j), float(w[j])) for j in order]
 
 
-def token_name(layout: TokenLayout, index: int) -> str:
-    """"CLS", "DIST", "REG0" or "patch (r, c)"."""
+def token_name(layout: TokenLayout, index: int, lang: str = "en") -> str:
+    """"CLS", "DIST", "REG0" or "patch (r, c)" (in `lang`)."""
     if index < layout.num_prefix:
         return layout.prefix_names[index].upper()
     r, c = divmod(index - layout.num_prefix, layout.grid[1])
-    return f"patch ({r}, {c})"
+    return tr("common.patch_rc", lang, r=r, c=c)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from .figure import (LABEL_SIZE, SMALL_SIZE, TEXT_SIZE, Canvas, colorize, nice_ticks, resized, stack_pictures)
+from ..i18n import t as tr
 from .query import QueryStep, entropy_bits
 
 ANNOTATE_MAX_CELLS = 100     # print the value in every cell up to a 10 x 10 grid
@@ -154,18 +155,20 @@ def token_map_picture(step: QueryStep, view: np.ndarray, values: np.ndarray, *, 
     return c.to_array()
 
 
-def scores_picture(step: QueryStep, view: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def scores_picture(step: QueryStep, view: np.ndarray, scale: float = 1.0, lang: str = "en") -> np.ndarray:
     """Step 1: the raw scores ``q · k_j`` of the query against every key."""
     m = float(np.abs(step.scores).max()) or 1.0
     return token_map_picture(step, view, step.scores, cmap="coolwarm", vmin=-m, vmax=m, scale=scale,
-                             title=f"scores q·k  (query: {step.token_name(step.query)})")
+                             title=tr("query.scores_title", lang, query=step.token_name(step.query, lang)))
 
 
-def weights_picture(step: QueryStep, view: np.ndarray, temperature: float = 1.0, scale: float = 1.0) -> np.ndarray:
+def weights_picture(step: QueryStep, view: np.ndarray, temperature: float = 1.0, scale: float = 1.0,
+                    lang: str = "en") -> np.ndarray:
     """Step 3: the attention weights as a map (percent); at T = 1 exactly the captured row."""
     w = step.weights_at(temperature)
-    label = "the model's attention (captured)" if abs(temperature - 1.0) < 1e-9 else f"weights at T = {temperature:g}"
-    return token_map_picture(step, view, w, cmap="inferno", title=f"{label}, %", vmin=0.0, vmax=float(w.max()),
+    label = (tr("query.weights_model", lang) if abs(temperature - 1.0) < 1e-9
+             else tr("query.weights_T", lang, T=temperature))
+    return token_map_picture(step, view, w, cmap="inferno", title=tr("query.weights_title", lang, label=label), vmin=0.0, vmax=float(w.max()),
                              percent=True, scale=scale)
 
 
@@ -211,7 +214,7 @@ def _legend(c: Canvas, x: float, y: float, items, width: float) -> float:
     return cy + 24
 
 
-def softmax_picture(step: QueryStep, temperature: float = 1.0, scale: float = 1.0) -> np.ndarray:
+def softmax_picture(step: QueryStep, temperature: float = 1.0, scale: float = 1.0, lang: str = "en") -> np.ndarray:
     """Step 2: scaling by 1/√d and a temperature T, then softmax: every key's weight, sorted by score, at T
     against the model's own T = 1 (grey bars)."""
     order = np.argsort(-step.scores)
@@ -221,13 +224,14 @@ def softmax_picture(step: QueryStep, temperature: float = 1.0, scale: float = 1.
     W, Hh = CHART_SIZE
     c = Canvas(W, Hh, scale)
     c.text((12, 8), f"softmax(q·k / √d / T),  T = {temperature:g}", 17, fill=_INK, bold=True)
-    c.text((12, 34), f"√d = {step.sqrt_d:.3g} · top weight {wt.max():.3f} · entropy {entropy_bits(wt):.2f} of "
-                     f"{np.log2(len(wt)):.2f} bits", 15, fill=_INK)
-    items = [((170, 170, 170), "T = 1 (the model)")] + ([((214, 39, 40), f"T = {temperature:g}")] if changed else [])
+    c.text((12, 34), tr("query.softmax_sub", lang, sqrt_d=step.sqrt_d, top=wt.max(), H=entropy_bits(wt),
+                        Hmax=np.log2(len(wt))), 15, fill=_INK)
+    items = [((170, 170, 170), tr("query.legend_model", lang))] + (
+        [((214, 39, 40), f"T = {temperature:g}")] if changed else [])
     bottom = _legend(c, 70, 60, items, W - 90)
     top = max(w1.max(), wt.max()) * 1.05
     p = _Plot(c, (70, bottom + 22, W - 16, Hh - 58), (0, len(order)), (0.0, float(top)))
-    p.axes(lambda v: _signed_text(f"{v:.2f}"), "keys, sorted by score q·k (highest first)", "attention weight")
+    p.axes(lambda v: _signed_text(f"{v:.2f}"), tr("query.softmax_x", lang), tr("query.softmax_y", lang))
     n = len(order)
     for j in range(n):
         c.rect(p.x(j), p.y(w1[j]), max(p.x(j + 1) - (1 if n < 80 else 0), p.x(j) + 1), p.y(0), fill=(170, 170, 170))
@@ -239,7 +243,7 @@ def softmax_picture(step: QueryStep, temperature: float = 1.0, scale: float = 1.
     return c.to_array()
 
 
-def output_picture(step: QueryStep, top: int = 3, scale: float = 1.0) -> np.ndarray:
+def output_picture(step: QueryStep, top: int = 3, scale: float = 1.0, lang: str = "en") -> np.ndarray:
     """Step 4: ``z = Σ_j a_j v_j`` channel by channel, split into the top contributing keys and the rest
     (bars side by side per channel; the black tick is z)."""
     contrib = step.top_contributors(top)
@@ -253,15 +257,16 @@ def output_picture(step: QueryStep, top: int = 3, scale: float = 1.0) -> np.ndar
     parts.append(rest)
     W, Hh = CHART_SIZE
     c = Canvas(W, Hh, scale)
-    c.text((12, 8), f"output for {step.token_name(step.query)}: z = Σ a_j v_j", 17, fill=_INK, bold=True)
-    items = [(colours[n % len(colours)], f"{a:.2f} × v[{step.token_name(j)}]") for n, (j, a) in enumerate(contrib)]
-    items += [((170, 170, 170), "all other keys"), ((0, 0, 0), "z")]
+    c.text((12, 8), tr("query.output_title", lang, query=step.token_name(step.query, lang)), 17, fill=_INK, bold=True)
+    items = [(colours[n % len(colours)], f"{a:.2f} × v[{step.token_name(j, lang)}]")
+             for n, (j, a) in enumerate(contrib)]
+    items += [((170, 170, 170), tr("query.output_rest", lang)), ((0, 0, 0), "z")]
     bottom = _legend(c, 12, 36, items, W - 24)
     allv = np.concatenate([np.stack(parts).ravel(), step.output.ravel()])
     lo, hi = float(min(allv.min(), 0)), float(max(allv.max(), 0))
     pad = 0.06 * (hi - lo or 1.0)
     p = _Plot(c, (70, bottom + 14, W - 16, Hh - 58), (0, d), (lo - pad, hi + pad))
-    p.axes(lambda v: _signed_text(f"{v:.2g}"), f"channel of the head's output (d = {d})")
+    p.axes(lambda v: _signed_text(f"{v:.2g}"), tr("query.output_x", lang, d=d))
     nb = len(parts)
     for ch in range(d):
         gx0 = p.x(ch + 0.1)
@@ -278,12 +283,13 @@ def output_picture(step: QueryStep, top: int = 3, scale: float = 1.0) -> np.ndar
     return c.to_array()
 
 
-def query_steps_picture(step: QueryStep, view: np.ndarray, temperature: float = 1.0, scale: float = 1.0) -> np.ndarray:
+def query_steps_picture(step: QueryStep, view: np.ndarray, temperature: float = 1.0, scale: float = 1.0,
+                        lang: str = "en") -> np.ndarray:
     """All four steps in one picture (for a slide)."""
-    top = stack_pictures([scores_picture(step, view, scale), weights_picture(step, view, temperature, scale)],
-                         vertical=False)
-    bottom = stack_pictures([softmax_picture(step, temperature, scale), output_picture(step, scale=scale)],
-                            vertical=False)
+    top = stack_pictures([scores_picture(step, view, scale, lang),
+                          weights_picture(step, view, temperature, scale, lang)], vertical=False)
+    bottom = stack_pictures([softmax_picture(step, temperature, scale, lang),
+                             output_picture(step, scale=scale, lang=lang)], vertical=False)
     return stack_pictures([top, bottom])
 
 

@@ -40,6 +40,7 @@ from torch import nn
 from ..families import family_of, model_tokens
 from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
+from ..i18n import t as tr
 from ..layout import SELF, TokenLayout
 from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, figure_to_rgb, fit_size, font, nice_ticks, px_canvas, pt,
                      wrap_px)
@@ -146,7 +147,8 @@ def _colour_scale(ax, x: float, y: float, w: float, h: float, cmap: str, vmin: f
     return right
 
 
-def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12, scale: float = 1.0) -> np.ndarray:
+def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12, scale: float = 1.0,
+                           lang: str = "en") -> np.ndarray:
     """RGB picture: top, each prefix token's attention map per layer (mean over heads); bottom, per
     prefix token a layer x head heat map of the attention the patch queries give it, as a multiple of
     uniform attention (`times_uniform`; printed in the cells where they fit). Drawn at its size in the
@@ -161,19 +163,19 @@ def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12, scale: flo
     # many prefix tokens (registers): the maps of the first two, and what attends to each one per layer (mean
     # over heads) in one table; so that every text keeps its size
     rows = list(range(P)) if P <= 2 else [0, 1]
-    sub = "" if len(cols) == L else f"; {len(cols)} of {L} layers"
-    sub += "" if len(rows) == P else f"; {len(rows)} of {P} tokens"
+    sub = "" if len(cols) == L else tr("special.sub_layers", lang, n=len(cols), L=L)
+    sub += "" if len(rows) == P else tr("special.sub_tokens", lang, n=len(rows), P=P)
     texts = []                                               # (x, y, text, px, kw) placed once the height is known
 
     def lines(t: str) -> int:
         return t.count("\n") + 1
 
     y = pad
-    t1 = wrap_px("What each special token looks at, over the patches", fw - 2 * pad, lab, bold=True,
+    t1 = wrap_px(tr("special.t1", lang), fw - 2 * pad, lab, bold=True,
                  first=fw - pad - BUTTONS_PX)
     texts.append((pad, y, t1, lab, dict(ha="left", va="top", fontweight="bold")))
     y += lines(t1) * lab * 1.2
-    t2 = wrap_px(f"mean over heads; each map scaled to its max (below){sub}", fw - 2 * pad, f)
+    t2 = wrap_px(tr("special.t2", lang, sub=sub), fw - 2 * pad, f)
     texts.append((pad, y, t2, f, dict(ha="left", va="top", color="dimgray")))
     y += lines(t2) * f * 1.2 + f * 1.3 + 2 * scale
     n = len(cols)
@@ -200,18 +202,17 @@ def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12, scale: flo
     rec = pa.received / u
     if P <= 2:
         panels = [(f"→ {pa.names[p]}", token_color(pa.names[p]), rec[p].T, [str(h) for h in range(rec.shape[2])],
-                   "head") for p in range(P)]
-        per = "per layer and head"
+                   tr("special.axis_head", lang)) for p in range(P)]
+        per = tr("special.per_layer_head", lang)
     else:
         with np.errstate(all="ignore"):
             mean = np.nanmean(rec, axis=2)                   # (P, L)
-        panels = [("→ each token", "black", mean, list(pa.names), "")]
-        per = "per layer, mean over heads"
-    t3 = wrap_px("What attends to them", fw - 2 * pad, lab, bold=True)
+        panels = [(tr("special.each_token", lang), "black", mean, list(pa.names), "")]
+        per = tr("special.per_layer_mean", lang)
+    t3 = wrap_px(tr("special.t3", lang), fw - 2 * pad, lab, bold=True)
     texts.append((pad, y, t3, lab, dict(ha="left", va="top", fontweight="bold")))
     y += lines(t3) * lab * 1.2
-    t4 = wrap_px(f"the mean weight a patch gives it, {per}, in multiples of uniform attention "
-                 f"(1 = 1/{pa.num_tokens} = {u:.3f})", fw - 2 * pad, f)
+    t4 = wrap_px(tr("special.t4", lang, per=per, n=pa.num_tokens, u=u), fw - 2 * pad, f)
     texts.append((pad, y, t4, f, dict(ha="left", va="top", color="dimgray")))
     y += lines(t4) * f * 1.2 + 4 * scale
     values = np.concatenate([m.ravel() for _, _, m, _, _ in panels])
@@ -248,7 +249,8 @@ def special_tokens_picture(pa: PrefixAttention, max_layers: int = 12, scale: flo
             if axis:
                 texts.append((x0 - 6 * scale - max(small.getlength(t) for t in labels), top + hh / 2, axis, f,
                               dict(ha="right", va="center", rotation=90)))
-        texts.append((x0 + hw / 2, top + hh + 2 * scale + f * 1.3, "layer", f, dict(ha="center", va="top")))
+        texts.append((x0 + hw / 2, top + hh + 2 * scale + f * 1.3, tr("special.axis_layer", lang), f,
+                      dict(ha="center", va="top")))
         if text_fits:
             for l in range(L):
                 for r in range(R):
@@ -378,14 +380,17 @@ class HighNormTokens:
     def __iter__(self):
         return iter(self.tokens)
 
-    def describe(self, limit: int = 8) -> str:
+    def describe(self, limit: int = 8, lang: str = "en") -> str:
+        """The flagged tokens in words (at most `limit` of them), in `lang`."""
+        rule = tr("special.rule", lang, factor=self.factor)
         if not self.tokens:
-            return f"No high-norm patch tokens ({self.rule})."
-        lines = [f"{len(self.tokens)} high-norm patch token(s) ({self.rule}):"]
+            return tr("special.none_flagged", lang, rule=rule)
+        lines = [tr("special.n_flagged", lang, n=len(self.tokens), rule=rule)]
         for t in self.tokens[:limit]:
-            lines.append(f"layer {t.layer}, patch ({t.row},{t.col}): norm {t.norm:.1f} = {t.ratio:.1f}x the median")
+            lines.append(tr("special.flag_line", lang, layer=t.layer, row=t.row, col=t.col, norm=t.norm,
+                            ratio=t.ratio))
         if len(self.tokens) > limit:
-            lines.append(f"... and {len(self.tokens) - limit} more")
+            lines.append(tr("special.more", lang, n=len(self.tokens) - limit))
         return "\n".join(lines)
 
 
@@ -423,12 +428,12 @@ def high_norm_tokens(norms: Union[TokenNorms, np.ndarray], layout: Optional[Toke
             r, c = divmod(int(k), gw)
             found.append(HighNormToken(int(l), r, c, P + int(k), float(patches[l, k]), float(patches[l, k] / m)))
     found.sort(key=lambda t: (-round(t.ratio, 6), t.layer, t.row, t.col))
-    rule = f"patch-token norm > {factor:g}x the median patch-token norm of the same layer"
+    rule = tr("special.rule", "en", factor=float(factor))
     return HighNormTokens(found, float(factor), medians.astype(np.float32), rule, tuple(search))
 
 
 def norms_picture(tn: TokenNorms, flags: Optional[HighNormTokens] = None, image: int = 0,
-                  scale: float = 1.0) -> np.ndarray:
+                  scale: float = 1.0, lang: str = "en") -> np.ndarray:
     """RGB picture: the patch-token norms of every block as maps (flagged tokens boxed in cyan), and
     below the norms per layer: median and max over the patches, each prefix token, the threshold. Drawn at
     its size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
@@ -444,11 +449,11 @@ def norms_picture(tn: TokenNorms, flags: Optional[HighNormTokens] = None, image:
         ax.text(x, y, t, fontsize=pt(px), **kw)
 
     y = pad
-    t1 = wrap_px("Norm of every patch token after each block", fw - 2 * pad, lab, bold=True,
+    t1 = wrap_px(tr("special.norms_t1", lang), fw - 2 * pad, lab, bold=True,
                  first=fw - pad - BUTTONS_PX)
     put(pad, y, t1, lab, ha="left", va="top", fontweight="bold")
     y += (t1.count("\n") + 1) * lab * 1.2
-    t2 = wrap_px("each map scaled from 0 to its own max; cyan box: flagged", fw - 2 * pad, f)
+    t2 = wrap_px(tr("special.norms_t2", lang), fw - 2 * pad, f)
     put(pad, y, t2, f, ha="left", va="top", color="dimgray")
     y += (t2.count("\n") + 1) * f * 1.2 + 4 * scale
     # the maps take at most about a third of the height, in the number of columns that makes them largest
@@ -481,8 +486,9 @@ def norms_picture(tn: TokenNorms, flags: Optional[HighNormTokens] = None, image:
 
     # the norms per layer (a plot in the space left; its legend below it)
     n_flag = len(flags)
-    head = (f"{n_flag} flagged patch token{'s' if n_flag != 1 else ''}" if n_flag else "no patch token flagged")
-    t3 = wrap_px(f"Norms per layer: {head}", fw - 2 * pad, lab, bold=True)
+    head = (tr("special.flagged_n" if n_flag != 1 else "special.flagged_1", lang, n=n_flag) if n_flag
+            else tr("special.flagged_0", lang))
+    t3 = wrap_px(tr("special.norms_t3", lang, head=head), fw - 2 * pad, lab, bold=True)
     put(pad, y, t3, lab, ha="left", va="top", fontweight="bold")
     y += (t3.count("\n") + 1) * lab * 1.2 + 4 * scale
     # one legend entry per kind of prefix token (CLS, DIST, the registers together)
@@ -497,17 +503,17 @@ def norms_picture(tn: TokenNorms, flags: Optional[HighNormTokens] = None, image:
     pax = fig.add_axes((px0 / fw, 1 - (py0 + ph) / fh, pw / fw, ph / fh))
     ls = np.arange(L)
     patch = tn.norms[image, :, tn.layout.num_prefix:]
-    pax.plot(ls, np.median(patch, 1), "o-", color="tab:blue", lw=2.5, ms=5 * scale, label="patch median")
-    pax.plot(ls, patch.max(1), "s--", color="tab:blue", lw=1.5, alpha=0.7, ms=4 * scale, label="patch max")
-    pax.plot(ls, flags.factor * flags.medians, ":", color="gray", lw=2, label=f"{flags.factor:g}x median")
+    pax.plot(ls, np.median(patch, 1), "o-", color="tab:blue", lw=2.5, ms=5 * scale, label=tr("special.patch_median", lang))
+    pax.plot(ls, patch.max(1), "s--", color="tab:blue", lw=1.5, alpha=0.7, ms=4 * scale, label=tr("special.patch_max", lang))
+    pax.plot(ls, flags.factor * flags.medians, ":", color="gray", lw=2, label=tr("special.x_median", lang, factor=flags.factor))
     for p, name in enumerate(tn.names):
         group = kinds[token_color(name)]
         label = ("_" if p != group[0] else "") + (name if len(group) == 1 else
                                                   f"{tn.names[group[0]]}–{tn.names[group[-1]]}")
         pax.plot(ls, tn.norms[image, :, p], "^-", color=token_color(name), lw=1.8, ms=5 * scale,
                  alpha=1.0 if p == 0 else 0.75, label=label)
-    pax.set_xlabel("layer (block)", fontsize=pt(f), labelpad=1)
-    pax.set_ylabel("norm (L2)", fontsize=pt(f), labelpad=1)
+    pax.set_xlabel(tr("special.norms_x", lang), fontsize=pt(f), labelpad=1)
+    pax.set_ylabel(tr("special.norms_y", lang), fontsize=pt(f), labelpad=1)
     pax.set_xticks(range(0, L, max(1, int(math.ceil(L / 6)))))
     pax.yaxis.set_major_locator(MaxNLocator(max(2, min(4, int(ph // (f * 2))))))
     pax.tick_params(labelsize=pt(f), pad=2)

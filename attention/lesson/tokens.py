@@ -31,12 +31,13 @@ from matplotlib.patches import FancyBboxPatch, Rectangle
 from torch import nn
 
 from ..families import PositionEmbedding, family_of, model_tokens
+from ..i18n import t as tr
 from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
 from ..preprocess import PreparedImage
 from ..render.grid import view_thumbnail
 from .figure import (BUTTONS_PX, FIG_LABEL_PX, FIG_TEXT_PX, FIG_TITLE_PX, figure_to_rgb, fit_size, font, px_canvas, pt,
-                     wrap_px)
+                     text_width, wrap_px)
 
 # colours of the token kinds (also used by the special-tokens step)
 TOKEN_COLORS = {"cls": "#d62728", "dist": "#9467bd", "reg": "#2ca02c", "tok": "#8c564b", "patch": "#1f77b4"}
@@ -70,35 +71,36 @@ def position_embedding(model: nn.Module) -> Optional[PositionEmbedding]:
     return family_of(model).position_embedding(model)
 
 
-def _relative_position_kind(model: nn.Module) -> Optional[str]:
+def _relative_position_kind(model: nn.Module, lang: str = "en") -> Optional[str]:
     for m in model.modules():
         if getattr(m, "rope", None) is not None or "Rope" in type(m).__name__:
-            return "rotary position embeddings (RoPE) inside every attention layer"
+            return tr("tokens.rel_rope", lang)
         if hasattr(m, "relative_position_bias_table") or hasattr(m, "rel_pos"):
-            return "a relative position bias added to the attention scores"
+            return tr("tokens.rel_bias", lang)
     return None
 
 
-def position_note(model: nn.Module, prefix_names: Sequence[str] = ()) -> str:
-    """One sentence on how token positions enter `model` (for the lesson's text)."""
+def position_note(model: nn.Module, prefix_names: Sequence[str] = (), lang: str = "en") -> str:
+    """One sentence on how token positions enter `model` (for the lesson's text), in `lang`."""
     pe = position_embedding(model)
-    rel = _relative_position_kind(model)
+    rel = _relative_position_kind(model, lang)
     if pe is None:
         if rel:
-            return f"No absolute position embedding: positions enter through {rel}."
-        return "No absolute position embedding was found in this model."
-    kind = "learned" if pe.learned else "fixed"
-    what = f"A {kind} position embedding (`{pe.source}`, one vector per position) is added to "
-    also = f" In addition, positions enter through {rel}." if rel else ""
+            return tr("tokens.pos_none_rel", lang, rel=rel)
+        return tr("tokens.pos_none", lang)
+    kind = tr("tokens.pos_learned" if pe.learned else "tokens.pos_fixed", lang)
+    also = tr("tokens.pos_also", lang, rel=rel) if rel else ""
     P = len(prefix_names)
-    if P == 0:
-        return what + "every patch token." + also
     names = ", ".join(display_name(n) for n in prefix_names)
-    if pe.num_prefix_positions >= P:
-        return what + f"every token, {names} included." + also
-    if pe.num_prefix_positions == 0:
-        return what + f"the patch tokens only; {names} get no position (they do not come from a place)." + also
-    return what + f"the patch tokens and the first {pe.num_prefix_positions} of {names}." + also
+    if P == 0:
+        key = "tokens.pos_added_patches"
+    elif pe.num_prefix_positions >= P:
+        key = "tokens.pos_added_all"
+    elif pe.num_prefix_positions == 0:
+        key = "tokens.pos_added_patches_only"
+    else:
+        key = "tokens.pos_added_some"
+    return tr(key, lang, kind=kind, source=pe.source, names=names, k=pe.num_prefix_positions) + also
 
 
 # --------------------------------------------------------------------------- token sequence
@@ -147,17 +149,19 @@ class TokenSequence:
             return self.patch_positions
         return index < self.prefix_positions
 
-    def summary(self) -> str:
+    def summary(self, lang: str = "en") -> str:
+        """"N tokens = 1 CLS + 196 patches (14x14, row by row)", in `lang`."""
         kinds = []
         pn = self.layout.prefix_names
-        for label, pred in (("CLS", lambda n: n == "cls"), ("DIST", lambda n: n == "dist"),
-                            ("register", lambda n: n.startswith("reg")), ("other prefix", lambda n: n.startswith("tok"))):
+        for key, pred in (("tokens.sum_cls", lambda n: n == "cls"), ("tokens.sum_dist", lambda n: n == "dist"),
+                          ("tokens.sum_reg", lambda n: n.startswith("reg")),
+                          ("tokens.sum_other", lambda n: n.startswith("tok"))):
             k = sum(1 for n in pn if pred(n))
             if k:
-                kinds.append(f"{k} {label}" + ("s" if k > 1 and label in ("register",) else ""))
+                kinds.append(tr(key + ("s" if k > 1 and key == "tokens.sum_reg" else ""), lang, k=k))
         gh, gw = self.grid
-        kinds.append(f"{self.num_patches} patches ({gh}x{gw}, row by row)")
-        return f"{self.num_tokens} tokens = " + " + ".join(kinds)
+        kinds.append(tr("tokens.sum_patches", lang, n=self.num_patches, gh=gh, gw=gw))
+        return tr("tokens.sum_total", lang, n=self.num_tokens, parts=" + ".join(kinds))
 
 
 def _input_hw(image: ImageLike) -> tuple[int, int]:
@@ -170,18 +174,16 @@ def _input_hw(image: ImageLike) -> tuple[int, int]:
     return int(image[0]), int(image[1])
 
 
-def token_sequence(model: nn.Module, image: ImageLike) -> TokenSequence:
-    """The ordered tokens `model` builds for `image` (a PreparedImage, an input tensor or an (H, W)).
+def token_sequence(model: nn.Module, image: ImageLike, lang: str = "en") -> TokenSequence:
+    """The ordered tokens `model` builds for `image` (a PreparedImage, an input tensor or an (H, W)); its
+    sentences (`TokenSequence.position`, `.note`) in `lang`.
 
     Raises MethodNotDefinedError for models that do not cut the input into patch tokens.
     """
     hw = _input_hw(image)
     t = model_tokens(model, hw)
     if t.grid is None or t.grid[0] * t.grid[1] == 0:
-        raise MethodNotDefinedError(
-            f"{type(model).__name__} is not a token-based vision transformer: it does not cut the image into "
-            "patch tokens, has no CLS token and no position embedding (its attention, if any, runs over the "
-            "cells of a CNN feature map). The 'image to tokens' step is only defined for ViTs.")
+        raise MethodNotDefinedError(tr("tokens.not_vit", lang, model=type(model).__name__))
     layout = t.layout()
     gh, gw = layout.grid
     names = tuple(display_name(n) for n in layout.prefix_names) + tuple(
@@ -189,10 +191,9 @@ def token_sequence(model: nn.Module, image: ImageLike) -> TokenSequence:
     pe = position_embedding(model)
     note = ""
     if any("PatchMerging" in type(m).__name__ for m in model.modules()):
-        note = ("This is the sequence of the first stage: the model merges neighbouring tokens between stages "
-                "(Swin-style), and its attention runs within local windows.")
+        note = tr("tokens.note_merging", lang)
     return TokenSequence(names, layout, hw, 0 if pe is None else min(pe.num_prefix_positions, layout.num_prefix),
-                         pe is not None, position_note(model, layout.prefix_names), note)
+                         pe is not None, position_note(model, layout.prefix_names, lang), note)
 
 
 def model_input_image(image: ImageLike, mean: Optional[Sequence[float]] = None,
@@ -244,7 +245,8 @@ TOKENS_BOX, TOKENS_PRESENTER_BOX = (300, 518), (390, 598)
 
 
 def tokens_picture(image: ImageLike, seq: TokenSequence, mean: Optional[Sequence[float]] = None,
-                   std: Optional[Sequence[float]] = None, max_boxes: int = 14, scale: float = 1.0) -> np.ndarray:
+                   std: Optional[Sequence[float]] = None, max_boxes: int = 14, scale: float = 1.0,
+                   lang: str = "en") -> np.ndarray:
     """RGB picture: the model input with its patch grid and patch numbers, and below it the token sequence.
 
     The strip shows the prefix tokens (coloured by kind), then the patch tokens in the model's order
@@ -264,31 +266,33 @@ def tokens_picture(image: ImageLike, seq: TokenSequence, mean: Optional[Sequence
     pad = 6 * scale
 
     def width_of(t: str, px: float, bold: bool = False) -> float:
-        return font(int(round(px)), bold).getlength(t)
+        return text_width(t, px, bold)
 
     def put(x, y, t, px, **kw):
         ax.text(x, y, t, fontsize=pt(px), **kw)
 
     # titles
     y = pad
-    title = wrap_px(f"{H}x{W} px input cut into {gh}x{gw} = {gh * gw} patches of {sy:g}x{sx:g} px", fw - 2 * pad,
+    title = wrap_px(tr("tokens.pic_title", lang, H=H, W=W, gh=gh, gw=gw, n=gh * gw, sy=sy, sx=sx), fw - 2 * pad,
                     tit, first=fw - pad - BUTTONS_PX)
     put(pad, y, title, tit, ha="left", va="top")
     y += (title.count("\n") + 1) * tit * 1.2 + 2 * scale
-    sub = wrap_px(f"patch k: row k // {gw}, column k % {gw}", fw - 2 * pad, f)
+    sub = wrap_px(tr("tokens.pic_sub", lang, gw=gw), fw - 2 * pad, f)
     put(pad, y, sub, f, ha="left", va="top", color="dimgray")
     y += (sub.count("\n") + 1) * f * 1.2 + 4 * scale
 
     # the token strip at the bottom: how many boxes fit
     names = [seq.names[i] for i in range(seq.num_prefix)] + [patch_name(gh - 1, gw - 1)]
-    pos_label = "+pos" if all(seq.has_position(i) for i in range(seq.num_tokens)) else "no pos"
+    pos_yes, pos_no = tr("tokens.pos_yes", lang), tr("tokens.pos_no", lang)
+    pos_label = pos_yes if all(seq.has_position(i) for i in range(seq.num_tokens)) else pos_no
     slot = max(width_of(t, f) for t in names + [pos_label, f"#{seq.num_tokens - 1}"]) + 6 * scale
     dots = 2.0 * f
     shown = _shown_tokens(seq, min(max_boxes, max(1, int((fw - 2 * pad - dots) // slot))))
     b = min(slot - 6 * scale, 44 * scale)                      # a box (square)
     note = wrap_px(seq.note, fw - 2 * pad, f) if seq.note else ""
     note_h = (note.count("\n") + 1) * f * 1.2 + 4 * scale if note else 0.0
-    strip_h = (wrap_px(f"the {seq.num_tokens} tokens, in the model's order", fw - 2 * pad, lab).count("\n") + 1) \
+    strip_text = tr("tokens.pic_strip", lang, n=seq.num_tokens)
+    strip_h = (wrap_px(strip_text, fw - 2 * pad, lab).count("\n") + 1) \
         * lab * 1.3 + f * 1.2 + b + f * 1.3 + f * 1.5 + pad
     strip_top = fh - note_h - strip_h
 
@@ -325,7 +329,7 @@ def tokens_picture(image: ImageLike, seq: TokenSequence, mean: Optional[Sequence
 
     # the token strip
     y = strip_top
-    head = wrap_px(f"the {seq.num_tokens} tokens, in the model's order", fw - 2 * pad, lab)
+    head = wrap_px(strip_text, fw - 2 * pad, lab)
     put(fw / 2, y, head, lab, ha="center", va="top")
     y += (head.count("\n") + 1) * lab * 1.3
     total = sum(dots if t is None else slot for t in shown)
@@ -353,10 +357,10 @@ def tokens_picture(image: ImageLike, seq: TokenSequence, mean: Optional[Sequence
             fontweight="bold" if tok < seq.num_prefix else "normal")
         py = by + b + f * 1.3 + 2 * scale
         if seq.has_position(tok):
-            put(cx, py, "+pos", f, ha="center", va="top",
+            put(cx, py, pos_yes, f, ha="center", va="top",
                 bbox=dict(boxstyle="round,pad=0.15", fc=POSITION_COLOR, ec="black", lw=0.8))
         else:
-            put(cx, py, "no pos", f, ha="center", va="top", color="gray")
+            put(cx, py, pos_no, f, ha="center", va="top", color="gray")
         x += slot
     if note:
         put(pad, fh - note_h + 2 * scale, note, f, ha="left", va="top", color="dimgray")
@@ -377,46 +381,44 @@ class PositionSimilarity:
     note: str
 
 
-def position_similarity(model: nn.Module, grid: Optional[tuple[int, int]] = None) -> PositionSimilarity:
+def position_similarity(model: nn.Module, grid: Optional[tuple[int, int]] = None,
+                        lang: str = "en") -> PositionSimilarity:
     """``cos(e_i, e_j)`` for the patch rows ``e`` of the model's absolute position embedding.
 
     The prefix positions (CLS etc.) are dropped. ``grid``: the patch grid of the actual input when it
     differs from the one the table was made for; only for timm models with ``dynamic_img_size``,
     resampled exactly as the model does (`timm.layers.resample_abs_pos_embed`).
-    Raises MethodNotDefinedError for models without an absolute position embedding.
+    Raises MethodNotDefinedError for models without an absolute position embedding. `note` is in `lang`.
     """
     pe = position_embedding(model)
     if pe is None:
-        rel = _relative_position_kind(model)
-        how = f"positions enter through {rel}" if rel else "it has no learned position table to compare"
-        raise MethodNotDefinedError(
-            f"{type(model).__name__} has no absolute position embedding ({how}), so there is no "
-            "'position embedding similarity' picture for it.")
+        rel = _relative_position_kind(model, lang)
+        how = tr("tokens.how_rel", lang, rel=rel) if rel else tr("tokens.how_none", lang)
+        raise MethodNotDefinedError(tr("tokens.no_abs_pe", lang, model=type(model).__name__, how=how))
     table = pe.patch_table
     g = pe.grid
     note = ""
     if grid is not None and tuple(grid) != tuple(pe.grid):
         if not getattr(model, "dynamic_img_size", False):
-            raise MethodNotDefinedError(
-                f"this model's position embedding is for a {pe.grid[0]}x{pe.grid[1]} patch grid and it does not "
-                f"resize it for other input sizes (asked for {grid[0]}x{grid[1]})")
+            raise MethodNotDefinedError(tr("tokens.pe_fixed_grid", lang, gh=pe.grid[0], gw=pe.grid[1],
+                                           ah=grid[0], aw=grid[1]))
         from timm.layers import resample_abs_pos_embed
         full = resample_abs_pos_embed(pe.table[None], new_size=list(grid), old_size=list(pe.grid),
                                       num_prefix_tokens=pe.num_prefix_positions)
         table = full[0, pe.num_prefix_positions:]
-        note = f"resampled from {pe.grid[0]}x{pe.grid[1]} to {grid[0]}x{grid[1]} as the model does; "
+        note = tr("tokens.sim_resampled", lang, gh=pe.grid[0], gw=pe.grid[1], ah=grid[0], aw=grid[1])
         g = (int(grid[0]), int(grid[1]))
     e = table.double()
     norms = e.norm(dim=1)
     with torch.no_grad():
         sim = (e @ e.T) / (norms[:, None] * norms[None, :])
     if (norms == 0).any():
-        note += f"{int((norms == 0).sum())} position vectors are zero (similarity undefined: blank); "
+        note += tr("tokens.sim_zero", lang, k=int((norms == 0).sum()))
     sim = torch.where(torch.isfinite(sim), sim, torch.full_like(sim, float("nan")))
-    kind = "learned" if pe.learned else "fixed (not trained)"
-    dropped = (f"the {pe.num_prefix_positions} prefix position(s) dropped" if pe.num_prefix_positions
-               else "the table has no prefix positions")
-    note += f"{kind} `{pe.source}`, {g[0]}x{g[1]} patch positions, {dropped}"
+    kind = tr("tokens.sim_learned" if pe.learned else "tokens.sim_fixed", lang)
+    dropped = (tr("tokens.sim_dropped", lang, k=pe.num_prefix_positions) if pe.num_prefix_positions
+               else tr("tokens.sim_no_prefix", lang))
+    note += tr("tokens.sim_note", lang, kind=kind, source=pe.source, gh=g[0], gw=g[1], dropped=dropped)
     return PositionSimilarity(sim.float().numpy().reshape(g[0], g[1], g[0], g[1]), g, pe.learned, pe.source, note)
 
 
@@ -432,7 +434,7 @@ def similarity_mosaic(sim: np.ndarray, gap: int = 1) -> np.ndarray:
 
 
 def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "viridis",
-                     scale: float = 1.0) -> np.ndarray:
+                     scale: float = 1.0, lang: str = "en") -> np.ndarray:
     """RGB picture of the position-embedding similarities as in the ViT paper's Fig. 7 (left), drawn at its
     size in the lesson (x `scale` for presenter mode), every text >= FIG_TEXT_PX x `scale` pixels."""
     import matplotlib
@@ -456,10 +458,10 @@ def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "vi
         return t.count("\n") + 1
 
     y = pad
-    title = wrap_px("Position embedding similarity", fw - 2 * pad, tit, first=fw - pad - BUTTONS_PX)
+    title = wrap_px(tr("tokens.sim_title", lang), fw - 2 * pad, tit, first=fw - pad - BUTTONS_PX)
     put(pad, y, title, tit, ha="left", va="top")
     y += lines(title) * tit * 1.2 + 2 * scale
-    sub = wrap_px("tile (r, c): how similar patch (r, c)'s position vector is to every patch's", fw - 2 * pad, f)
+    sub = wrap_px(tr("tokens.sim_sub", lang), fw - 2 * pad, f)
     put(pad, y, sub, f, ha="left", va="top", color="dimgray")
     y += lines(sub) * f * 1.2 + 4 * scale
     note = wrap_px(pos.note, fw - 2 * pad, f) if isinstance(pos, PositionSimilarity) else ""
@@ -470,7 +472,7 @@ def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "vi
     # like every other patch index in the lesson
     lo = float(np.nanmin(mosaic)) if np.isfinite(mosaic).any() else -1.0
     lo = min(lo, 0.999)
-    row_w = font(int(round(f))).getlength(str(gh - 1)) + 6 * scale
+    row_w = text_width(str(gh - 1), f) + 6 * scale
     top_h = f * 1.25
     side = max(10.0, min(fw - 2 * pad - row_w, fh - y - top_h - 8 * scale - bar_h - note_h))
     mh, mw = (side, side * mosaic.shape[1] / mosaic.shape[0]) if mosaic.shape[1] <= mosaic.shape[0] else \
@@ -498,7 +500,7 @@ def position_picture(pos: Union[PositionSimilarity, np.ndarray], cmap: str = "vi
         tx = bx0 + (bx1 - bx0) * (v - lo) / max(1 - lo, 1e-12)
         ax.plot([tx, tx], [by + 12 * scale, by + 15 * scale], color="dimgray", lw=0.8)
         put(tx, by + 15 * scale, f"{v:g}", f, ha="center", va="top")
-    put((bx0 + bx1) / 2, by + 12 * scale + f * 1.3, "cosine similarity", f, ha="center", va="top")
+    put((bx0 + bx1) / 2, by + 12 * scale + f * 1.3, tr("tokens.sim_bar", lang), f, ha="center", va="top")
     if note:
         put(pad, by + bar_h + 6 * scale, note, f, ha="left", va="top", color="dimgray")
     return figure_to_rgb(fig)
