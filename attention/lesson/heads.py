@@ -100,7 +100,7 @@ def heads_picture(result: CaptureResult, layer: int, query: Query, view: np.ndar
             ax.add_patch(Rectangle((x0 + qc * mw / gw, y0 + qr * mh / gh), mw / gw, mh / gh, fill=False,
                                    ec="#ff2d55", lw=2.0 * scale))
         # the longest label that fits over the map
-        d = f" · {dist[h]:.0f} px" if np.isfinite(dist[h]) else ""
+        d = tr("heads.dist_px", lang, d=dist[h]) if np.isfinite(dist[h]) else ""
         head = tr("heads.head", lang, h=h)
         label = next((t for t in (f"{head}{d}", f"{h}{d}", head, str(h))
                       if text_width(t, f) <= mw - 4 * scale), str(h))
