@@ -20,6 +20,7 @@ from attention.i18n.fonts import needs_cjk
 from attention.lesson.deck import pdf_page_count, picture_sizes, write_deck
 from attention.models import load_model
 from browser_support import ARGS, CHROMIUM, MARKS
+from test_i18n import latin_words
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHOTO = os.path.join(HERE, "..", "..", "shared", "images", "public_domain", "matplotlib_grace_hopper.jpg")
@@ -158,6 +159,9 @@ def test_the_deck_in_chromium_offline(decks, lang):
                 cmap = TTFont(io.BytesIO(base64.b64decode(uri))).getBestCmap()
                 assert not [ch for ch in chars if ord(ch) not in cmap]
                 assert page.evaluate(JS_TOFU, chars) == []
+                # no English left outside the catalogue (the image's file name is a name, not a word)
+                words = latin_words(state["text"].replace("matplotlib_grace_hopper.jpg", " "))
+                assert not words, words
                 for k in range(SLIDES):           # every slide's text has its font (no fallback to a system font)
                     page.keyboard.press("End" if k == SLIDES - 1 else "ArrowRight")
                 assert page.evaluate("() => document.fonts.check('20px LessonSC', '注意力')")
@@ -187,3 +191,20 @@ def test_cli_lesson_writes_the_deck_and_says_what_is_wrong(tmp_path):
         r = subprocess.run([sys.executable, "-m", "attention", *args], capture_output=True, text=True, cwd=HERE + "/..",
                            timeout=300)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+
+
+@MARKS[1]
+def test_a_model_without_the_steps_gets_every_slide_saying_why_in_its_language(tmp_path):
+    """A CNN with one self-attention layer (demo-cnn-selfattn): no tokens, no plain q·k attention, no rollout, no
+    special tokens; each such slide says why, in Chinese, and the slides that are defined still show pictures."""
+    info = write_deck(os.path.join(HERE, "..", "..", "shared", "images", "public_domain", "skimage_chelsea.png"),
+                      "demo-cnn-selfattn", str(tmp_path / "cnn.html"), lang="zh-CN")
+    html = _html(info)
+    assert len(info.slides) == SLIDES
+    texts = re.findall(r'<div class="text">(.*?)</div></div>', html, re.S)
+    not_defined = [x for x in texts if "对这个模型没有定义" in x]
+    assert len(not_defined) == 6                        # tokens, the four query steps, rollout
+    assert "没有特殊词元" in texts[-1]                   # special tokens: the explanation, then why not here
+    plain = re.sub(r"<[^>]+>", " ", " ".join(texts)).replace("skimage_chelsea.png", " ")
+    assert not latin_words(plain), latin_words(plain)
+    assert "SelfAttention2d" in plain and "demo-cnn-selfattn" in html

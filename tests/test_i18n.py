@@ -28,7 +28,8 @@ PHOTO = os.path.join(HERE, "..", "..", "shared", "images", "public_domain", "mat
 ALLOWED = {"ViT", "CLS", "DIST", "REG", "softmax", "Transformer", "Transformers", "Swin", "RoPE", "Darcet",
            "Abnar", "Zuidema", "Vision", "Need", "Registers", "et", "al", "max", "exp", "out", "pos_embed",
            "W_Q", "W_K", "W_V", "W_O", "x_i", "a_j", "v_j", "L2", "d", "q", "k", "v", "z", "T", "I", "i", "j",
-           "p", "r", "c", "H", "W", "a", "demo", "vit", "sha256"}
+           "p", "r", "c", "H", "W", "a", "demo", "vit", "sha256", "qkv", "timm", "Attention", "nn", "MultiheadAttention",
+           "attn", "SelfAttention2d", "CNNSelfAttention", "CNN", "cnn", "selfattn"}
 
 
 def latin_words(text: str) -> set[str]:

@@ -132,10 +132,17 @@ def lesson_slides(prepared, loaded, layer: Optional[int] = None, head: Optional[
     layers = self_attention_layers(result)
     slides: list[Slide] = []
 
-    def not_defined(title: str, e: Exception) -> Slide:
+    def reason(e: Exception, why: str) -> str:
+        """The error's words when they are in the deck's language (the lesson's own errors are), else the step's
+        reason from the catalogue (errors of the library's methods speak English)."""
+        text = str(e)
+        return text if lang == "en" or needs_cjk(text) else tr(why, lang)
+
+    def not_defined(title: str, e: Exception, why: str = "deck.why_generic") -> Slide:
         from .explain import TEXT
-        return Slide(title, [message_picture(str(e), width=6.0, height=3.0)],
-                     Explanation(title, ((TEXT, tr("deck.not_defined", lang, reason=str(e))),)))
+        text = reason(e, why)
+        return Slide(title, [message_picture(text, width=6.0, height=3.0)],
+                     Explanation(title, ((TEXT, tr("deck.not_defined", lang, reason=text)),)))
 
     choice = {"layers": len(layers), "heads": layers[0].num_heads if layers else 0}
     if layers:
@@ -165,7 +172,7 @@ def lesson_slides(prepared, loaded, layer: Optional[int] = None, head: Optional[
         try:
             pics.append(position_picture(position_similarity(model, seq.grid, lang), scale=big, lang=lang))
         except MethodNotDefinedError as e:
-            pics.append(message_picture(str(e)))
+            pics.append(message_picture(reason(e, "deck.why_generic")))
         slides.append(Slide(title, pics, explain_tokens(seq, lang)))
     except MethodNotDefinedError as e:
         slides.append(not_defined(title, e))
@@ -174,14 +181,15 @@ def lesson_slides(prepared, loaded, layer: Optional[int] = None, head: Optional[
     titles = [tr(f"explain.{s}_title", lang) for s in ("scores", "softmax", "weights", "output")]
     if layers:
         try:
-            step = layer_projections(model, prepared.tensor, choice["layer"]).step(choice["head"], choice["query"])
+            step = layer_projections(model, prepared.tensor, choice["layer"], lang).step(choice["head"],
+                                                                                         choice["query"])
             T = float(temperature)
             slides += [Slide(titles[0], [scores_picture(step, view, big, lang)], explain_scores(step, lang)),
                        Slide(titles[1], [softmax_picture(step, T, big, lang)], explain_softmax(step, T, lang)),
                        Slide(titles[2], [weights_picture(step, view, T, big, lang)], explain_weights(step, T, lang)),
                        Slide(titles[3], [output_picture(step, scale=big, lang=lang)], explain_output(step, lang))]
         except MethodNotDefinedError as e:
-            slides += [not_defined(t, e) for t in titles]
+            slides += [not_defined(t, e, "deck.why_query") for t in titles]
     else:
         e = MethodNotDefinedError(tr("deck.no_self_attention", lang))
         slides += [not_defined(t, e) for t in titles]
@@ -208,24 +216,24 @@ def lesson_slides(prepared, loaded, layer: Optional[int] = None, head: Optional[
         slides.append(Slide(title, [raw_vs_rollout_picture(maps, view, scale=big, lang=lang)],
                             explain_layers(maps, lang)))
     except MethodNotDefinedError as e:
-        slides.append(not_defined(title, e))
+        slides.append(not_defined(title, e, "deck.why_layers"))
 
     # 8. special tokens
     title = tr("explain.special_title", lang)
     notes, pics = [], []
     try:
-        pics.append(special_tokens_picture(prefix_attention(result), scale=big, lang=lang))
+        pics.append(special_tokens_picture(prefix_attention(result, lang=lang), scale=big, lang=lang))
     except MethodNotDefinedError as e:
-        pics.append(message_picture(str(e)))
-        notes.append(str(e))
+        pics.append(message_picture(reason(e, "deck.why_prefix")))
+        notes.append(reason(e, "deck.why_prefix"))
     try:
         tn = token_norms(model, prepared.tensor)
         flags = high_norm_tokens(tn)
         pics.append(norms_picture(tn, flags, scale=big, lang=lang))
         notes.append(flags.describe(lang=lang))
     except MethodNotDefinedError as e:
-        pics.append(message_picture(str(e)))
-        notes.append(str(e))
+        pics.append(message_picture(reason(e, "deck.why_norms")))
+        notes.append(reason(e, "deck.why_norms"))
     slides.append(Slide(title, pics, explain_special(notes, lang)))
     return slides, choice
 

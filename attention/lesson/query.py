@@ -167,7 +167,7 @@ def self_attention_layers(result: CaptureResult) -> list[AttentionMap]:
     return [m for m in result.maps if m.kind == SELF and m.layout is not None]
 
 
-def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerProjections:
+def layer_projections(model: nn.Module, x: torch.Tensor, layer: int, lang: str = "en") -> LayerProjections:
     """Run the model once on `x` (capturing all attention) and recompute q, k, v of self-attention
     layer `layer` (index among `self_attention_layers`; negative counts from the end) from its input."""
     records: dict[str, Recorded] = {}
@@ -184,8 +184,7 @@ def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerPro
             h.remove()
     maps = self_attention_layers(result)
     if not maps:
-        raise MethodNotDefinedError("this model has no global self-attention layer over its tokens, so there is "
-                                    "no query-key step to show")
+        raise MethodNotDefinedError(tr("query.no_layer", lang))
     if not -len(maps) <= layer < len(maps):
         raise IndexError(f"layer {layer} is outside 0..{len(maps) - 1}")
     layer = layer % len(maps)
@@ -193,9 +192,7 @@ def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerPro
     module = model.get_submodule(m.name)
     how, rec = projector_for(model, module), records.get(m.name)
     if how is None or rec is None:
-        raise MethodNotDefinedError(
-            f"the step-by-step view covers plain q·kᵀ/√d attention (timm Attention with a qkv projection, "
-            f"nn.MultiheadAttention); {m.name} is a {type(module).__name__}")
+        raise MethodNotDefinedError(tr("query.not_plain", lang, name=m.name, kind=type(module).__name__))
     name = m.name
     with torch.no_grad():
         q, k, v, scale, project, out = how(module, rec)
@@ -204,10 +201,7 @@ def layer_projections(model: nn.Module, x: torch.Tensor, layer: int) -> LayerPro
         captured = m.weights.detach().clone()    # this layer only: the rest of the capture is not kept
         att_err = float((attn - captured.double()).abs().max())
         if att_err > TOLERANCE:
-            raise MethodNotDefinedError(
-                f"{name} adds more than q·kᵀ/√d before its softmax (a position bias or rotary embedding?): "
-                f"softmax(q·kᵀ/√d) differs from the captured attention by {att_err:.2g}, so the step-by-step "
-                f"view would not show the model's real numbers")
+            raise MethodNotDefinedError(tr("query.adds_more", lang, name=name, err=att_err))
         z = attn @ v
         try:
             rebuilt = project(z.float())

@@ -76,7 +76,7 @@ def _prefix_layers(result: CaptureResult):
             and m.query_layout == m.layout]
 
 
-def prefix_attention(result: CaptureResult, image: int = 0) -> PrefixAttention:
+def prefix_attention(result: CaptureResult, image: int = 0, lang: str = "en") -> PrefixAttention:
     """What the CLS / DIST / register tokens attend to, and how much the patches attend to them.
 
     Reads the captured weights as they are (no re-normalisation). Raises MethodNotDefinedError when
@@ -84,9 +84,7 @@ def prefix_attention(result: CaptureResult, image: int = 0) -> PrefixAttention:
     """
     layers = _prefix_layers(result)
     if not layers:
-        raise MethodNotDefinedError(
-            "this model has no special tokens (CLS, DIST or registers) in its self-attention layers, so there is "
-            "nothing to show in the 'special tokens' step: its attention runs between image positions only.")
+        raise MethodNotDefinedError(tr("special.no_prefix", lang))
     layout = layers[0][1].layout
     layers = [(i, m) for i, m in layers if m.layout == layout]
     P, grid = layout.num_prefix, layout.grid
