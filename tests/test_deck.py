@@ -150,6 +150,12 @@ def test_the_deck_in_chromium_offline(decks, lang):
                 seen.append(page.evaluate(JS_STATE)["active"])
             assert seen == [0, 1, 2, 3, 2, SLIDES - 1, 0]
             assert page.evaluate("() => location.hash") == "#1"
+            # printed: every slide shown, one 1280 x 720 page each, one below the other
+            page.emulate_media(media="print")
+            boxes = page.evaluate("() => [...document.querySelectorAll('.slide')].map(s => {"
+                                  " const r = s.getBoundingClientRect(); return [r.top, r.width, r.height]; })")
+            assert boxes == [[720 * k, 1280, 720] for k in range(SLIDES)]
+            page.emulate_media(media="screen")
             if lang == "zh-CN":
                 assert state["fonts"] == ["loaded"]
                 chars = sorted({ch for ch in state["text"] if needs_cjk(ch)})
@@ -174,11 +180,23 @@ def test_the_deck_in_chromium_offline(decks, lang):
         [u for u in requests if not u.startswith(("file:", "data:"))]
 
 
+@MARKS[1]
+def test_pdf_without_playwright_by_chromiums_own_print(decks, tmp_path, monkeypatch):
+    """Where Playwright is not installed, Chromium's --print-to-pdf prints the same pages."""
+    from attention.lesson.deck import print_pdf
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)       # `import` of it raises ImportError
+    pdf = tmp_path / "plain.pdf"
+    assert print_pdf(decks["zh-CN"].html_path, str(pdf)) == SLIDES
+    assert len(re.findall(rb"/MediaBox\s*\[0 0 960 540\]", pdf.read_bytes())) == SLIDES
+
+
+@MARKS[1]
 def test_cli_lesson_writes_the_deck_and_says_what_is_wrong(tmp_path):
     from attention.cli import main
     out = tmp_path / "deck.html"
     assert main(["lesson", "--image", PHOTO, "--model", "demo-vit", "--out", str(out), "--lang", "zh-CN",
-                 "--layer", "1", "--query", "cls"]) == 0
+                 "--layer", "1", "--query", "cls", "--pdf", str(tmp_path / "deck.pdf")]) == 0
+    assert pdf_page_count(str(tmp_path / "deck.pdf")) == SLIDES
     html = out.read_text(encoding="utf-8")
     assert html.count('<section class="slide"') == SLIDES and '<html lang="zh-CN">' in html
     assert "第 1 层，头 0，查询 CLS" in html
