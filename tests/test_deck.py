@@ -144,7 +144,16 @@ def test_the_deck_in_chromium_offline(decks, lang):
             state = page.evaluate(JS_STATE)
             assert state["active"] == 0
             assert len(state["imgs"]) >= 2 * SLIDES and all(ok and w > 0 for ok, w in state["imgs"]), state["imgs"]
-            seen = [state["active"]]
+            for _ in range(SLIDES):             # nothing cut: the text fits its column, the pictures end above the footer
+                fit = page.evaluate("""() => { const s = document.querySelector('.slide.active');
+                    const t = s.querySelector('.text'), foot = s.querySelector('.footer').getBoundingClientRect();
+                    const pics = [...s.querySelectorAll('.pics img')].map(i => i.getBoundingClientRect());
+                    return {text: t.scrollHeight <= t.clientHeight + 1, pics: pics.length > 0 &&
+                            pics.every(r => r.bottom <= foot.top && r.right <= t.getBoundingClientRect().left)}; }""")
+                assert fit == {"text": True, "pics": True}, (page.evaluate(JS_STATE)["active"], fit)
+                page.keyboard.press("ArrowRight")
+            page.keyboard.press("Home")
+            seen = [page.evaluate(JS_STATE)["active"]]
             for key in ("ArrowRight", "ArrowRight", " ", "ArrowLeft", "End", "Home"):
                 page.keyboard.press(key)
                 seen.append(page.evaluate(JS_STATE)["active"])
@@ -226,3 +235,14 @@ def test_a_model_without_the_steps_gets_every_slide_saying_why_in_its_language(t
     plain = re.sub(r"<[^>]+>", " ", " ".join(texts)).replace("skimage_chelsea.png", " ")
     assert not latin_words(plain), latin_words(plain)
     assert "SelfAttention2d" in plain and "demo-cnn-selfattn" in html
+
+
+@MARKS[1]
+def test_a_picture_in_memory_is_named_by_the_sha256_of_its_pixels(tmp_path):
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
+    info = write_deck(rgb, "demo-torch-vit", str(tmp_path / "a.html"), head=0, query="cls")
+    html = _html(info)
+    sha = hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()[:12]
+    footers = re.findall(r'<div class="footer"><span>([^<]*)</span>', html)
+    assert len(footers) == SLIDES and all(f.startswith(f"image image (sha256 {sha}) · model demo-torch-vit")
+                                          and f.endswith("query CLS") for f in footers), footers[0]

@@ -76,7 +76,8 @@ def _load_image(image):
         return open_image(path), os.path.basename(path), sha
     loaded = open_image(image)
     arr = np.asarray(loaded.image.convert("RGB"))
-    return loaded, getattr(image, "filename", None) or "image", hashlib.sha256(arr.tobytes()).hexdigest()
+    name = os.path.basename(getattr(image, "filename", "") or "") or "image"       # a PIL image opened from a file
+    return loaded, name, hashlib.sha256(arr.tobytes()).hexdigest()
 
 
 def _load_model(model):
