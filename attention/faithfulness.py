@@ -185,7 +185,7 @@ def method_faithfulness(model: nn.Module, result, x: Optional[torch.Tensor] = No
 
     One row per method, in menu order: ``{"method", "label", "deletion_auc", "insertion_auc"}`` (means
     over the batch), plus ``"pointing_game"`` and ``"auroc"`` when ground-truth ``masks`` (B, H, W) are
-    given (`attention.demo.quality.evaluate_maps`); a method undefined for the model gets
+    given (`attention.scoring.evaluate_maps`); a method undefined for the model gets
     ``{"method", "label", "reason"}`` instead. ``target``: class per item (None: top-1). ``cache``
     and ``grad_lock`` go to `attention.methods.compute_map` (so maps already computed are reused).
     """
@@ -207,7 +207,7 @@ def method_faithfulness(model: nn.Module, result, x: Optional[torch.Tensor] = No
         row = {"method": m.name, "label": m.label, "deletion_auc": float(np.mean(c.deletion_auc)),
                "insertion_auc": float(np.mean(c.insertion_auc))}
         if masks is not None:
-            from .demo.quality import evaluate_maps
+            from .scoring import evaluate_maps
             q = evaluate_maps(maps.numpy(), masks)
             row.update({"pointing_game": q["pointing_game"], "auroc": q["auroc"]})
         rows.append(row)

@@ -15,7 +15,7 @@ method, with the map ``p`` normalised to sum 1 over its cells (negative values c
 * with a mask (the photo's mask taken through the same resize and crop as the photo, to the model
   input): ``pointing`` (the map's top cell touches the object; the pointing game of Zhang et al.,
   ECCV 2016) and ``auroc`` (cells covered >= 50 % are positives, cells not touched negatives, partly
-  covered cells left out), as `attention.demo.quality.evaluate_maps` defines them;
+  covered cells left out), as `attention.scoring.evaluate_maps` defines them;
 * ``deletion`` / ``insertion`` AUC (Petsiuk et al., RISE, BMVC 2018;
   `attention.faithfulness.perturbation_curves`, blur baseline) for the predicted class, when
   ``faithfulness_steps`` > 0 (with or without a mask).
@@ -93,7 +93,7 @@ def border_corner(m: np.ndarray) -> tuple[float, float]:
 def cell_coverage(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """(gh, gw) fraction of each cell's pixels inside the (H, W) mask; cell (i, j) holds the pixels
     with ``floor(y·gh/H) = i`` and ``floor(x·gw/W) = j`` (the faithfulness curves' cells)."""
-    from ..demo.quality import cell_fractions
+    from ..scoring import cell_fractions
     from ..faithfulness import pixel_cells
     H, W = mask.shape
     if H % grid[0] == 0 and W % grid[1] == 0:
@@ -106,7 +106,7 @@ def cell_coverage(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 def localisation(m: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """(pointing hit 0/1, AUROC) of one map against one mask at the model-input size."""
-    from ..demo.quality import auroc
+    from ..scoring import auroc
     fr = cell_coverage(mask, m.shape).ravel()
     flat = np.asarray(m, np.float64).ravel()
     hit = float(fr[int(flat.argmax())] > 0)

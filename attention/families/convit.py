@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .. import interception
 from ..layout import KNOWN, SELF
 from . import register_family
 from .timm_vit import TimmViT
@@ -26,12 +27,13 @@ class ConViT(TimmViT):
     timm_classes = ("ConVit",)
 
     def instrument(self, model: nn.Module):
-        from ..capture import current_session
         undos = []
         for gpsa in filter(_is_gpsa, model.modules()):
             def on_mix(drop, args, out, gpsa=gpsa):
-                s = current_session(gpsa)
-                if s is not None:
+                # the running capture session (set by `attention.capture`, read through the lower
+                # `interception` module so that a family never imports the capture above it)
+                s = interception.current()
+                if s is not None and s.owns(gpsa):
                     s.add(gpsa, out, SELF, s.layout_for(out.shape[-1]), source=KNOWN, op="gpsa-mix")
             undos.append(gpsa.attn_drop.register_forward_hook(on_mix).remove)
         return undos

@@ -26,7 +26,7 @@ from ..capture import CaptureResult
 from ..layout import CHANNEL, POOLING
 from ..modelstate import preserved
 from .base import MapResult, Method, MethodContext, register
-from .grad_rollout import Target, resolve_targets
+from .targets import Target, resolve_targets
 from .layers import grid_stride, resolve_layer, spatial_layers
 from .lrp_rules import check_covered, lrp_rules, model_lock
 from .plan import shared_lrp_pass

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -28,8 +28,8 @@ from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
 from .queries import Query
+from .targets import Target, resolve_targets
 
-Target = Union[None, int, Sequence[int], torch.Tensor]
 Head = Union[str, int]
 Cache = Callable[[tuple, Callable[[], Any]], Any]     # (key, compute) -> value, e.g. Analysis.cached
 
@@ -79,7 +79,6 @@ class MethodContext:
 
     def targets(self) -> torch.Tensor:
         """(B,) class per item: ``target`` resolved against the capture's logits (top-1 when None)."""
-        from .grad_rollout import resolve_targets
         return resolve_targets(self.result.logits, self.target)
 
     @staticmethod

@@ -18,8 +18,6 @@ layer) this is not either (MethodNotDefinedError).
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
-
 import torch
 from torch import nn
 
@@ -30,23 +28,7 @@ from .chained import ChainedGradientMethod, chain_weighted
 from .plan import GradientPass, Needs, shared_pass
 from .queries import Query, query_weights, resolve_query
 from .rollout import chain_ops, finish, joint_layout, propagate, rollout_layers
-
-Target = Union[None, int, Sequence[int], torch.Tensor]
-
-
-def resolve_targets(logits: torch.Tensor, target: Target = None) -> torch.Tensor:
-    """(B,) class index per item: top-1 when None, one int for all, or one per item."""
-    B = logits.shape[0]
-    if target is None:
-        return logits.detach().argmax(dim=-1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
-    if t.numel() == 1:
-        t = t.expand(B)
-    if t.numel() != B:
-        raise ValueError(f"got {t.numel()} targets for a batch of {B}")
-    if (t < 0).any() or (t >= logits.shape[-1]).any():
-        raise IndexError(f"target class out of range 0..{logits.shape[-1] - 1}: {t.tolist()}")
-    return t
+from .targets import Target, resolve_targets  # noqa: F401  (re-exported: the old home)
 
 
 def attention_gradients(result: CaptureResult, maps: list[AttentionMap], target: Target = None) -> list[torch.Tensor]:

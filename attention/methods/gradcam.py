@@ -42,7 +42,7 @@ from ..errors import MethodNotDefinedError
 from ..layout import ModelTokens
 from ..modelstate import preserved
 from .base import MapResult, Method, MethodContext, register
-from .grad_rollout import Target
+from .targets import Target
 from .layers import grid_stride
 from .plan import Needs, shared_pass
 

@@ -109,7 +109,7 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, target=None, needs: Needs =
     ``target``: class per item (None: each item's top-1 from this forward's logits).
     ``input_gradient``: also ``∂y/∂x`` (the backward then runs down to the input).
     """
-    from .grad_rollout import resolve_targets
+    from .targets import resolve_targets
     store: dict = {}
     handles = _hook_outputs(model, needs.activations, store)
     try:

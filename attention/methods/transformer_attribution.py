@@ -23,7 +23,8 @@ from torch import nn
 from ..capture import capture
 from .base import MethodContext, register
 from .chained import ChainedGradientMethod, chain_weighted
-from .grad_rollout import Target, chained_gradients
+from .grad_rollout import chained_gradients
+from .targets import Target
 from .plan import GradientPass, Needs, gradient_pass, lrp_pass, shared_lrp_pass, shared_pass
 from .rollout import rollout_layers
 

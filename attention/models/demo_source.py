@@ -1,7 +1,7 @@
 """The demo models this project trains and ships in ``assets/``: ``<name>.safetensors`` + ``<name>.json``.
 
 The JSON holds the architecture config, class names and preprocessing; the architectures live in
-`attention.demo.models`.
+`attention.models.demo_architectures`.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def read_spec(name: str) -> dict:
 def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None) -> LoadedModel:
     if img_size is not None:
         raise CheckpointError("--img-size is for timm ViTs; demo models run at their own input size")
-    from ..demo.models import build_model
+    from .demo_architectures import build_model
     spec = read_spec(name)
     class_names = spec["class_names"]
     model = build_model(spec["arch"], spec.get("config", {}), len(class_names))
