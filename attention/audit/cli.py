@@ -9,8 +9,9 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
         "audit", help="attention over a whole dataset: report.json, report.html and per-image shards",
         description="Audit where a model looks across a dataset. Exit code 0: every image audited; 1: some images "
                     "were skipped (named on stderr and in report.json); 2: a usage error.")
-    a.add_argument("--model", help="demo-vit, a timm name or torchvision:vit_b_16 (without it: the architecture "
-                   "--checkpoint names or fits)")
+    from ..models import name_syntax
+    a.add_argument("--model", help="the model (without it: the architecture --checkpoint names or fits): "
+                   + name_syntax(sep="; "))
     a.add_argument("--checkpoint", help="your weights (.safetensors, .pth, .pt, .bin, .ckpt, timm's .pth.tar)")
     a.add_argument("--live-weights", action="store_true", help="load a checkpoint's live weights, not its EMA weights")
     a.add_argument("--group-by-folder", action="store_true", help="read class folders / CSV labels as groups, not as "
@@ -22,7 +23,9 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--masks", help="folder of object masks (same relative path or file name as the image)")
     a.add_argument("--out", required=True, help="output folder; re-running with the same folder resumes")
     a.add_argument("--methods", default="", help="comma-separated maps (default: rollout,grad_rollout,gradcam where defined)")
-    a.add_argument("--engine", default="local", choices=("local", "ray"), help="local (one process) or ray (Ray Data)")
+    from .engines import ENGINE_REGISTRY
+    a.add_argument("--engine", default="local", choices=ENGINE_REGISTRY.names(),
+                   help=", ".join(f"{e.name} ({e.help})" for e in ENGINE_REGISTRY))
     a.add_argument("--workers", type=int, default=1, help="Ray: number of model actors (one per worker)")
     a.add_argument("--cpus-per-worker", type=int, default=1, help="Ray: CPUs (and torch threads) per model actor")
     a.add_argument("--ray-address", help="Ray: address of a running cluster (default: start Ray on this machine)")

@@ -94,10 +94,11 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
               quiet: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> AuditOutcome:
     """Run (or resume) an audit into ``out``; see the package docstring for the outputs."""
     from ..models import load_model
-    from .engines import get_engine
+    from .engines import engine_info
     from .report import CLASS_MAPS_FILE, build_report, gather
 
-    run_engine = get_engine(engine)
+    eng = engine_info(engine)
+    run_engine = eng.run
     if min(batch_size, shard_size, workers, cpus_per_worker) < 1:
         raise UserError("--batch-size, --shard-size, --workers and --cpus-per-worker must be at least 1")
     if gpus_per_worker < 0 or (loader_workers is not None and loader_workers < 0):
@@ -105,7 +106,7 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     import torch
 
     from ..device import describe, parse_device, resolve_device
-    if engine == "local":
+    if eng.in_process:
         where = resolve_device(device)      # an unavailable device fails here, before any work
     else:                                   # Ray actors resolve --device on their own node; the driver probes on the CPU
         where, device = torch.device("cpu"), parse_device(device)
@@ -113,7 +114,7 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
             raise UserError(f"--gpus-per-worker {gpus_per_worker:g}: this machine has no CUDA GPU for the Ray "
                             f"workers (join a cluster with GPUs with --ray-address)")
     if loader_workers is None:              # decode in parallel when the model runs elsewhere than the CPU
-        on_cpu = where.type == "cpu" if engine == "local" else gpus_per_worker == 0
+        on_cpu = where.type == "cpu" if eng.in_process else gpus_per_worker == 0
         loader_workers = 0 if on_cpu else min(4, os.cpu_count() or 1)
     ds = read_dataset(data, masks)
     loaded = load_model(model, checkpoint=checkpoint, labels=labels, pretrained=not random_init, device=where, ema=ema)
@@ -126,8 +127,8 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
         log("note: no deletion / insertion curves: they follow a class probability and this model has no classifier")
         faithfulness_steps = 0
     chosen, missing = choose_methods(loaded, methods)
-    if engine == "local" and workers > 1:
-        log("note: --workers applies to --engine ray; the local engine runs one process")
+    if eng.in_process and workers > 1:
+        log(f"note: --workers applies to engines with workers; the {engine} engine runs one process")
     for k, v in missing.items():
         log(f"note: {k} left out: {v}")
     spec = AuditSpec(model=loaded.name if not model or model == "auto" else model, methods=chosen, checkpoint=os.path.abspath(checkpoint) if checkpoint else None,
@@ -147,7 +148,7 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
     bar = _progress_bar(n_todo, f"audit {loaded.name} ({engine})", quiet)
     try:
         run_engine(spec, todo, out, bar.update, workers=workers, address=ray_address,
-                   **({"loaded": loaded} if engine == "local" else {"cpus_per_worker": cpus_per_worker,
+                   **({"loaded": loaded} if eng.in_process else {"cpus_per_worker": cpus_per_worker,
                                                                     "gpus_per_worker": gpus_per_worker}))
     finally:
         bar.close()
@@ -163,7 +164,7 @@ def run_audit(data: str, out: str, model: str, *, masks: Optional[str] = None, m
         "settings": {k: v for k, v in spec.to_dict().items() if k != "extra"},
         "run": {"engine": engine, "workers": workers,
                 # the local engine's device; Ray actors resolve --device on their own node
-                "device": describe(where) if engine == "local" else f"{device} (each worker; "
+                "device": describe(where) if eng.in_process else f"{device} (each worker; "
                           f"{gpus_per_worker:g} GPU per worker)", "batch_size": batch_size,
                 "loader_workers": loader_workers,
                 "shards": len(planned), "shards_computed": len(todo),

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..registry import Registry, discover
 from .base import Family, MapSpec, PositionEmbedding, Recorded, infer_layout
 
-_FAMILIES: list[Family] = []
+FAMILIES: Registry[Family] = Registry("model family")
+_FAMILIES: list[Family] = []        # the registry's entries, highest priority first (the lookup order)
 _GENERIC = Family()
 
 
 def register_family(cls: type[Family]) -> type[Family]:
-    _FAMILIES.append(cls())
-    _FAMILIES.sort(key=lambda f: -f.priority)
+    FAMILIES.register(cls())
+    _FAMILIES[:] = sorted(FAMILIES, key=lambda f: -f.priority)
     return cls
 
 
@@ -38,18 +40,10 @@ def family_of(model: nn.Module) -> Family:
     return _GENERIC
 
 
-def _import_families() -> None:
-    """Import every module of this package (each registers its family): a new family is one new file."""
-    import importlib
-    import pkgutil
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+discover(__name__, skip=("base",))   # every module registers its family: a new family is one new file
 
-
-_import_families()
-
-__all__ = ["Family", "MapSpec", "PositionEmbedding", "Recorded", "register_family", "families", "family_of", "generic", "infer_layout"]
+__all__ = ["Family", "MapSpec", "PositionEmbedding", "Recorded", "register_family", "families", "family_of", "generic", "infer_layout",
+           "FAMILIES"]
 
 
 def projector_for(model: nn.Module, module: nn.Module):

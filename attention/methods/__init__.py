@@ -7,17 +7,21 @@ the export, the demo evaluation, the faithfulness scores and the app enumerate, 
 states its formula. Per-layer x per-head stacks are their own explicit calls (`layer_head_stack`,
 `raw_cls_maps`).
 
-Adding a method: a new file here with ``class MyMethod(Method)`` and ``register(MyMethod())``,
-and its import line below.
+Adding a method: a new file here with ``class MyMethod(Method)`` (its ``order`` places it in menus)
+and ``register(MyMethod())``; every module of this package is imported below (`discover`), so no
+import line is needed. `attention.methods.menu` says which methods, heads and queries a capture offers.
 """
 from __future__ import annotations
 
-from .base import (MapResult, Method, MethodContext, compute_map, get_method, method_names, methods, register,
+from ..registry import discover
+from .base import (METHODS, MapResult, Method, MethodContext, compute_map, get_method, method_names, methods, register,
                    unregister)
 from .layers import grid_stride, is_spatial, query_grid, resolve_layer, spatial_layers
 from .fusion import FUSIONS, fuse_heads
 
-# the methods, one module each (importing a module registers its method)
+discover(__name__)     # the methods, one module each: importing a module registers its method
+
+# the functional forms, re-exported (the registry does not need these lines)
 from .raw import raw_attention, raw_cls_maps  # noqa: E402
 from .rollout import rollout  # noqa: E402
 from .grad_rollout import grad_rollout, grad_rollout_from  # noqa: E402
@@ -30,7 +34,7 @@ from .stacks import layer_head_stack  # noqa: E402
 
 register_method = register   # the old name
 
-__all__ = ["Method", "MethodContext", "MapResult", "compute_map", "register", "unregister", "register_method", "get_method",
+__all__ = ["METHODS", "Method", "MethodContext", "MapResult", "compute_map", "register", "unregister", "register_method", "get_method",
            "methods", "method_names", "is_spatial", "spatial_layers", "resolve_layer", "query_grid", "grid_stride",
            "FUSIONS", "fuse_heads", "rollout", "received_attention", "default_heatmap", "default_method",
            "raw_attention", "raw_cls_maps", "grad_rollout", "grad_rollout_from", "gradcam",

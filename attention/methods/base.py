@@ -8,8 +8,8 @@ geometry they live on. Capability flags say what a method needs (``needs_gradien
 ``needs_model``, ``class_specific``) and ``defined_for(result)`` says, *before* any work, why a
 method has no meaning for a model (``None`` when it has one).
 
-Adding a method is one file that subclasses `Method` and ends with ``register(MyMethod())``, plus
-its import line in ``attention/methods/__init__.py``. Everything else (CLI, export, demo
+Adding a method is one file that subclasses `Method` and ends with ``register(MyMethod())``: the
+package imports every module of itself (`attention.registry.discover`), so no import line is needed. Everything else (CLI, export, demo
 evaluation, faithfulness, the app) enumerates `methods()` and calls `compute_map`.
 
 Layer numbering (``layer``, ``start_layer``, ``end_layer``) is the one of `spatial_layers`:
@@ -27,6 +27,7 @@ from torch import nn
 from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
+from ..registry import Registry
 from .queries import Query
 from .targets import Target, resolve_targets
 
@@ -189,22 +190,20 @@ class Method:
         return f"<method {self.name}>"
 
 
-_METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("method")
+_METHODS = METHODS._entries          # the old name of the registry's dict
 
 
 def register(method: Method) -> Method:
     """Add a method instance (or class, instantiated here) to the registry; returns it."""
     if isinstance(method, type):
         method = method()
-    if not method.name:
-        raise ValueError("a method needs a name")
-    _METHODS[method.name] = method
-    return method
+    return METHODS.register(method)
 
 
 def unregister(name: str) -> None:
     """Remove a method from the registry (plugins, tests)."""
-    _METHODS.pop(name, None)
+    METHODS.unregister(name)
 
 
 def get_method(name: Union[str, Method]) -> Method:
@@ -218,7 +217,7 @@ def get_method(name: Union[str, Method]) -> Method:
 
 def methods() -> list[Method]:
     """Every registered method, in menu order."""
-    return sorted(_METHODS.values(), key=lambda m: (m.order, m.name))
+    return sorted(METHODS, key=lambda m: (m.order, m.name))
 
 
 def method_names() -> list[str]:
@@ -251,5 +250,5 @@ def compute_map(method: Union[str, Method], result: CaptureResult, **kwargs) -> 
     return out
 
 
-__all__ = ["Method", "MethodContext", "MapResult", "register", "unregister", "get_method", "methods", "method_names",
+__all__ = ["METHODS", "Method", "MethodContext", "MapResult", "register", "unregister", "get_method", "methods", "method_names",
            "compute_map", "Target", "Head"]

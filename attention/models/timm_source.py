@@ -208,4 +208,6 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size: Opt
     return LoadedModel(name, model, pre, names, "timm", info, no_classifier_reason=reason)
 
 
-register_source(ModelSource("timm", _claims, load))
+register_source(ModelSource("timm", _claims, load, order=90,
+                             syntax="any timm ViT name, downloaded once from the Hugging Face hub (e.g. "
+                                    "deit_small_patch16_224, vit_small_patch14_reg4_dinov2, swin_tiny_patch4_window7_224)"))

@@ -69,4 +69,5 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
     return LoadedModel(name, model, Preprocessor(preset, config), names, "torchvision", info)
 
 
-register_source(ModelSource("torchvision", _claims, load, lambda: [PREFIX + b for b in builders()]))
+register_source(ModelSource("torchvision", _claims, load, lambda: [PREFIX + b for b in builders()], order=10,
+                             syntax="torchvision:BUILDER: a torchvision ViT or Swin (e.g. torchvision:vit_b_16)"))

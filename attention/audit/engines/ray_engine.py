@@ -20,6 +20,7 @@ import json
 import logging
 import os
 
+from . import Engine, register_engine
 from ..compute import AuditSpec
 from ..dataset import Item
 from ..shards import write_shard
@@ -92,3 +93,5 @@ def run(spec: AuditSpec, todo, out: str, progress, workers: int = 1, address=Non
     finally:
         if started:
             ray.shutdown()
+
+register_engine(Engine("ray", run, in_process=False, help="Ray Data workers"))
