@@ -28,6 +28,7 @@ from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
 from ..layout import TokenLayout
 from ..registry import Registry
+from .needs import NOTHING
 from .queries import Query
 from .targets import Target, resolve_targets
 
@@ -169,7 +170,6 @@ class Method:
     def requirements(self, context: MethodContext):
         """What this method needs from the shared forward + backward (`attention.methods.plan.Needs`);
         the default: nothing (the method computes from the capture alone, or runs its own pass)."""
-        from .plan import NOTHING
         return NOTHING
 
     def compute(self, context: MethodContext) -> MapResult:  # pragma: no cover - abstract

@@ -140,10 +140,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, *, target_
     is a LayerNorm (which normalises the last axis, i.e. channels). The model is left as found
     (training flags, parameter ``.grad``).
     """
-    try:
-        from ..families import model_tokens
-    except ImportError:        # before the family descriptors (attention.families) existed
-        from ..adapters import model_tokens
+    from ..families import model_tokens
 
     layer = target_layer if target_layer is not None else default_target_layer(model)
     tokens = tokens or model_tokens(model, (x.shape[-2], x.shape[-1]))

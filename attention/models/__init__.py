@@ -213,8 +213,8 @@ def checkpoint_architecture(checkpoint: str, ema: Optional[bool] = None) -> tupl
 
 
 def demo_names() -> list[str]:
-    from .demo_source import available
-    return available()
+    """The bundled demo models (the ``demo`` source's choices)."""
+    return SOURCES.get("demo").choices() if "demo" in SOURCES else []
 
 
 NO_HEAD_REASON = "this model is a backbone without a classifier head ({why})."
