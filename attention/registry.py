@@ -24,7 +24,7 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, key: Optional[Callable[[T], str]] = None):
         self.kind = kind
-        self._key = key or (lambda obj: getattr(obj, "name", None) or getattr(obj, "__name__"))
+        self._key = key or (lambda obj: getattr(obj, "name", None) or getattr(obj, "__name__", ""))
         self._entries: dict[str, T] = {}
 
     def register(self, obj: Optional[T] = None, *, name: Optional[str] = None):
