@@ -10,7 +10,6 @@ import pytest
 
 import attention.audit.engines as engines_pkg
 import attention.families as families_pkg
-import attention.methods as methods_pkg
 import attention.models as models_pkg
 from attention.audit.engines import ENGINE_REGISTRY, ENGINES, get_engine
 from attention.families import FAMILIES, families, family_of
