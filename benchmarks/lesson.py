@@ -1,7 +1,8 @@
 """How long the Learn tab's steps take on the CPU: ``python -m benchmarks.lesson [--quick] [--threads N]``.
 
 For each model (the bundled demo-vit; random-init ViT-B/16 at 224 as the largest the app offers by
-default), through the app's own callbacks (`viz_app.lesson.Lesson`) on one analysed photo: the first
+default), through the page's own handlers (`Events.call` on each step of `viz_app.learn.steps`) on one analysed
+photo: the first
 query step of a layer (one extra forward that recomputes q, k, v, plus four pictures), a change of
 query in the same layer (pictures only), a temperature change (two pictures), the heads, layers,
 special-token and token steps. Then the training speed of "watch it learn" (steps per second of the
@@ -25,45 +26,56 @@ from benchmarks.timing import load, measure, once  # noqa: E402
 
 
 def lesson_rows(model_name: str, repeat: int) -> list[tuple[str, dict]]:
+    import tempfile
+
+    from viz_app import inputs
     from viz_app.callbacks import Callbacks
-    from viz_app.lesson import Lesson, QueryChoice
+    from viz_app.learn import opener
+    from viz_app.learn.steps import step_named
+    from viz_app.learn.steps.query import on_temperature
+    from viz_app.learn.step import self_attention
     from viz_app.models import ModelManager
-    cb = Callbacks(ModelManager(pretrained=False))
-    lesson = Lesson(cb)
-    a = cb.analyse("bench", photo(480, 640), model_name)
-    sha = a.image_sha
-    layers = len(lesson.layers(a))
+    from viz_app.page import Page
+    from viz_app.ui import build_demo
+    app = build_demo(Callbacks(ModelManager(pretrained=False)), default_model=model_name)
+    ev = app.viz_events
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_lesson_"), "photo.png")
+    photo(480, 640).save(path)
+    page = ev.call(inputs.on_image, Page(model_name, tab="learn"), "bench", image_in=path)["page"]
+    a = app.viz_callbacks.analysis_of("bench", page.model, page.sha, page.image)
+    layers = len(self_attention(a))
     state = {"layer": 0}
+
+    def run(step_id: str, p):
+        ev.call(opener(step_named(step_id)), p, "bench")
 
     def first_query_of_a_layer():          # a new layer: q, k, v recomputed (one forward), four pictures
         state["layer"] = (state["layer"] + 1) % layers
         a.derived.pop(("lesson", "projections", state["layer"]), None)
-        lesson.query_steps("bench", model_name, sha, QueryChoice(layer=state["layer"], head=0, row=2, col=3))
+        run("query", page.with_lesson(layer=state["layer"], head=0, row=2, col=3))
 
     # every call asks for a patch / temperature not drawn before: the pictures are cached per
     # (layer, head, query, temperature), and a repeat of the same one would time the cache
-    gh, gw = lesson.layers(a)[0].layout.grid
+    gh, gw = self_attention(a)[0].layout.grid
     cells = iter([(r, c) for r in range(gh) for c in range(gw)] * 4)
     temps = iter([0.3 + 0.01 * i for i in range(10_000)])
 
     def other_patch():
         r, c = next(cells)
-        lesson.query_steps("bench", model_name, sha, QueryChoice(layer=0, head=1, row=r, col=c))
+        run("query", page.with_lesson(layer=0, head=1, row=r, col=c))
 
     def other_temperature():
-        lesson.temperature("bench", model_name, sha, QueryChoice(layer=0, temperature=next(temps)))
+        ev.call(on_temperature, page.with_lesson(layer=0), "bench", learn_temperature=next(temps))
 
     rows = [
         ("query step, new layer (forward + 4 pictures)", measure(first_query_of_a_layer, repeat, 1)),
         ("query step, other patch (4 pictures)", measure(other_patch, repeat, 1)),
         ("temperature change (2 pictures)", measure(other_temperature, repeat, 1)),
         ("heads (all heads + distance vs depth)",
-         measure(lambda: lesson.heads("bench", model_name, sha, QueryChoice(layer=-1, row=2, col=3)), repeat, 1)),
-        ("layers: raw vs rollout (cached maps)",
-         measure(lambda: lesson.across_layers("bench", model_name, sha), repeat, 1)),
-        ("special tokens (prefix attention + norms)",
-         measure(lambda: lesson.special_tokens("bench", model_name, sha), repeat, 1)),
-        ("tokens (patches + position similarity)", measure(lambda: lesson.tokens("bench", model_name, sha), repeat, 1)),
+         measure(lambda: run("heads", page.with_lesson(row=2, col=3)), repeat, 1)),
+        ("layers: raw vs rollout (cached maps)", measure(lambda: run("layers", page), repeat, 1)),
+        ("special tokens (prefix attention + norms)", measure(lambda: run("special", page), repeat, 1)),
+        ("tokens (patches + position similarity)", measure(lambda: run("tokens", page), repeat, 1)),
     ]
     return rows
 

@@ -123,7 +123,7 @@ def test_patch_click_gives_query_view_with_marker(cb, star):
     a = cb.analyse("s-click", star, MODEL)
     h, w = a.display.shape[:2]
     before, _ = cb.render("s-click", MODEL, a.image_sha, View(method="raw"))
-    view = cb.click("s-click", MODEL, a.image_sha, View(method="raw", layer=3, head="2"), w * 0.6, h * 0.3)
+    view = cb.click("s-click", a, View(method="raw", layer=3, head="2"), w * 0.6, h * 0.3)
     assert view.query == "patch" and view.click is not None
     pic, caption = cb.render("s-click", MODEL, a.image_sha, view)
     assert "clicked patch" in caption and "patch (" in caption
@@ -335,3 +335,18 @@ def test_a_live_frame_shows_the_same_map_as_that_image_analysed_normally(cb, fol
     assert ref.image_sha in stored and analysis.image_sha not in stored   # the frames are never cached
     with pytest.raises(gr.Error, match="no camera frame"):
         cb.live(MODEL, None, View())
+
+
+def test_your_own_model_proposes_the_architectures_whose_shapes_fit(tmp_path):
+    """A ViT-S checkpoint that names no architecture: the menu proposes ViT-S-shaped models, never the default
+    ViT-B (whose 768-wide weights do not fit), each verified here by timm building it with the same shapes."""
+    import timm
+    path = tmp_path / "vit_s.pth"
+    sd = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=7).state_dict()
+    torch.save(sd, path)
+    fits = Callbacks.architectures_for(str(path))
+    assert "vit_small_patch16_224" in fits and "vit_base_patch16_224" not in fits
+    for name in fits:
+        other = timm.create_model(name, pretrained=False, num_classes=7).state_dict()
+        assert {k: tuple(v.shape) for k, v in other.items() if k in sd and "pos_embed" not in k} == \
+            {k: tuple(v.shape) for k, v in sd.items() if k in other and "pos_embed" not in k}

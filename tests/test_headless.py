@@ -50,13 +50,13 @@ def test_headless_checkpoint_in_the_app_has_attention_and_no_predictions(tmp_pat
         assert torch.allclose(a.result.logits.float(), ref(x), atol=1e-5)     # the backbone's features
     assert cb.manager.prediction_note("demo-vit") == "" and cb.manager.class_methods_disabled("demo-vit") == ""
     # the page: no class-specific method on the menu, and the note says why; the predictions note is plain
-    from viz_app.handlers import method_choices
     from attention.methods import methods
-    offered, why = method_choices(a)
-    keys = [k for _, k in offered]
+    from viz_app.main_view import menu
+    keys, not_offered = menu.offered_methods(a.result, has_classifier=bool(a.predictions))
     assert "raw" in keys and "rollout" in keys
     assert not any(m.class_specific for m in methods() if m.name in keys)
-    assert "no classifier" in why
+    assert {name for name, why in not_offered if "no classifier" in why} == \
+        {m.name for m in methods() if m.class_specific and m.defined_for(a.result) is None}
     assert any("No predictions" in n for n in a.notes)
 
 

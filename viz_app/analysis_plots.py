@@ -80,6 +80,11 @@ def diagnostics_figures(analysis: Analysis):
             if not np.isfinite(ent[li, h]):
                 continue
             rows.append([li, h, _r(ent[li, h]), _r(dist[li, h], 1), _r(pm[li, h]), _r(rm[li, h])])
+    # a column the model has nothing for says so (a blank cell reads as a bug): no prefix / no register tokens
+    for col, values in ((4, pm), (5, rm)):
+        if values is None or not np.isfinite(values).any():
+            for r in rows:
+                r[col] = NOT_APPLICABLE
     rows.sort(key=lambda r: (r[2] if r[2] is not None else 9.0))
     lines = [f"**{len(keep)} layers** with spatial attention; heads ranked from the most focused (lowest "
              f"entropy) to the most diffuse. Click a layer/head in the grid tab to look at it."]
@@ -97,6 +102,10 @@ def diagnostics_figures(analysis: Analysis):
         l, h = np.unravel_index(np.nanargmax(rm), rm.shape)
         lines.append(f"Head that looks most at the registers: L{l} H{h} ({rm[l, h]:.0%} of its attention)")
     return f1, f2, f3, rows, "  \n".join(lines)
+
+
+#: the cell of a column that does not apply to this model (e.g. register mass without register tokens)
+NOT_APPLICABLE = "n/a"
 
 
 def _r(v, nd: int = 3):

@@ -98,6 +98,20 @@ class Callbacks:
                 if f and not isinstance(f, LocalPath):
                     discard_upload(str(f))
 
+    @staticmethod
+    def architectures_for(path: str, progress: Progress = None, limit: int = 5) -> list[str]:
+        """The architectures for the checkpoint at `path`: the one it names, else those whose every weight shape
+        fits it ([] when it cannot be read safely: loading it then says why)."""
+        from attention.models.architecture import candidates
+        from attention.models.checkpoint import read_checkpoint
+        if progress:
+            progress(0.3, "finding the architectures that fit the checkpoint's weights")
+        try:
+            names = candidates(read_checkpoint(str(path)), limit=limit)
+            return list(dict.fromkeys(name.split(" (img_size")[0] for name in names))
+        except Exception:  # noqa: BLE001 - refused or not weights: 'Load my model' gives the reason
+            return []
+
     def find(self, session: str, model_name: str, sha: Optional[str]) -> Optional[Analysis]:
         if not sha:
             return None
@@ -154,14 +168,17 @@ class Callbacks:
         """Decode, run the model once with capture, cache the result for this session."""
         return self._analyse(session, image, model_name, progress)
 
-    def _get(self, session: str, model_name: str, sha: Optional[str], image=None,
-             progress: Progress = None) -> Analysis:
+    def analysis_of(self, session: str, model_name: str, sha: Optional[str], image=None,
+                    progress: Progress = None) -> Analysis:
+        """The session's analysis of (image, model): from the cache by the image's sha, else computed from
+        `image` (evicted, or never analysed on this model)."""
         a = self.find(session, model_name, sha)
         if a is not None:
             return a
         if image is None:
             raise UserError("this image's results are no longer in the cache: analyse the image again")
         return self._analyse(session, image, model_name, progress)
+
 
     # ------------------------------------------------------------------ predictions and defaults
     @staticmethod
@@ -214,24 +231,27 @@ class Callbacks:
                              grad_lock=self.manager.grad_lock(analysis.model_key))
         return mapped
 
+    @user_facing
+    def draw_view(self, session: str, analysis: Analysis, view: View) -> tuple[np.ndarray, str]:
+        """The picture and caption of `view` on an analysis."""
+        return self._render(session, analysis, view)
+
     def _render(self, session: str, analysis: Analysis, view: View) -> tuple[np.ndarray, str]:
         mapped = self._map(analysis, view)
         picture = draw(analysis, mapped, view)
-        if needs_model(view.method):
-            self.store.touch(session, analysis)
+        self.store.touch(session, analysis)       # the map was cached with the analysis: the byte bound sees it
         return picture, mapped.caption
 
     @user_facing
     def render(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
                progress: Progress = None) -> tuple[np.ndarray, str]:
         """The picture and caption of `view` (from the cache; `image` is only used if it was evicted)."""
-        analysis = self._get(session, model_name, sha, image, progress)
+        analysis = self.analysis_of(session, model_name, sha, image, progress)
         return self._render(session, analysis, view)
 
     @user_facing
-    def click(self, session: str, model_name: str, sha: Optional[str], view: View, x: float, y: float) -> View:
+    def click(self, session: str, analysis: Analysis, view: View, x: float, y: float) -> View:
         """A click at (x, y) on the displayed picture -> the view of where that patch attends."""
-        analysis = self._get(session, model_name, sha)
         py, px = display_to_photo(analysis, x, y)
         new = view.with_(method=click_method(analysis.result, view.method), query="patch", click=(py, px))
         self._map(analysis, new)     # raises a clear error for a click outside the model's view
@@ -244,7 +264,7 @@ class Callbacks:
         """(sheet picture, SheetLayout, caption): every layer x head for the current query."""
         from attention.render import grid_sheet
         from .views import layer_heads
-        analysis = self._get(session, model_name, sha, image, progress)
+        analysis = self.analysis_of(session, model_name, sha, image, progress)
         maps, names, qtext, patch_note = layer_heads(analysis, view)
         heads = max(m.shape[0] for m in maps)
         cell = int(min(112, max(44, 1240 // (heads + 1))))
@@ -276,7 +296,7 @@ class Callbacks:
         out = []
         for k, (model_name, view) in enumerate(((model_a, view_a), (model_b, view_b))):
             step = (lambda f, d, k=k: progress(0.5 * k + 0.5 * f, d)) if progress else None
-            analysis = self._get(session, model_name, sha, image, step)
+            analysis = self.analysis_of(session, model_name, sha, image, step)
             view = self.default_view(analysis, view)
             pic, caption = self._render(session, analysis, view)
             top = analysis.predictions[0] if analysis.predictions else None
@@ -289,7 +309,7 @@ class Callbacks:
     def diagnostics(self, session: str, model_name: str, sha: Optional[str], image=None, progress: Progress = None):
         """(entropy fig, distance fig, prefix-mass fig, ranking rows, summary) for the image's heads."""
         from .analysis_plots import diagnostics_figures
-        analysis = self._get(session, model_name, sha, image, progress)
+        analysis = self.analysis_of(session, model_name, sha, image, progress)
         if progress and ("diagnostics",) not in analysis.derived:
             progress(0.3, "entropy, attention distance and prefix mass of every head")
         return analysis.cached(("diagnostics",), lambda: diagnostics_figures(analysis))
@@ -299,7 +319,7 @@ class Callbacks:
                      image=None, progress: Progress = None, with_random: bool = True):
         """(figure, markdown): deletion / insertion curves of the view's map and their AUCs."""
         from .analysis_plots import faithfulness_figure
-        analysis = self._get(session, model_name, sha, image, progress)
+        analysis = self.analysis_of(session, model_name, sha, image, progress)
         mapped = self._map(analysis, view)
         loaded = self.manager.get(analysis.model_key)
         return faithfulness_figure(analysis, loaded, mapped, view, int(steps), progress, with_random,
@@ -314,7 +334,7 @@ class Callbacks:
         from attention.export import export_arrays, export_metadata, write_export
         from attention.render.files import save_png
         progress = progress or _noop
-        analysis = self._get(session, model_name, sha, image, progress)
+        analysis = self.analysis_of(session, model_name, sha, image, progress)
         loaded = self.manager.get(analysis.model_key, progress)
         folder = os.path.join(self.export_root, hashlib.sha256(session.encode()).hexdigest()[:16])
         os.makedirs(folder, exist_ok=True)
@@ -503,7 +523,7 @@ def _remove_old_files(root: str, max_age_s: float = 3600.0) -> None:
 def _patch_centre(analysis: Analysis, layer: int, row: int, col: int) -> tuple[float, float]:
     """Original-photo (y, x) of the centre of patch (row, col) of a layer's grid (for "row,col" queries)."""
     from attention.render import patch_pixels
-    from .views import _query_grid, _stride
+    from .views import grid_stride as _stride, query_grid as _query_grid
     _, _, m = layer_map(analysis.result, layer)
     grid = _query_grid(m)
     if grid is None:

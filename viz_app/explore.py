@@ -102,13 +102,13 @@ def explore(model, labels=None, image=None, processor=None, name: Optional[str] 
 
     manager = ModelManager(max_models=max_models, pretrained=True, loader=loader)
     manager._adopt(ModelSpec(entry, entry), loaded)       # in the menu, and reloadable through the loader
-    demo = build_demo(Callbacks(manager, SessionStore()), entry, "")
-    folder = None
+    folder, first = None, ()
     if photo is not None:        # the first screen shows this picture (the app opens its first example)
         folder = tempfile.mkdtemp(prefix="attention_explore_")
         path = os.path.join(folder, "image.png")
         photo.save(path)
-        demo.viz_handlers.examples.insert(0, (path, "your image"))
+        first = ((path, "your image"),)
+    demo = build_demo(Callbacks(manager, SessionStore()), entry, "", first_examples=first)
     chosen = port or _free_port()
     demo.launch(server_name="127.0.0.1", server_port=chosen, prevent_thread_lock=True, inline=False, quiet=True,
                 show_error=True, css=CSS, js=JS, max_file_size=upload_limit_bytes(),

@@ -18,6 +18,9 @@ from attention.capture import CaptureResult
 from attention.errors import MethodNotDefinedError
 from attention.methods import (FUSIONS, compute_map as library_map, get_method, grid_stride, is_spatial, method_names,
                                methods, query_grid, resolve_layer, spatial_layers)  # noqa: F401 (re-exported)
+from attention.methods.menu import (QUERY_LABELS, class_method, click_method, fallback_method, head_choices,  # noqa: F401
+                                    head_label, is_class_specific, needs_model, offered_methods, parse_head,
+                                    query_choices, query_label)
 from attention.render import overlay, photo_to_patch
 
 from .state import Analysis
@@ -41,10 +44,6 @@ METHODS = _MethodMenu()
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "jet", "turbo", "gray")
 MODES = ("smooth", "blocky")
 NORMS = (("min–max", "minmax"), ("clip top 1%", "percentile"))
-
-QUERY_LABELS = {"cls": "CLS", "dist": "DIST", "cls+dist": "CLS+DIST (mean)", "patch_mean": "all patches (mean)",
-                "query": "learned pooling query", "patch": "clicked patch"}
-
 
 @dataclass(frozen=True)
 class View:
@@ -78,51 +77,10 @@ class MapResult:
     caption: str
 
 
-def is_class_specific(method: str) -> bool:
-    return get_method(method).class_specific
-
-
-def needs_model(method: str) -> bool:
-    return get_method(method).needs_model
-
-
 def method_help() -> str:
     """One line per registered method (label: summary), for the page's help text."""
     return "  \n".join(f"**{m.label}**: {m.summary}" + (" — class-specific." if m.class_specific else ".")
                        for m in methods())
-
-
-def fallback_method(result: CaptureResult, wanted: str) -> str:
-    """`wanted` where it is defined for this model, else raw attention."""
-    return wanted if wanted in METHODS and get_method(wanted).defined_for(result) is None else "raw"
-
-
-def available_methods(result: CaptureResult) -> tuple[list[str], Optional[str]]:
-    """(the methods defined for this model, in menu order; the first reason one is not, or None)."""
-    names, why = [], None
-    for m in methods():
-        reason = m.defined_for(result)
-        if reason is None:
-            names.append(m.name)
-        elif why is None:
-            why = f"{m.label}: {reason}"
-    return names, why
-
-
-def class_method(result: CaptureResult, current: str) -> str:
-    """The method to show when a class is picked: `current` if class-specific (and defined), else the
-    first class-specific method defined for this model."""
-    if is_class_specific(current) and get_method(current).defined_for(result) is None:
-        return current
-    return next((m.name for m in methods() if m.class_specific and m.defined_for(result) is None), current)
-
-
-def click_method(result: CaptureResult, current: str) -> str:
-    """The method a click on the picture shows the clicked patch's view with: `current` when it reads a
-    query from the attention alone (raw, rollout), else raw attention."""
-    m = get_method(current) if current in METHODS else None
-    ok = m is not None and m.uses_query and not m.needs_model and m.defined_for(result) is None
-    return current if ok else "raw"
 
 
 # ---------------------------------------------------------------------------- layers, heads, queries
@@ -132,68 +90,12 @@ def layer_map(result: CaptureResult, layer: int):
     return resolve_layer(result, layer)
 
 
-def head_choices(m) -> list[str]:
-    return list(FUSIONS) + [str(h) for h in range(m.num_heads)]
-
-
-def query_choices(result: CaptureResult) -> list[str]:
-    """The queries this model has: its prefix tokens (CLS, DIST, registers), the patch mean, a clicked patch."""
-    from attention.layout import POOLING
-    names = list(result.tokens.prefix_names)
-    out = []
-    if names:
-        out.append("auto")
-        out += names
-        if "cls" in names and "dist" in names:
-            out.append("cls+dist")
-    elif any(m.kind == POOLING for m in result.maps):
-        out.append("auto")
-    out += ["patch_mean", "patch"] if any(m.kind != POOLING for m in result.maps if is_spatial(m)) else []
-    if not out:
-        out = ["auto"]
-    return out
-
-
-def query_label(q: str, result: Optional[CaptureResult] = None) -> str:
-    if q == "auto":
-        if result is not None and "cls" in result.tokens.prefix_names:
-            return "CLS (default)"
-        return "default"
-    if q.startswith("reg"):
-        return f"register {q[3:]}"
-    return QUERY_LABELS.get(q, q)
-
-
-def parse_head(head: Union[str, int]) -> Union[str, int]:
-    if isinstance(head, (int, np.integer)):
-        return int(head)
-    h = str(head).strip().lower().removeprefix("head").strip()
-    if h in FUSIONS:
-        return h
-    try:
-        return int(h)
-    except ValueError:
-        raise MethodNotDefinedError(f"unknown head {head!r}: use a head number or one of {', '.join(FUSIONS)}") from None
-
-
-def head_label(head) -> str:
-    h = parse_head(head)
-    return f"head {h}" if isinstance(h, int) else f"{h} over heads"
-
-
 def click_to_patch(analysis: Analysis, m, click: tuple[float, float]) -> Optional[tuple[int, int]]:
     """The patch of layer `m`'s query grid under a click given in original-photo pixels."""
     grid = query_grid(m)
     if grid is None:
         return None
     return photo_to_patch(analysis.prepared.geometry, grid, click[0], click[1], grid_stride(analysis.result, grid))
-
-
-_query_grid = query_grid                       # old names, still imported by callbacks
-
-
-def _stride(result: CaptureResult, grid):
-    return grid_stride(result, grid)
 
 
 # ---------------------------------------------------------------------------- computing maps

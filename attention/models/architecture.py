@@ -230,12 +230,21 @@ def classes_in(sd: dict[str, torch.Tensor]) -> Optional[int]:
     return None
 
 
+def candidates(ck: Checkpoint, said: Optional[Described] = None, limit: Optional[int] = None) -> list[str]:
+    """The architectures for a checkpoint: the one it names, else those whose every weight shape fits it."""
+    said = said or described(ck)
+    if said.name:
+        return [said.name]
+    fits = fitting(ck.state_dict, said.num_classes or classes_in(ck.state_dict))
+    return fits if limit is None else fits[:limit]
+
+
 def proposal(ck: Checkpoint, said: Optional[Described] = None) -> tuple[Optional[str], str]:
     """(the architecture to build, how it was found) for a checkpoint loaded without a model name."""
     said = said or described(ck)
     if said.name:
         return said.name, f"named by {ck.name} ({said.said_by.replace('its ', '')})"
-    fits = fitting(ck.state_dict, said.num_classes or classes_in(ck.state_dict))
+    fits = candidates(ck, said)
     if not fits:
         return None, ""
     first = fits[0].split(" (img_size")[0]
@@ -244,4 +253,4 @@ def proposal(ck: Checkpoint, said: Optional[Described] = None) -> tuple[Optional
                    f"architecture if it differs{also})")
 
 
-__all__ = ["Described", "described", "fitting", "proposal", "classes_in"]
+__all__ = ["Described", "described", "fitting", "candidates", "proposal", "classes_in"]
