@@ -25,7 +25,6 @@ class LessonPlace:
     row: int = 0
     col: int = 0
     temperature: float = 1.0
-    shown: Optional[tuple[str, str]] = None   # the (model, image sha) the lesson's pictures were drawn for
 
     def with_(self, **kw) -> "LessonPlace":
         return replace(self, **kw)
@@ -46,6 +45,7 @@ class Page:
     tab: str = "attention"               # the top-level tab shown
     presenter: bool = False
     lesson: LessonPlace = field(default_factory=LessonPlace)
+    train_seen: int = 0                  # snapshots of the lesson's training run already drawn (step 6)
 
     @property
     def key(self) -> Optional[tuple[str, str]]:

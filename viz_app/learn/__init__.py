@@ -16,7 +16,8 @@ import gradio as gr
 
 from ..events import handler
 from .step import STALE, Step, text_box
-from .steps import step_named, steps
+from .steps import step_named
+from .steps import steps as lesson_steps     # (the name `steps` stays the subpackage's)
 
 INTRO = "**A lesson on attention** on this image and model: every number is the model's own."
 
@@ -27,11 +28,11 @@ def _names(step: Step) -> tuple[str, ...]:
 
 def all_outputs() -> tuple[str, ...]:
     """Every name any step fills, each once."""
-    return tuple(dict.fromkeys(n for s in steps() for n in _names(s)))
+    return tuple(dict.fromkeys(n for s in lesson_steps() for n in _names(s)))
 
 
 def all_controls() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(n for s in steps() for n in s.controls))
+    return tuple(dict.fromkeys(n for s in lesson_steps() for n in s.controls))
 
 
 def opener(step: Step):
@@ -54,7 +55,7 @@ def navigator(delta: int):
     """Previous (-1) / Next (+1): through the steps in order, a step's parts one by one."""
     @handler(outputs=("learn_tabs", "learn_part") + all_outputs())
     def on_nav(ctx) -> dict:
-        order = steps()
+        order = lesson_steps()
         place = ctx.page.lesson
         here = step_named(place.step)
         if place.part in here.parts:
@@ -90,7 +91,7 @@ def on_key(ctx) -> dict:
     """A new image or model: every step's controls fitted to it, the step on screen redrawn (when the Learn tab
     is open), every other step cleared."""
     out = {}
-    for s in steps():
+    for s in lesson_steps():
         out.update(s.cleared(STALE))
     if ctx.page.key is None:
         return out
@@ -98,7 +99,7 @@ def on_key(ctx) -> dict:
         analysis = ctx.analysis()
     except Exception:  # noqa: BLE001 - the page's own handler said why
         return out
-    for s in steps():
+    for s in lesson_steps():
         updates, place = s.fit(ctx, analysis)
         out.update(updates)
         ctx.page = ctx.page.with_(lesson=place)
@@ -122,7 +123,7 @@ def build_learn_tab(ui, events) -> gr.Tab:
                                        min_width=160, container=False)
         with gr.Tabs(elem_id="learn-tabs") as ui.learn_tabs:
             tabs = {}
-            for step in steps():
+            for step in lesson_steps():
                 with gr.Tab(step.title, id=step.tab_id, elem_id=f"{step.tab_id}-tab") as tabs[step.id]:
                     step.build(ui)
 
@@ -133,11 +134,11 @@ def build_learn_tab(ui, events) -> gr.Tab:
     events.bind(ui.learn_prev.click, navigator(-1))
     events.bind(ui.learn_next.click, navigator(+1))
     events.follow_key(on_key)
-    for step in steps():
+    for step in lesson_steps():
         open_step = opener(step)
         events.bind(tabs[step.id].select, open_step)
         step.wire(events, ui, open_step)
     return learn_tab
 
 
-__all__ = ["build_learn_tab", "steps", "on_key", "on_learn_opened", "navigator", "opener"]
+__all__ = ["build_learn_tab", "lesson_steps", "on_key", "on_learn_opened", "navigator", "opener"]

@@ -5,7 +5,7 @@ import gradio as gr
 
 from .. import main_view
 from ..events import handler
-from ..views import METHODS, View
+from ..views import METHODS
 from . import Tab
 from .grid import STALE
 

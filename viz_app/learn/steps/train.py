@@ -13,8 +13,7 @@ from ...events import handler
 from ...training import MAX_STEPS, MIN_STEPS, describe, progress_bar
 from ..step import Step, picture_box, scale_of, text_box
 
-VIEW = ("learn_train_bar", "learn_train_md", "learn_train_curves", "learn_train_probes", "learn_train_timer",
-        "learn_train_seen")
+VIEW = ("learn_train_bar", "learn_train_md", "learn_train_curves", "learn_train_probes", "learn_train_timer")
 
 
 def pictures(ctx, st=None, probes: bool = True) -> dict:
@@ -32,16 +31,15 @@ def pictures(ctx, st=None, probes: bool = True) -> dict:
 
 def training_view(ctx, seen: int) -> dict:
     """Status, bar, timer and pictures; the probes are only redrawn when a new snapshot arrived (drawing costs
-    CPU the training needs)."""
+    CPU the training needs; the page remembers how many it has drawn)."""
     st = ctx.app.room.state(ctx.session)
     if st is None:
-        return {"learn_train_bar": progress_bar(None), "learn_train_md": describe(None),
-                "learn_train_curves": None, "learn_train_probes": None,
-                "learn_train_timer": gr.Timer(active=False), "learn_train_seen": 0}
+        return {"page": ctx.page.with_(train_seen=0), "learn_train_bar": progress_bar(None),
+                "learn_train_md": describe(None), "learn_train_curves": None, "learn_train_probes": None,
+                "learn_train_timer": gr.Timer(active=False)}
     n = len(st.snapshots)
-    return {"learn_train_bar": progress_bar(st), "learn_train_md": describe(st),
-            "learn_train_timer": gr.Timer(active=st.active), "learn_train_seen": n,
-            **pictures(ctx, st, probes=n != seen or not st.active)}
+    return {"page": ctx.page.with_(train_seen=n), "learn_train_bar": progress_bar(st), "learn_train_md": describe(st),
+            "learn_train_timer": gr.Timer(active=st.active), **pictures(ctx, st, probes=n != seen or not st.active)}
 
 
 class TrainStep(Step):
@@ -69,7 +67,6 @@ class TrainStep(Step):
             ui.learn_train_probes = picture_box("Attention (rollout) on the probes as training goes",
                                                 "learn-train-probes", 330)
         ui.learn_train_timer = gr.Timer(1.5, active=False)
-        ui.learn_train_seen = gr.State(0)
 
     def compute(self, ctx) -> dict:
         return pictures(ctx)
@@ -80,14 +77,14 @@ class TrainStep(Step):
             ctx.app.room.start(ctx.session, int(ctx.values.learn_train_steps))
             return training_view(ctx, -1)
 
-        @handler(inputs=("learn_train_seen",), outputs=VIEW)
+        @handler(outputs=VIEW)
         def on_train_tick(ctx) -> dict:
-            return training_view(ctx, int(ctx.values.learn_train_seen or 0))
+            return training_view(ctx, ctx.page.train_seen)
 
-        @handler(inputs=("learn_train_seen",), outputs=VIEW)
+        @handler(outputs=VIEW)
         def on_train_stop(ctx) -> dict:
             ctx.app.room.stop(ctx.session)
-            return training_view(ctx, int(ctx.values.learn_train_seen or 0))
+            return training_view(ctx, ctx.page.train_seen)
 
         @handler(outputs=("model_dd", "learn_train_md"))
         def on_train_save(ctx) -> dict:
