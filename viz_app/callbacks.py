@@ -179,7 +179,6 @@ class Callbacks:
             raise UserError("this image's results are no longer in the cache: analyse the image again")
         return self._analyse(session, image, model_name, progress)
 
-
     # ------------------------------------------------------------------ predictions and defaults
     @staticmethod
     def label_values(analysis: Analysis) -> dict[str, float]:
@@ -523,12 +522,12 @@ def _remove_old_files(root: str, max_age_s: float = 3600.0) -> None:
 def _patch_centre(analysis: Analysis, layer: int, row: int, col: int) -> tuple[float, float]:
     """Original-photo (y, x) of the centre of patch (row, col) of a layer's grid (for "row,col" queries)."""
     from attention.render import patch_pixels
-    from .views import grid_stride as _stride, query_grid as _query_grid
+    from attention.methods import grid_stride, query_grid
     _, _, m = layer_map(analysis.result, layer)
-    grid = _query_grid(m)
+    grid = query_grid(m)
     if grid is None:
         raise MethodNotDefinedError(f"layer {m.name} has no patch queries")
     if not (0 <= row < grid[0] and 0 <= col < grid[1]):
         raise UserError(f"patch ({row}, {col}) is outside the {grid[0]}x{grid[1]} grid")
-    y0, y1, x0, x1 = patch_pixels(analysis.prepared.geometry, grid, row, col, _stride(analysis.result, grid))
+    y0, y1, x0, x1 = patch_pixels(analysis.prepared.geometry, grid, row, col, grid_stride(analysis.result, grid))
     return (y0 + y1 - 1) / 2.0, (x0 + x1 - 1) / 2.0

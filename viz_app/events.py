@@ -197,7 +197,7 @@ class Events:
         request = type("Request", (), {"session_hash": session})()
         out = self._wrap(fn)[0](data, event, request, _no_progress) if fn.select else \
             self._wrap(fn)[0](data, request, _no_progress)
-        names = {c: n for n in ui.names() for c in [ui[n]]}
+        names = {ui[n]: n for n in ui.names()}
         if not isinstance(out, dict) or "__type__" in out:     # gr.skip(): refused (the toast said why)
             return {"page": page, "skipped": True}
         result = {names[c]: v for c, v in out.items()}

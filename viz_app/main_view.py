@@ -11,7 +11,6 @@ import gradio as gr
 
 from attention.methods import menu, spatial_layers
 
-
 from .page import Page
 from .views import View, head_label
 
@@ -78,14 +77,6 @@ def resolve_view(page: Page, analysis) -> View:
     return view.with_(query=query, head=head, target=target, click=view.click if query == "patch" else None)
 
 
-def class_method(analysis, current: str) -> str:
-    """The method to show when a class is picked: `current` if class-specific and offered, else the first
-    class-specific method offered for this model."""
-    offered, _ = menu.offered_methods(analysis.result, has_classifier=bool(analysis.predictions))
-    specific = [k for k in offered if menu.get_method(k).class_specific]
-    return current if current in specific else (specific[0] if specific else current)
-
-
 def target_text(analysis, view: View) -> str:
     if not analysis.predictions:
         return NO_CLASSIFIER_TEXT
@@ -118,7 +109,7 @@ def query_update(analysis, view: View) -> dict:
 def controls(analysis, view: View, skip: tuple[str, ...] = ()) -> dict:
     """Every view control's update for this model and view, by name (``skip``: the control being dragged)."""
     result = analysis.result
-    offered, not_offered = menu.offered_methods(result, has_classifier=bool(analysis.predictions))
+    offered, _ = menu.offered_methods(result, has_classifier=bool(analysis.predictions))
     n_layers = len(spatial_layers(result))
     pos = menu.layer_position(result, view.layer)
     out = {

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from attention.methods import menu
+
 from .. import main_view
 from ..events import handler
 from ..views import COLORMAPS, METHODS, MODES, NORMS, method_help
@@ -76,7 +78,8 @@ def on_class(ctx) -> dict:
     analysis = ctx.analysis()
     label = ctx.event.value if isinstance(ctx.event.value, str) else (ctx.event.value or {}).get("label", "")
     target = ctx.app.cb.target_from_label(analysis, label)
-    page = ctx.page.with_view(target=target, method=main_view.class_method(analysis, ctx.page.view.method))
+    page = ctx.page.with_view(target=target, method=menu.class_method(
+        analysis.result, ctx.page.view.method, has_classifier=bool(analysis.predictions)))
     return main_view.show(ctx, page, analysis)
 
 

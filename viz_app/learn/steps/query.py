@@ -28,12 +28,18 @@ CONTROLS = ("learn_layer", "learn_head", "learn_token", "learn_row", "learn_col"
 
 
 # ---------------------------------------------------------------------- the picker
-def picker_picture(view: np.ndarray, grid: tuple[int, int], row: int, col: int, active: bool = True) -> np.ndarray:
-    """The model's view enlarged, with the patch grid and the chosen patch outlined (click to choose)."""
+def picker_size(view: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the picker picture of the model's view (its long side PICK_SIZE)."""
     H, W = view.shape[:2]
     f = PICK_SIZE / max(H, W)
-    big = cv2.resize(view, (round(W * f), round(H * f)),
-                     interpolation=cv2.INTER_NEAREST if f >= 2 else cv2.INTER_AREA)
+    return round(H * f), round(W * f)
+
+
+def picker_picture(view: np.ndarray, grid: tuple[int, int], row: int, col: int, active: bool = True) -> np.ndarray:
+    """The model's view enlarged, with the patch grid and the chosen patch outlined (click to choose)."""
+    h, w = picker_size(view)
+    f = PICK_SIZE / max(view.shape[:2])
+    big = cv2.resize(view, (w, h), interpolation=cv2.INTER_NEAREST if f >= 2 else cv2.INTER_AREA)
     out = big.copy()
     gh, gw = grid
     h, w = out.shape[:2]
@@ -119,7 +125,8 @@ def _pictures(ctx, analysis, step: QueryStep, place, which=(0, 1, 2, 3)) -> list
     """The parts' pictures (cached with the analysis: a revisit costs nothing)."""
     view = model_view(ctx, analysis)
     T, scale = float(place.temperature), scale_of(ctx)
-    key = ("query", place.layer, step.head, str(query_of(place)), scale)
+    layer = layer_index(place, len(self_attention(analysis)))     # None and the last layer: one entry
+    key = ("query", layer, step.head, str(query_of(place)), scale)
     draw = {0: (("scores",), lambda: scores_picture(step, view, scale)),
             1: (("softmax", T), lambda: softmax_picture(step, T, scale)),
             2: (("weights", T), lambda: weights_picture(step, view, T, scale)),
@@ -285,8 +292,7 @@ def on_pick(ctx) -> dict:
     if not layers:
         raise MethodNotDefinedError("this model has no self-attention over patch tokens to query")
     x, y = ctx.event.index
-    shape = picker(ctx, a, ctx.page.lesson).shape[:2]
-    row, col = picker_cell(shape, layers[0].layout.grid, x, y)
+    row, col = picker_cell(picker_size(model_view(ctx, a)), layers[0].layout.grid, x, y)
     ctx.page = ctx.page.with_lesson(token="patch", row=row, col=col)
     return {"page": ctx.page, "learn_token": "patch", "learn_row": row, "learn_col": col,
             **STEP.draw(ctx)}
