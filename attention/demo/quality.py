@@ -3,12 +3,7 @@
 `evaluate_maps` is independent of how the maps were obtained; `demo_maps` below gives the demo
 models' default maps from one `attention.capture` of a batch.
 
-Definitions (grid of gh x gw cells over an H x W mask; cell = (H/gh) x (W/gw) pixels):
-- cell fraction: fraction of a cell's pixels covered by the mask;
-- pointing game: the map's argmax cell has cell fraction > 0 (the object touches it);
-- AUROC (per image, then averaged): map values as scores; positives = cells with fraction
-  >= `pos_threshold` (0.5), negatives = cells with fraction == 0; cells only partly covered are
-  left out (`ignore_partial=True`) or counted as negatives (False). Ties get average ranks.
+The definitions (cell fraction, pointing game, AUROC) are stated once, in `attention.scoring`.
 """
 from __future__ import annotations
 
