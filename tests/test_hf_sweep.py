@@ -29,7 +29,6 @@ _DETR = ("decoder: object-query self-attention is fitted to a grid and the query
 _WINDOWS = "windows of the image, each with its own CLS token, are not placed"
 KNOWN_WRONG: dict[str, str] = {
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
-    "cvt": "the CLS stage's keys (CLS + a strided key grid) have no layout",
     "lw_detr_vit": _WINDOWS, "rf_detr_dinov2": _WINDOWS,
     "hiera": "mask-unit attention in Hiera's unrolled token order is not placed",
     "mobilevit": "unfolded-patch attention (pixels at one offset across patches) is not placed",
