@@ -20,26 +20,10 @@ from attention.i18n import LANGUAGES, catalogue, catalogue_path, normalize_lang,
 from attention.i18n.fonts import MPL_FAMILY, cjk_font_path, cmap_of, latin_font_path, needs_cjk
 from attention.lesson import figure
 from attention.models import load_model
+from tests.i18n_support import latin_words
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHOTO = os.path.join(HERE, "..", "..", "shared", "images", "public_domain", "matplotlib_grace_hopper.jpg")
-
-# Latin words a Chinese lesson keeps as they are: notation, names of tokens, models, papers and code
-ALLOWED = {"ViT", "CLS", "DIST", "REG", "softmax", "Transformer", "Transformers", "Swin", "RoPE", "Darcet",
-           "Abnar", "Zuidema", "Vision", "Need", "Registers", "et", "al", "max", "exp", "out", "pos_embed",
-           "W_Q", "W_K", "W_V", "W_O", "x_i", "a_j", "v_j", "L2", "d", "q", "k", "v", "z", "T", "I", "i", "j",
-           "p", "r", "c", "H", "W", "a", "demo", "vit", "sha256", "qkv", "timm", "Attention", "nn", "MultiheadAttention",
-           "attn", "SelfAttention2d", "CNNSelfAttention", "CNN", "cnn", "selfattn"}
-
-
-def latin_words(text: str) -> set[str]:
-    """The Latin words of `text` not in ALLOWED (code in backticks, token names such as REG3 / L0 / p(0,1)
-    and hex digests are notation)."""
-    text = re.sub(r"`[^`]*`", " ", text)
-    words = set(re.findall(r"(?<![0-9A-Za-z_])[A-Za-z_][A-Za-z0-9_]*", text))     # not the x of 64x64
-    return {w for w in words if w not in ALLOWED and not re.fullmatch(r"(REG|L|p|reg)\d*|[0-9a-f]{6,}|[A-Za-z]_?[a-z0-9]?",
-                                                                      w)}
-
 
 # --------------------------------------------------------------------------- the catalogues
 

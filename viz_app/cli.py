@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, help="build a timm ViT at this input size (position embedding resampled)")
     p.add_argument("--classes", help="zero-shot models (open_clip:ARCH/PRETRAINED): the classes, e.g. "
                                      "\"cat, dog, teapot\"")
+    p.add_argument("--lang", default=None, help="the page's language when the browser asks for none we have: en "
+                   "(default) or zh-CN (简体中文); a tab can also open with ?lang=zh-CN and switch in the page")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
@@ -203,7 +205,9 @@ def main(argv: Optional[list[str]] = None, demo=None) -> int:
         allowed = allowed_model_dirs(args)
         from attention.device import resolve_device
         device = resolve_device(args.device)
-    except (StartError, UserError) as e:
+        from .words import set_build_language
+        set_build_language(args.lang)
+    except (StartError, UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -89,6 +89,12 @@ class Ctx:
     progress: Callable[[float, str], None]
     app: Any                                  # the `viz_app.services.Services` of this app
     event: Any = None                         # gr.SelectData for select events
+    request: Any = None                       # the gr.Request (headers, URL parameters)
+
+    @property
+    def lang(self) -> str:
+        """The page's language."""
+        return self.page.lang
 
     def analysis(self, page: Optional[Page] = None):
         """The session's analysis of the page's image on its model (cached; computed if evicted)."""
@@ -137,7 +143,7 @@ class Events:
             session = (getattr(request, "session_hash", None) or "local") if request is not None else "local"
             page = data[ui.page]
             values = SimpleNamespace(**{n: data[ui[n]] for n in in_names})
-            ctx = Ctx(session, page, values, lambda frac, desc: progress(frac, desc=desc), app, event)
+            ctx = Ctx(session, page, values, lambda frac, desc: progress(frac, desc=desc), app, event, request)
             try:
                 if fn.needs_image and page.image is None and page.sha is None:
                     raise NoImage()

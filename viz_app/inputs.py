@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 
-from . import main_view
+from . import main_view, words
 from .events import handler, warn
 from .main_view import image_name, provenance
 from .models import CHECKPOINT_TYPES, CUSTOM_ARCHS, FROM_CHECKPOINT, LocalPath
@@ -178,7 +178,8 @@ def show_page(ctx) -> dict:
 def on_load(ctx) -> dict:
     """The page opened: the default model, and (the first screen is never empty) the first example."""
     name, text = ctx.app.default.get()
-    out = {"page": ctx.page.with_(model=name), "model_dd": gr.update(choices=ctx.app.manager.choice_pairs(
+    lang = words.language_of(ctx.request, words.build_language())
+    out = {"page": ctx.page.with_(model=name, lang=lang), "model_dd": gr.update(choices=ctx.app.manager.choice_pairs(
         ctx.session), value=name), "notice_md": gr.update(value=text, visible=bool(text)),
         "api_model": gr.update(value=name)}
     if ctx.page.image is None and ctx.app.examples:

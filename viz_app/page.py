@@ -46,6 +46,7 @@ class Page:
     presenter: bool = False
     lesson: LessonPlace = field(default_factory=LessonPlace)
     train_seen: int = 0                  # snapshots of the lesson's training run already drawn (step 6)
+    lang: str = "en"                     # the page's language (a code of `attention.i18n.LANGUAGES`)
 
     @property
     def key(self) -> Optional[tuple[str, str]]:

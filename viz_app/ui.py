@@ -10,9 +10,10 @@ from typing import Optional
 
 import gradio as gr
 
-from . import gradio_cache, inputs
+from . import gradio_cache, inputs, words
 from .callbacks import Callbacks
 from .events import Events, Ui, handler
+from .words import said
 from .examples import example_files
 from .models import DEFAULT_ONLINE, FALLBACK, ModelManager
 from .page import Page
@@ -73,6 +74,26 @@ def _tab_opened(tab_id: str):
     return on_tab
 
 
+def _language_handlers(ui, said_names: list[str]):
+    """(on the switch, after the page loaded): every said component relabelled in the page's language (the
+    followers then redraw every view in it). On load the language comes from the URL, the browser or the
+    server (`inputs.on_load`); on the switch it is the one chosen."""
+    outputs = tuple(said_names) + ("lang",)
+    built_in = words.build_language()
+
+    def relabelled(page: Page) -> dict:
+        return {**words.relabel(ui, said_names, page.lang), "page": page, "lang": page.lang}
+
+    @handler(inputs=("lang",), outputs=outputs)
+    def on_language(ctx) -> dict:
+        return relabelled(ctx.page.with_(lang=words.normalize_lang(ctx.values.lang)))
+
+    @handler(outputs=outputs)
+    def relabel_page(ctx) -> dict:
+        return relabelled(ctx.page) if ctx.page.lang != built_in else {}
+    return on_language, relabel_page
+
+
 def _api(ui, services: Services) -> None:
     """The two named API endpoints (positional by contract; hidden components)."""
     cb, default = services.cb, services.default
@@ -129,8 +150,10 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
     # Gradio's uploads and served pictures: checked hourly, deleted 4 h after they were written, and at exit
     with gr.Blocks(title="Attention explorer", fill_width=True, delete_cache=(3600, 4 * 3600)) as demo:
         events.demo = demo
-        ui.page = gr.State(Page(initial_model))
-        gr.Markdown(INTRO, elem_id="intro")
+        ui.page = gr.State(Page(initial_model, lang=words.build_language()))
+        with gr.Row(elem_id="header"):
+            said(gr.Markdown(elem_id="intro"), value="app.intro")
+            ui.lang = words.switch(words.build_language())
         ui.notice_md = gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300, elem_id="input-column"):
@@ -145,9 +168,10 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                         else:
                             with gr.Tab(tab.title, id=tab.id) as opened[tab.id]:
                                 tab.build(ui, services)
-        with gr.Accordion("Scripting the app (API)", open=False, elem_id="about"):
+        with said(gr.Accordion(open=False, elem_id="about"), label="app.api.title"):
             gr.Markdown(API_HELP)
         _api(ui, services)
+        said_names = words.name_said(ui)
 
         # ------------------------------------------------------------------ wiring
         for tab in page_tabs:
@@ -162,7 +186,10 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                                   js=f"() => {{ document.body.classList.toggle('learning', "
                                      f"{'true' if tab.id == 'learn' else 'false'}); return []; }}")
         inputs.wire(events, ui)
-        events.bind(demo.load, inputs.on_load)
+        on_language, relabel_page = _language_handlers(ui, said_names)
+        events.bind(ui.lang.input, on_language, key_change=True, show_progress="hidden")
+        ui.lang.input(None, [ui.lang], None, js=words.SWITCH_JS, api_visibility="private")
+        events.then(events.bind(demo.load, inputs.on_load), relabel_page)
         events.finish()
 
     demo.queue(default_concurrency_limit=2, max_size=64)
