@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .capture import AttentionMap, CaptureResult
-from .layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, TokenLayout
+from .layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, TokenLayout, TokenWindows
 
 
 @dataclass
@@ -114,6 +114,10 @@ def _groups(m: AttentionMap) -> Optional[_Groups]:
         c = (sx_ + info.shift[1]) % info.grid[1]
         pos = torch.stack([(r + 0.5) * sy, (c + 0.5) * sx], dim=-1).double()
         cell = torch.where(valid, r * info.grid[1] + c, torch.full_like(r, -1))
+        if isinstance(info, TokenWindows):   # tokens listed one by one (a window's own CLS has no position)
+            cell = torch.tensor(info.positions(), dtype=torch.long)
+            valid, r, c = cell >= 0, cell.clamp(min=0) // info.grid[1], cell.clamp(min=0) % info.grid[1]
+            pos = torch.stack([(r + 0.5) * sy, (c + 0.5) * sx], dim=-1).double()
         sel = valid.double() / valid.sum()
         return _Groups(P, valid, pos, cell, tuple(info.grid), valid, pos, sel, [], [])
     if m.kind not in (SELF, CLASS, REDUCED, POOLING) or m.layout is None or m.layout.num_patches == 0:

@@ -162,6 +162,83 @@ class WindowInfo:
             d["roll_after_pad"] = True
         return d
 
+    @property
+    def tokens_per_window(self) -> int:
+        """Tokens in each window's sequence (the last two dims of its attention matrix)."""
+        return self.window[0] * self.window[1]
+
+    def positions(self) -> tuple[tuple[int, ...], ...]:
+        """Per window, per in-window token: its flat stage-grid index ``row * W + col``, -1 for padding or a
+        token that is no position."""
+        W = self.grid[1]
+        return tuple(tuple(-1 if (pos := self.token_position(w, p)) is None else pos[0] * W + pos[1]
+                           for p in range(self.tokens_per_window)) for w in range(self.windows_per_image))
+
+
+@dataclass(frozen=True)
+class TokenWindows(WindowInfo):
+    """Windows whose tokens are listed one by one, for windows that are no shifted rectangles of the grid or
+    that carry tokens of their own: ``table[w][p]`` is the flat stage-grid index ``row * W + col`` of
+    in-window token ``p`` of window ``w``, or -1 for a token that is no position (e.g. the window's own CLS
+    token); those tokens are named, per window and in sequence order, in ``special[w]``.
+
+    RF-DETR's windowed DINOv2 is the case: each window is ``[CLS, its patches]`` and its global layers attend
+    over the windows' sequences joined (one "window" holding every window's CLS and patches). The base
+    fields keep their meaning where they have one (``grid``: the stage grid; ``window``: the nominal
+    window size; ``shift`` (0, 0); ``padded`` = ``grid``).
+    """
+
+    table: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
+    special: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self):
+        n = len(self.table[0]) if self.table else 0
+        if not self.table or any(len(t) != n for t in self.table):
+            raise ValueError("TokenWindows needs one token list per window, all of the same length")
+        where = {}
+        for w, t in enumerate(self.table):
+            for p, flat in enumerate(t):
+                if flat >= 0:
+                    if flat in where:
+                        raise ValueError(f"grid cell {divmod(flat, self.grid[1])} is in two windows' tokens")
+                    where[flat] = (w, p)
+        if len(self.special) != len(self.table) or any(
+                len(names) != sum(f < 0 for f in t) for names, t in zip(self.special, self.table)):
+            raise ValueError("TokenWindows.special names each window's tokens that are no position, in order")
+        object.__setattr__(self, "_where", where)
+
+    @property
+    def windows_per_image(self) -> int:
+        return len(self.table)
+
+    @property
+    def tokens_per_window(self) -> int:
+        return len(self.table[0])
+
+    def token_position(self, window_index: int, in_window: int) -> Optional[tuple[int, int]]:
+        flat = self.table[window_index][in_window]
+        return None if flat < 0 else divmod(flat, self.grid[1])
+
+    def locate(self, row: int, col: int) -> tuple[int, int]:
+        H, W = self.grid
+        if not (0 <= row < H and 0 <= col < W) or row * W + col not in self._where:
+            raise IndexError(f"patch ({row}, {col}) is in no window of the {H}x{W} grid")
+        return self._where[row * W + col]
+
+    def positions(self) -> tuple[tuple[int, ...], ...]:
+        return self.table
+
+    def special_tokens(self, window_index: int) -> list[tuple[int, str]]:
+        """(in-window index, name) of window ``window_index``'s tokens that are no position."""
+        names = iter(self.special[window_index])
+        return [(p, next(names)) for p, flat in enumerate(self.table[window_index]) if flat < 0]
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.update(tokens_per_window=self.tokens_per_window, table=[list(t) for t in self.table],
+                 special=[list(s) for s in self.special])
+        return d
+
 
 @dataclass(frozen=True)
 class ModelTokens:

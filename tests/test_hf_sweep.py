@@ -26,10 +26,8 @@ from tests.hf_sweep import sweep_type, vision_types  # noqa: E402
 #: types whose capture is exact but whose geometry is not yet right, each with what is wrong
 _DETR = ("decoder: object-query self-attention is fitted to a grid and the query x position cross-attention "
          "has no layout")
-_WINDOWS = "windows of the image, each with its own CLS token, are not placed"
 KNOWN_WRONG: dict[str, str] = {
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
-    "lw_detr_vit": _WINDOWS, "rf_detr_dinov2": _WINDOWS,
     "hiera": "mask-unit attention in Hiera's unrolled token order is not placed",
     "mobilevit": "unfolded-patch attention (pixels at one offset across patches) is not placed",
     "mobilevitv2": "separable (linear) attention: one context score per position, fitted to the wrong grid",

@@ -28,7 +28,7 @@ import torch
 
 from ..capture import AttentionMap, CaptureResult
 from ..errors import MethodNotDefinedError
-from ..layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, WindowInfo
+from ..layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, TokenWindows, WindowInfo
 from .base import MapResult, Method, MethodContext, register
 from .fusion import FUSIONS, fuse_heads
 from .layers import grid_stride, no_spatial_message, resolve_layer, spatial_layers
@@ -61,7 +61,7 @@ def get_layer(result: CaptureResult, layer: Union[int, str]) -> AttentionMap:
 
 def window_scatter_index(info: WindowInfo, window_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(in-window indices, flat stage-grid positions) of the real (non-padding) tokens of one window."""
-    n = info.window[0] * info.window[1]
+    n = info.tokens_per_window
     src, dst = [], []
     for p in range(n):
         pos = info.token_position(window_index, p)
@@ -71,10 +71,35 @@ def window_scatter_index(info: WindowInfo, window_index: int) -> tuple[torch.Ten
     return torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long)
 
 
+def window_cls(info: WindowInfo) -> bool:
+    """Whether the windows carry CLS tokens of their own (RF-DETR's windowed DINOv2)."""
+    return isinstance(info, TokenWindows) and any(n.startswith("cls") for names in info.special for n in names)
+
+
+def _window_cls_view(m: AttentionMap, head: Head) -> torch.Tensor:
+    """Each window's CLS row(s) (mean where a window holds several) over that window's own patches, the
+    windows side by side on the stage grid: (B, H, W)."""
+    info = m.window
+    nW = info.windows_per_image
+    B = m.weights.shape[0] // nW
+    H, W = info.grid
+    out = m.weights.new_zeros(B, H * W, dtype=torch.float32)
+    for w in range(nW):
+        idx = [p for p, name in info.special_tokens(w) if name.startswith("cls")]
+        if not idx:
+            continue
+        rows = select_heads(m.weights[w::nW][:, :, idx, :], head).mean(dim=1)   # (B, n)
+        src, dst = window_scatter_index(info, w)
+        out[:, dst.to(out.device)] = rows[:, src.to(out.device)]
+    return out.view(B, H, W)
+
+
 def _window_view(m: AttentionMap, head: Head, query: Query) -> torch.Tensor:
     info = m.window
     if info is None:
         raise MethodNotDefinedError(f"{m.name}: the window geometry was not captured")
+    if isinstance(query, str) and query in ("auto", "cls") and window_cls(info):
+        return _window_cls_view(m, head)
     if isinstance(query, str):
         raise MethodNotDefinedError(
             f"{m.name} is windowed attention (Swin): it has no CLS or other prefix token; pick a patch "
@@ -191,7 +216,13 @@ class RawAttention(Method):
         n = len(spatial_layers(result))
         query, head = ctx.query, ctx.head
         where = f"layer {pos} of 0–{n - 1} ({m.name}) · {head_text(head)}"
-        if m.kind == WINDOW and isinstance(query, str):
+        if m.kind == WINDOW and query in ("auto", "cls") and window_cls(m.window):
+            maps = raw_attention(result, i, head, "cls")
+            n_cls = sum(t.startswith("cls") for t in m.window.special[0])
+            desc = f"{where} · " + ("each window's CLS token over its window" if m.window.windows_per_image > 1
+                                    else f"the {n_cls} windows' CLS tokens (mean) over every patch")
+            patch = None
+        elif m.kind == WINDOW and isinstance(query, str):
             maps = pick_head(received_heads(m), head, m.name)
             desc = f"{where} · attention each position receives (Swin has no CLS token; pick a patch for its own view)"
             patch = None

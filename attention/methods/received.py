@@ -19,7 +19,7 @@ import torch
 
 from ..capture import AttentionMap, CaptureResult
 from ..errors import MethodNotDefinedError
-from ..layout import CLASS, POOLING, REDUCED, SELF, WINDOW
+from ..layout import CLASS, POOLING, REDUCED, SELF, WINDOW, TokenWindows
 from .base import MapResult, Method, MethodContext, register
 from .fusion import FUSIONS
 from .layers import grid_stride, no_spatial_message, resolve_layer, spatial_layers
@@ -34,6 +34,8 @@ def received_heads(m: AttentionMap) -> torch.Tensor:
         a = m.weights.detach().float().mean(dim=2)        # (B*nW, heads, n): mean over the window's queries
         nW = info.windows_per_image
         B, heads = a.shape[0] // nW, a.shape[1]
+        if isinstance(info, TokenWindows):   # tokens listed one by one: each placed at its own cell
+            return scatter_windows(info, a.reshape(B, nW, heads, -1).transpose(1, 2))
         wh, ww = info.window
         Hp, Wp = info.padded
         g = a.reshape(B, Hp // wh, Wp // ww, heads, wh, ww).permute(0, 3, 1, 4, 2, 5).reshape(B, heads, Hp, Wp)
@@ -43,6 +45,17 @@ def received_heads(m: AttentionMap) -> torch.Tensor:
         raise MethodNotDefinedError(f"received attention needs a spatial layer; {m.name} is {m.kind}")
     a = m.weights.detach().float()[:, :, :, m.layout.patch_slice].mean(dim=2)
     return a.reshape(a.shape[0], a.shape[1], *m.layout.grid)
+
+
+def scatter_windows(info, values: torch.Tensor) -> torch.Tensor:
+    """(..., nW, n) values of every window token -> (..., H, W): each token's value at its grid cell
+    (`WindowInfo.positions`); tokens that are no position (a window's CLS) are left out."""
+    pos = torch.tensor(info.positions(), dtype=torch.long, device=values.device).reshape(-1)
+    keep = pos >= 0
+    flat = values.reshape(*values.shape[:-2], -1)
+    out = flat.new_zeros(*values.shape[:-2], info.grid[0] * info.grid[1])
+    out[..., pos[keep]] = flat[..., keep]
+    return out.reshape(*values.shape[:-2], *info.grid)
 
 
 def pick_head(per_head: torch.Tensor, head, name: str = "this layer") -> torch.Tensor:
