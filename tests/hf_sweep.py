@@ -97,10 +97,12 @@ OVERRIDES: dict[str, dict] = {
                 mlp_ratios=[2, 2]),
     "pvt_v2": dict(_MIT, image_size=[32, 32], stage_names=["stage1", "stage2"], out_features=["stage2"]),
     "segformer": _MIT, "glpn": dict(_MIT, decoder_hidden_size=16),
+    # Hiera as released: mask units of query_stride ** (stages - 1) tokens; mask-unit attention in stage 0,
+    # then a pooling mask-unit layer, a global layer in the partly unrolled order, a pooling global layer
     "hiera": dict(staged=True, embed_dim=8, image_size=[64, 64], patch_size=[7, 7], patch_stride=[4, 4], patch_padding=[3, 3],
-                  depths=[1, 1], num_heads=[1, 2], num_query_pool=1, masked_unit_size=[8, 8],
-                  masked_unit_attention=[True, False], stage_names=["stem", "stage1", "stage2"],
-                  out_features=["stage2"]),
+                  depths=[1, 2, 1], num_heads=[1, 2, 2], num_query_pool=2, masked_unit_size=[4, 4],
+                  masked_unit_attention=[True, False, False], stage_names=["stem", "stage1", "stage2", "stage3"],
+                  out_features=["stage3"]),
     "yolos": dict(image_size=[32, 48], num_detection_tokens=3),
     "vitdet": dict(image_size=40, pretrain_image_size=40, patch_size=4, window_size=4, window_block_indices=[0],
                    use_relative_position_embeddings=True, mlp_ratio=2),
@@ -194,7 +196,7 @@ class Row:
 
 
 def _tokens_of(h: torch.Tensor, count: int) -> Optional[torch.Tensor]:
-    """(count,) change per token of a module input laid out as (X, N, C), (X, h, w, C) or (X, C, h, w)."""
+    """(count,) change per token of a module input laid out as (X, N, C), (X, h, w, C), (X, C, h, w) or (X, C, P, N)."""
     h = h.detach().float()
     if h.dim() == 3 and h.shape[0] * h.shape[1] == count:
         return h.abs().sum(-1).reshape(-1)
@@ -202,6 +204,8 @@ def _tokens_of(h: torch.Tensor, count: int) -> Optional[torch.Tensor]:
         return h.abs().sum(-1).reshape(-1)
     if h.dim() == 4 and h.shape[0] * h.shape[2] * h.shape[3] == count:
         return h.abs().sum(1).reshape(-1)
+    if h.dim() == 4 and h.shape[0] * h.shape[3] == count:   # (X, C, P, N): MobileViTv2's unfolded patches
+        return h.abs().sum((1, 2)).reshape(-1)
     return None
 
 
@@ -295,6 +299,119 @@ def reference_view(m, rec: torch.Tensor, cell) -> torch.Tensor:
     return torch.stack([torch.stack([row[L.patch_index(r, c)] for c in range(gw)]) for r in range(gh)])
 
 
+def hiera_sequence_cells(grid: tuple[int, int], strides: list) -> list[int]:
+    """Row-major cell number of each token of Hiera's unrolled sequence, written out from the paper's
+    unroll (Ryali et al. 2023, "Hiera", Sec. 3 / its code), independently of the library's family.
+
+    Each step with stride (sy, sx) sends token (y, x) of the current map to block (y mod sy, x mod sx), the
+    slowest index, at (y div sy, x div sx) of the smaller map; so the token at (r, c) has sequence index
+    u = ((o_1 * |s_2| + o_2) * |s_3| + ...) * (h * w) + y_k * w + x_k, with o_t = (y mod sy_t) * sx_t + x mod sx_t
+    the offset at step t and (y_k, x_k) the position on the final (h, w) map."""
+    H, W = grid
+    h, w = H, W
+    for sy, sx in strides:
+        h, w = h // sy, w // sx
+    out = [0] * (H * W)
+    for r in range(H):
+        for c in range(W):
+            block, y, x = 0, r, c
+            for sy, sx in strides:
+                block = block * (sy * sx) + (y % sy) * sx + (x % sx)
+                y, x = y // sy, x // sx
+            out[block * (h * w) + y * w + x] = r * W + c
+    return out
+
+
+@dataclass
+class HieraGeometry:
+    """One Hiera attention module's input sequence (cell of each token on ``in_grid``), its windows and pooling."""
+
+    in_cells: list
+    in_grid: tuple
+    q_grid: tuple
+    windows: int
+    pooled: bool
+
+
+def hiera_geometry(model, name: str, hw: tuple[int, int]) -> Optional[HieraGeometry]:
+    """What the sweep knows of a Hiera attention module from the config and the paper (None: not Hiera).
+
+    Stage s's grid is the stem grid pooled min(s, num_query_pool) times; its tokens are unrolled with the
+    strides the pooling has not consumed yet; a pooling layer (first of stages 1..num_query_pool) reads
+    the previous stage's tokens; ``num_windows = N // (query_stride * window_size)`` with mask units."""
+    cfg = getattr(model, "config", None)
+    if type(cfg).__name__ != "HieraConfig" or ".stages." not in name:
+        return None
+    module = dict(model.named_modules())[name]
+    parts = name.split(".")
+    stage, layer = int(parts[parts.index("stages") + 1]), int(parts[parts.index("layers") + 1])
+    qs = [int(v) for v in cfg.query_stride]
+    ps = [int(v) for v in cfg.patch_stride]
+    nqp = int(cfg.num_query_pool)
+
+    def grid(s):
+        k = min(s, nqp)
+        return (hw[0] // ps[0] // qs[0] ** k, hw[1] // ps[1] // qs[1] ** k)
+    pooled = int(module.query_stride) > 1
+    src = stage - 1 if pooled and layer == 0 and stage > 0 else stage
+    strides = [qs] * (len(cfg.depths) - 1)
+    cells = hiera_sequence_cells(grid(src), strides[min(src, nqp):])
+    n = len(cells)
+    windows = n // (int(module.query_stride) * int(module.window_size)) if module.use_mask_unit_attn else 1
+    return HieraGeometry(cells, grid(src), grid(stage), windows, pooled)
+
+
+def hiera_query(geo: HieraGeometry, cell) -> tuple[int, int]:
+    """(window, query index) of the recorded op for the query at `cell` of the query grid."""
+    ry, rx = geo.in_grid[0] // geo.q_grid[0], geo.in_grid[1] // geo.q_grid[1]
+    W = geo.in_grid[1]
+    n_keys = len(geo.in_cells) // geo.windows
+    n_q = n_keys // (ry * rx) if geo.pooled else n_keys
+    for u, c in enumerate(geo.in_cells):
+        if ((c // W) // ry, (c % W) // rx) == tuple(cell):
+            w, i = u % geo.windows, u // geo.windows
+            return w, i % n_q       # pooled: query j pools in-window indices k * n_q + j
+    raise LookupError(cell)
+
+
+def hiera_reference_view(geo: HieraGeometry, rec: torch.Tensor, heads: int, cell) -> torch.Tensor:
+    """The raw view (head mean, query at `cell`) from the reference record (B, heads, windows, Nq, Nk) of a
+    Hiera layer, its keys put at their cells by the independent unroll (zero outside the query's window)."""
+    n_keys = len(geo.in_cells) // geo.windows
+    a = rec.reshape(1, heads, geo.windows, -1, n_keys).mean(1)[0]
+    w, j = hiera_query(geo, cell)
+    out = torch.zeros(len(geo.in_cells), dtype=a.dtype)
+    for k in range(n_keys):
+        out[geo.in_cells[k * geo.windows + w]] = a[w, j, k]
+    return out.view(*geo.in_grid)
+
+
+def probe_hiera(model, x, m, geo: HieraGeometry, cell) -> Optional[str]:
+    """Hiera's probe: perturb the pixels of one query-grid cell; the token of the module's (unrolled) input
+    that changes most must lie in that cell by the independent unroll (a neighbour: the stem overlaps)."""
+    module = dict(model.named_modules())[m.name]
+    calls = []
+    hook = module.register_forward_pre_hook(lambda mod, a: calls.append(a[0]))
+    H, W = x.shape[-2:]
+    gq = geo.q_grid
+    sy, sx = H / gq[0], W / gq[1]
+    x2 = x.clone()
+    x2[..., int(cell[0] * sy):int((cell[0] + 1) * sy), int(cell[1] * sx):int((cell[1] + 1) * sx)] += 3.0
+    try:
+        with torch.no_grad():
+            model(x)
+            model(x2)
+    finally:
+        hook.remove()
+    u = int((calls[1] - calls[0]).abs().sum(-1)[0].argmax())
+    c = geo.in_cells[u]
+    ry, rx = geo.in_grid[0] // gq[0], geo.in_grid[1] // gq[1]
+    got = ((c // geo.in_grid[1]) // ry, (c % geo.in_grid[1]) // rx)
+    if max(abs(got[0] - cell[0]), abs(got[1] - cell[1])) <= (1 if overlapping_stem(model) else 0):
+        return None
+    return f"cell {tuple(cell)}: the unrolled input changed most at token {u}, which the unroll puts at {got}"
+
+
 def forward_kwargs(model, x) -> dict:
     """What the plain forwards (reference, probe) pass so that they compute what a capture shows: ViTMAE
     unmasked and in order (its capture does the same, `attention.families.hf_masked`)."""
@@ -342,6 +459,18 @@ def check_model(row: Row, model, x) -> tuple:
     for i, m in enumerate(res.maps):
         key = f"{m.kind}:{m.layout_source}"
         row.layouts[key] = row.layouts.get(key, 0) + 1
+        geo = hiera_geometry(model, m.name, tuple(x.shape[-2:])) if m.is_spatial else None
+        if geo is not None:   # unrolled tokens: probe and raw view by the independent unroll
+            cell = (geo.q_grid[0] // 2, geo.q_grid[1] // 2)
+            why = probe_hiera(model, x, m, geo, cell)
+            row.probes += 1
+            got = raw_attention(res, i, "mean", cell)[0].double()
+            want = hiera_reference_view(geo, rec_of[id(res.records[i])], m.num_heads, cell)
+            if why is not None:
+                problems.append(f"{m.name} ({m.kind}): {why}")
+            elif got.shape != want.shape or float((got - want).abs().max()) > TOL:
+                problems.append(f"{m.name}: the raw view differs from the reference record placed by the unroll")
+            continue
         if not m.is_spatial:
             if m.layout_source == UNKNOWN:   # a map the family could not place: not its true geometry
                 unplaced.append(m.name)

@@ -1,0 +1,137 @@
+"""Hiera (mask units in the unrolled token order) and SigLIP2 (NaFlex) in their true geometry.
+
+Hiera: every view of every layer (the raw map from each query cell, per head; the attention each
+position receives; the layer x head stack) equals the model's own ``output_attentions`` tensors
+(B, heads, windows, Nq, Nk) placed on the photo by the unroll written out in `tests.hf_sweep`
+(`hiera_sequence_cells`, from the paper), not by the family's mapping.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from tests.hf_sweep import (build_tiny, hiera_geometry, hiera_query, hiera_sequence_cells,  # noqa: E402
+                            input_size)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_two_threads():
+    import transformers
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    yield
+    transformers.logging.set_verbosity(level)
+    torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------------------- Hiera
+
+def test_unroll_written_out_matches_a_hand_count():
+    # 4 x 4 grid, one stride-2 step: the four (r mod 2, c mod 2) offsets are the slowest index, each a 2 x 2 map
+    cells = hiera_sequence_cells((4, 4), [(2, 2)])
+    assert cells == [0, 2, 8, 10, 1, 3, 9, 11, 4, 6, 12, 14, 5, 7, 13, 15]
+    # two steps on 8 x 8: the 2 x 2 map left is the four 4 x 4 mask units, fastest; token 0..3 = their corners
+    cells = hiera_sequence_cells((8, 8), [(2, 2), (2, 2)])
+    assert cells[:4] == [0, 4, 32, 36] and sorted(cells) == list(range(64))
+
+
+@pytest.fixture(scope="module")
+def hiera():
+    model, cfg = build_tiny("hiera")
+    x = torch.randn(1, 3, *input_size(cfg), generator=torch.Generator().manual_seed(1))
+    from attention import capture
+    res = capture(model, x)
+    with torch.no_grad():
+        theirs = model(x, output_attentions=True).attentions   # (B, heads, windows, Nq, Nk) per stage's last layer
+    return model, x, res, theirs
+
+
+def _placed(geo, a, cell, head):
+    """(in_grid) map of the query at `cell` from a (B, heads, windows, Nq, Nk) tensor, by the written-out unroll."""
+    w, j = hiera_query(geo, cell)
+    n_keys = len(geo.in_cells) // geo.windows
+    row = a[0, :, w, j].mean(0) if head == "mean" else a[0, head, w, j]
+    out = torch.zeros(len(geo.in_cells), dtype=torch.float64)
+    for k in range(n_keys):
+        out[geo.in_cells[k * geo.windows + w]] = float(row[k])
+    return out.view(*geo.in_grid)
+
+
+def test_hiera_layers_are_placed_with_their_kinds(hiera):
+    _, _, res, _ = hiera
+    kinds = [(m.kind, m.layout_source) for m in res.maps]
+    # stage 0: 4 x 4 mask units (windows); stage 1: pooling mask-unit layer, global layer; stage 2: pooling global
+    assert kinds == [("window", "known"), ("reduced", "known"), ("self", "known"), ("reduced", "known")]
+    w = res.maps[0].window
+    assert w.window == (4, 4) and w.grid == (16, 16) and w.windows_per_image == 16
+    assert res.maps[1].layout.grid == (16, 16) and res.maps[1].query_layout.grid == (8, 8)
+    assert res.maps[3].layout.grid == (8, 8) and res.maps[3].query_layout.grid == (4, 4)
+    assert all(m.is_spatial for m in res.maps)
+
+
+def test_hiera_raw_view_of_every_cell_and_head_equals_the_models_attentions(hiera):
+    from attention.methods.raw import raw_attention
+    model, x, res, theirs = hiera
+    # HF returns the last layer of each stage: maps 0 (stage 0), 2 (stage 1, layer 1), 3 (stage 2)
+    for i, a in ((0, theirs[0]), (2, theirs[1]), (3, theirs[2])):
+        m = res.maps[i]
+        geo = hiera_geometry(model, m.name, tuple(x.shape[-2:]))
+        for r in range(geo.q_grid[0]):
+            for c in range(geo.q_grid[1]):
+                for head in ["mean"] + list(range(m.num_heads)):
+                    got = raw_attention(res, i, head, (r, c))[0].double()
+                    want = _placed(geo, a, (r, c), head)
+                    assert torch.allclose(got, want, atol=1e-6), (m.name, (r, c), head)
+
+
+def test_hiera_pooling_mask_unit_layer_against_its_record(hiera):
+    # the stage-1 pooling layer is not in output_attentions (only each stage's last layer): its own record
+    from attention.methods.raw import raw_attention
+    model, x, res, _ = hiera
+    m, rec = res.maps[1], res.records[1].weights
+    geo = hiera_geometry(model, m.name, tuple(x.shape[-2:]))
+    a = rec.reshape(1, m.num_heads, geo.windows, *rec.shape[-2:])
+    assert geo.windows == 16 and geo.pooled
+    for cell in [(0, 0), (3, 5), (7, 7), (4, 1)]:
+        got = raw_attention(res, 1, "mean", cell)[0].double()
+        want = _placed(geo, a, cell, "mean")
+        assert torch.allclose(got, want, atol=1e-6)
+        # the query sees its own mask unit only: a 4 x 4 block of the 16 x 16 key grid, summing to one
+        nz = got.nonzero()
+        assert nz[:, 0].max() - nz[:, 0].min() == 3 and nz[:, 1].max() - nz[:, 1].min() == 3
+        assert abs(float(got.sum()) - 1) < 1e-6
+
+
+def test_hiera_received_and_head_stack_place_the_windows(hiera):
+    from attention.methods.received import received_heads
+    from attention.methods.stacks import layer_head_stack
+    model, x, res, theirs = hiera
+    m = res.maps[0]
+    geo = hiera_geometry(model, m.name, tuple(x.shape[-2:]))
+    a = theirs[0][0]                          # (heads, windows, n, n)
+    want = torch.zeros(m.num_heads, 256, dtype=torch.float64)
+    for w in range(geo.windows):
+        for k in range(a.shape[-1]):
+            want[:, geo.in_cells[k * geo.windows + w]] = a[:, w, :, k].double().mean(-1)
+    got = received_heads(m)[0].double()
+    assert torch.allclose(got, want.view(m.num_heads, 16, 16), atol=1e-6)
+    stack, names = layer_head_stack(res, query=lambda mm: (2, 3) if mm is res.maps[0] else None)
+    assert names[0] == m.name
+    for h in range(m.num_heads):
+        assert torch.allclose(torch.from_numpy(stack[0][h]).double(), _placed(geo, theirs[0], (2, 3), h), atol=1e-6)
+
+
+def test_hiera_through_the_loader(tmp_path):
+    from attention.models import load_model
+    from tests.hf_sweep import Row, check_model, processor_for, _photo
+    model, cfg = build_tiny("hiera")
+    model.save_pretrained(tmp_path)
+    processor_for("hiera", input_size(cfg)).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    x = lm.prepare(_photo()).tensor
+    problems, res = check_model(Row("hiera"), lm.model, x)
+    assert problems == [] and [m.kind for m in res.maps] == ["window", "reduced", "self", "reduced"]
