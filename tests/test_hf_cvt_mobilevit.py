@@ -14,7 +14,7 @@ import torch.nn.functional as F
 pytest.importorskip("transformers")
 
 from attention import capture  # noqa: E402
-from attention.layout import KNOWN, REDUCED  # noqa: E402
+from attention.layout import KNOWN, POOLING, REDUCED  # noqa: E402
 from attention.methods.raw import raw_attention  # noqa: E402
 
 
@@ -143,3 +143,150 @@ def test_cvt_key_cell_is_where_its_convolution_centres():
         k1 = att.convolution_projection_key(bumped[:, 1:].transpose(1, 2).reshape(1, -1, h, w))
     moved = (k1 - k0).abs().sum(-1)[0]
     assert torch.nonzero(moved > 1e-9).flatten().tolist() == [m.layout.patch_index(i, j) - m.layout.num_prefix]
+
+
+# ------------------------------------------------------------------------------------------ MobileViT
+
+def _tiny(model_type: str, image):
+    from tests.hf_sweep import build_tiny
+    model, _ = build_tiny(model_type)
+    return model, torch.randn(1, 3, *image, generator=torch.Generator().manual_seed(2))
+
+
+def _pixel_ids(layer, feature_hw, channels_last: bool):
+    """Which feature pixel each unfolded token is, by the model's *own* unfold: a map whose value at
+    (r, c) is r * W + c, unfolded by the layer. v1: (P, N) from ``(B*P, N, C)``; v2: (P, N) from
+    ``(B, C, P, N)``; ``feature_hw`` a whole number of patches (v1 resizes other maps first)."""
+    H, W = feature_hw
+    ids = torch.arange(H * W, dtype=torch.float64).reshape(1, 1, H, W)
+    out = layer.unfolding(ids)[0]
+    t = out[:, :, 0] if channels_last else out[0, 0]
+    return t.round().long()
+
+
+def _self_attention(att, hidden):
+    """softmax(q kᵀ / √d) of a MobileViTSelfAttention, written out: (X, heads, N, N)."""
+    X, N, C = hidden.shape
+    h = att.num_attention_heads
+    q = att.query(hidden).reshape(X, N, h, -1).transpose(1, 2)
+    k = att.key(hidden).reshape(X, N, h, -1).transpose(1, 2)
+    return (q @ k.transpose(-1, -2) / (C // h) ** 0.5).softmax(-1)
+
+
+@pytest.mark.parametrize("image", [(32, 32), (64, 32)])
+def test_mobilevit_maps_are_the_pixels_of_one_offset_placed_where_the_unfold_takes_them(image):
+    from attention.layout import WINDOW
+    model, x = _tiny("mobilevit", image)
+    res = capture(model, x)
+    calls = _inputs_of(model, "MobileViTSelfAttention", x)
+    layers = {id(a): lay for lay in model.modules() if type(lay).__name__ == "MobileViTLayer"
+              for a in lay.modules()}
+    assert len(res.maps) == len(calls) > 0
+    checked_unfold = 0
+    for m, (att, (hidden,)) in zip(res.maps, calls):
+        layer = layers[id(att)]
+        ph, pw = layer.patch_height, layer.patch_width
+        P = ph * pw
+        assert m.kind == WINDOW and m.layout_source == KNOWN
+        X, heads, N, _ = m.weights.shape
+        assert X == P and hidden.shape[0] == P and hidden.shape[1] == N
+        torch.testing.assert_close(m.weights, _self_attention(att, hidden), atol=1e-6, rtol=1e-5)
+        H, W = m.window.grid
+        assert (H // ph) * (W // pw) == N and m.window.windows_per_image == P
+        # every unfolded token is a distinct feature pixel, by the layer's own unfold of a pixel-id map
+        ids = _pixel_ids(layer, (H, W), channels_last=True)
+        for p in range(P):
+            for n in range(N):
+                assert m.window.token_position(p, n) == divmod(int(ids[p, n]), W)
+        checked_unfold += 1
+        # a click on feature pixel (r, c): its row over the pixels at its own offset, zeros elsewhere
+        r, c = H // 2, W // 2 - 1
+        flat = ids.flatten().tolist()
+        p, n = divmod(flat.index(r * W + c), N)
+        want = torch.zeros(H * W)
+        want[ids[p]] = m.weights[p, :, n].mean(0)
+        got = raw_attention(res, m.name, "mean", (r, c))[0]
+        torch.testing.assert_close(got, want.reshape(H, W))
+        assert int((got != 0).sum()) == N
+        assert m.layout.stride == (image[0] / H, image[1] / W)
+    assert checked_unfold == len(res.maps)
+
+
+def test_mobilevit_resized_feature_map_is_the_grid_the_patches_are_cut_from():
+    """32 px: the last stage's 1 x 1 feature map is resized to 2 x 2 (one patch) before the unfold."""
+    model, x = _tiny("mobilevit", (32, 32))
+    res = capture(model, x)
+    last = res.maps[-1]
+    assert last.window.grid == (2, 2) and last.weights.shape[-1] == 1 and last.window.windows_per_image == 4
+    assert sorted(last.window.token_position(p, 0) for p in range(4)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def _context_scores(att, hidden):
+    """MobileViTv2's separable attention written out: the first channel of the 1x1 qkv convolution,
+    softmax over the patches (last axis): (B, 1, P, N)."""
+    conv = att.qkv_proj.convolution
+    q = F.conv2d(hidden, conv.weight[:1], conv.bias[:1])
+    return q.softmax(-1)
+
+
+@pytest.mark.parametrize("image", [(64, 64), (64, 96)])
+def test_mobilevitv2_context_scores_are_pooling_over_the_patch_grid_per_offset(image):
+    model, x = _tiny("mobilevitv2", image)
+    res = capture(model, x)
+    calls = _inputs_of(model, "MobileViTV2LinearSelfAttention", x)
+    layers = {id(a): lay for lay in model.modules() if type(lay).__name__ == "MobileViTV2Layer"
+              for a in lay.modules()}
+    assert len(res.maps) == len(calls) > 0
+    for m, (att, (hidden,)) in zip(res.maps, calls):
+        layer = layers[id(att)]
+        ph, pw = layer.patch_height, layer.patch_width
+        B, C, P, N = hidden.shape
+        assert m.kind == POOLING and m.layout_source == KNOWN and P == ph * pw
+        torch.testing.assert_close(m.weights, _context_scores(att, hidden), atol=1e-6, rtol=1e-5)
+        assert m.query_layout.prefix_names == tuple(f"offset{py}{px}" for py in range(ph) for px in range(pw))
+        nh, nw = m.layout.grid
+        assert nh * nw == N
+        # the feature map the layer unfolded: N = (H // ph) * (W // pw) patches of it
+        fh, fw = _output_hw(model, layer.conv_1x1, x)
+        assert (nh, nw) == (fh // ph, fw // pw)
+        ids = _pixel_ids(layer, (fh, fw), channels_last=False)
+        for p in range(P):
+            for n in range(N):
+                r, c = divmod(int(ids[p, n]), fw)
+                # key n of every offset is the pixel inside patch cell (r // ph, c // pw) of the key grid
+                assert m.layout.patch_index(r // ph, c // pw) == n
+        # a key cell covers ph x pw feature pixels: feature stride times the patch size
+        assert m.layout.stride == (image[0] / fh * ph, image[1] / fw * pw)
+        # the raw view of the first offset is its row of context scores on the patch grid
+        torch.testing.assert_close(raw_attention(res, m.name, "mean", "auto")[0],
+                                   m.weights[0, 0, 0].reshape(nh, nw))
+
+
+def _output_hw(model, module, x):
+    out = []
+    hook = module.register_forward_hook(lambda mod, a, o: out.append(o.shape[-2:]))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        hook.remove()
+    return tuple(out[0])
+
+
+def test_mobilevit_received_attention_lands_on_each_pixel_of_each_offset():
+    """Attention each feature pixel receives (mean over the queries of its own offset), written out from
+    the layer's own unfold of a pixel-id map: every feature pixel gets its value, none is left at 0."""
+    from attention.methods.received import received_heads
+    model, x = _tiny("mobilevit", (64, 32))
+    res = capture(model, x)
+    layer = next(lay for lay in model.modules() if type(lay).__name__ == "MobileViTLayer")
+    m = res.maps[0]
+    H, W = m.window.grid
+    ids = _pixel_ids(layer, (H, W), channels_last=True)          # (P, N) feature pixel of each token
+    per_token = m.weights.mean(2)                                 # (P, heads, N): mean over the queries
+    want = torch.zeros(m.num_heads, H * W)
+    for p in range(ids.shape[0]):
+        want[:, ids[p]] = per_token[p]
+    got = received_heads(m)[0]
+    torch.testing.assert_close(got, want.reshape(-1, H, W))
+    assert bool((got > 0).all())

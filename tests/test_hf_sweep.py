@@ -28,8 +28,6 @@ _DETR = ("decoder: object-query self-attention is fitted to a grid and the query
          "has no layout")
 KNOWN_WRONG: dict[str, str] = {
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
-    "mobilevit": "unfolded-patch attention (pixels at one offset across patches) is not placed",
-    "mobilevitv2": "separable (linear) attention: one context score per position, fitted to the wrong grid",
     "imagegpt": "input is colour-cluster token ids, not pixels",
     "siglip2": "NaFlex: needs spatial_shapes and a pixel attention mask with its patchified input",
 }
