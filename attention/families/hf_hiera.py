@@ -26,14 +26,13 @@ The raw records stay in ``CaptureResult.records`` in the model's order.
 from __future__ import annotations
 
 import inspect
-import math
+from dataclasses import replace
 from functools import lru_cache
 from typing import Optional
 
 import torch
 from torch import nn
 
-from ..capture import AttentionMap
 from ..layout import KNOWN, REDUCED, SELF, WINDOW, ModelTokens, TokenLayout, WindowInfo
 from . import register_family
 from .base import MapSpec
@@ -122,8 +121,9 @@ class HFHiera(HuggingFace):
         schedule = [tuple(_pair(cfg.query_stride))] * (len(cfg.depths) - 1)
         return unrolled_cells(grid, tuple(schedule[min(stage, int(cfg.num_query_pool)):]))
 
-    def place(self, session, m: AttentionMap) -> Optional[AttentionMap]:
-        """The map of one recorded Hiera attention, placed (see the module docstring); None if it cannot be."""
+    def place(self, session, m):
+        """The map of one recorded Hiera attention, placed (see the module docstring); None if it cannot be.
+        (A copy made with `dataclasses.replace`: a family never imports the capture above it.)"""
         model = session.model
         parts = m.name.split(".")
         if "stages" not in parts or m.weights.dim() != 4:
@@ -170,16 +170,19 @@ class HFHiera(HuggingFace):
             t = t.gather(4, idx[None, None, :, None, :].expand(B, heads, nW, nq, nk))
             weights = t.permute(0, 2, 1, 3, 4).reshape(B * nW, heads, nq, nk)
             info = WindowInfo((wh, ww), (0, 0), k_grid, k_grid)
-            return AttentionMap(m.name, weights, WINDOW, k_layout, None, info, m.module_type, KNOWN, m.op)
+            return replace(m, weights=weights, kind=WINDOW, layout=k_layout, query_layout=None, window=info,
+                           layout_source=KNOWN)
         # the full matrix, row-major on both sides; zero between a query and the keys of other windows
         flat = q_cells[:, :, None] * N + k_cells[:, None, :]                  # (nW, nq, nk)
         dense = w5.new_zeros(B, heads, Nq_total * N)
         dense = dense.scatter(2, flat.reshape(1, 1, -1).expand(B, heads, -1).to(dense.device), w5.reshape(B, heads, -1))
         dense = dense.view(B, heads, Nq_total, N)
         if not pooled:
-            return AttentionMap(m.name, dense, SELF, k_layout, None, None, m.module_type, KNOWN, m.op)
+            return replace(m, weights=dense, kind=SELF, layout=k_layout, query_layout=None, window=None,
+                           layout_source=KNOWN)
         q_layout = TokenLayout((), q_grid, session.stride_for(q_grid))
-        return AttentionMap(m.name, dense, REDUCED, k_layout, q_layout, None, m.module_type, KNOWN, m.op)
+        return replace(m, weights=dense, kind=REDUCED, layout=k_layout, query_layout=q_layout, window=None,
+                       layout_source=KNOWN)
 
     def finish(self, session, maps: list) -> list:
         out = []
