@@ -164,3 +164,139 @@ def test_windowed_backbone_views_equal_the_reference_written_out(kind, first_win
         got = raw_attention(res, 0, "mean", "cls")[0].double()
         assert torch.allclose(got, want, atol=1e-6)
         assert torch.allclose(raw_attention(res, 0, "mean", "auto")[0].double(), want, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ DETR family
+
+DETR_TYPES = ("detr", "table-transformer", "conditional_detr", "dab-detr")
+DH, DW = 100, 130            # not multiples of 32: the last row and column of cells reach past the input
+
+
+def detr_model(model_type: str):
+    from tests.hf_sweep import build_tiny
+    return build_tiny(model_type)[0]
+
+
+def feature_cells(model, x: torch.Tensor):
+    """(the backbone's projected feature map (d, gh, gw), {encoder token index: (row, col)}): each token of
+    the encoder's input matched to the feature-map cell holding the same vector."""
+    grabbed = {}
+
+    def projected(mod, args, out):
+        grabbed["fm"] = out.detach()
+
+    def encoder_input(mod, args, kwargs):
+        t = kwargs.get("inputs_embeds")
+        grabbed["tokens"] = (t if t is not None else args[0]).detach()
+
+    h1 = model.input_projection.register_forward_hook(projected)
+    h2 = model.encoder.register_forward_pre_hook(encoder_input, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h1.remove()
+        h2.remove()
+    fm, tokens = grabbed["fm"][0], grabbed["tokens"][0]
+    d, gh, gw = fm.shape
+    cells = {}
+    for t in range(tokens.shape[0]):
+        hit = [(r, c) for r in range(gh) for c in range(gw) if torch.equal(tokens[t], fm[:, r, c])]
+        assert len(hit) == 1, f"token {t} matches {len(hit)} cells"
+        cells[t] = hit[0]
+    assert sorted(cells.values()) == [(r, c) for r in range(gh) for c in range(gw)]
+    return fm, cells
+
+
+@pytest.mark.parametrize("model_type", DETR_TYPES)
+def test_detr_maps_are_the_feature_map_and_the_object_queries(model_type):
+    from attention.methods.layers import query_grid, spatial_layers
+    from attention.methods.stacks import layer_head_stack
+    from attention.errors import MethodNotDefinedError
+    model = detr_model(model_type)
+    x = torch.randn(1, 3, DH, DW, generator=torch.Generator().manual_seed(2))
+    fm, cells = feature_cells(model, x)
+    gh, gw = fm.shape[-2:]
+    assert (gh, gw) == (4, 5)                                   # ceil(100 / 32), ceil(130 / 32)
+    res = capture(model, x)
+    _, ref = reference_attention(model, x)
+    assert len(res.records) == len(ref.records) == 3
+    for got, want in zip(res.records, ref.records):
+        assert torch.allclose(got.weights.double().reshape(want.shape), want, atol=1e-6)
+    assert tuple(res.tokens.grid) == (gh, gw) and tuple(res.tokens.stride) == (32.0, 32.0)   # ResNet: stride 32
+    enc, dec_self, cross = res.maps
+    n_queries = model.config.num_queries
+    # encoder: feature-map positions x positions, on the backbone's grid
+    assert enc.kind == "self" and enc.layout_source == "known" and enc.layout.grid == (gh, gw)
+    assert enc.layout.num_prefix == 0 and enc.layout.stride == (32.0, 32.0)
+    # decoder self-attention: object queries among themselves, a token matrix with nothing on a grid
+    assert dec_self.kind == TOKENS and dec_self.layout is None and dec_self.weights.shape[-1] == n_queries
+    assert "no image positions" in dec_self.not_spatial_reason()
+    with pytest.raises(MethodNotDefinedError):
+        raw_attention(res, 1, "mean", "auto")
+    # cross-attention: one map per object query over the feature grid; the queries sit on no grid
+    assert cross.kind == "pooling" and cross.layout.grid == (gh, gw)
+    assert cross.query_layout.prefix_names == tuple(f"query{i}" for i in range(n_queries))
+    assert cross.query_layout.num_patches == 0 and query_grid(cross) is None
+    assert [res.maps[i].name for i in spatial_layers(res)] == [enc.name, cross.name]
+    for m in res.maps:       # nothing whose queries are the object queries is fitted to a grid
+        if m.weights.shape[-2] == n_queries and m.query_layout is not None:
+            assert m.query_layout.num_patches == 0
+    cell_of = cells
+    A = ref.records[2].reshape(1, -1, n_queries, gh * gw).mean(1)[0]    # (queries, keys), head mean
+    for k in range(n_queries):
+        want = torch.zeros(gh, gw, dtype=torch.float64)
+        for t, cell in cell_of.items():
+            want[cell] = A[k, t]
+        got = raw_attention(res, 2, "mean", f"query{k}")[0].double()
+        assert torch.allclose(got, want, atol=1e-6), k
+    want = torch.zeros(gh, gw, dtype=torch.float64)
+    for t, cell in cell_of.items():
+        want[cell] = A[:, t].mean()
+    assert torch.allclose(received_heads(cross)[0].mean(0).double(), want, atol=1e-6)
+    assert torch.allclose(raw_attention(res, 2, "mean", "prefix_mean")[0].double(), want, atol=1e-6)
+    # encoder: click a cell -> that cell's row over the grid, written out from the reference
+    E = ref.records[0].reshape(1, -1, gh * gw, gh * gw).mean(1)[0]
+    tok_of = {cell: t for t, cell in cell_of.items()}
+    for cell in [(0, 0), (2, 3), (gh - 1, gw - 1)]:
+        want = torch.zeros(gh, gw, dtype=torch.float64)
+        for t, c in cell_of.items():
+            want[c] = E[tok_of[cell], t]
+        assert torch.allclose(raw_attention(res, 0, "mean", cell)[0].double(), want, atol=1e-6), cell
+    # the per-head grid: the encoder and one map per head of the cross-attention, on the feature grid
+    stack, names = layer_head_stack(res)
+    assert names == [enc.name, cross.name] and [s.shape for s in stack] == [(2, gh, gw), (2, gh, gw)]
+
+
+def test_detr_grid_follows_the_input_size():
+    model = detr_model("detr")
+    for hw, grid in (((64, 96), (2, 3)), ((33, 200), (2, 7)), ((32, 32), (1, 1))):
+        x = torch.randn(1, 3, *hw, generator=torch.Generator().manual_seed(3))
+        fm, _ = feature_cells(model, x)
+        res = capture(model, x)
+        assert tuple(fm.shape[-2:]) == grid and res.maps[0].layout.grid == grid
+        assert res.maps[2].layout.grid == grid and tuple(res.tokens.grid) == grid
+
+
+def test_detr_processor_of_a_real_checkpoint_is_refused_with_its_rule_and_the_way_out(tmp_path):
+    """DETR's processor resizes the shortest edge to 800 with the longest at most 1333 (a size per photo): the
+    loader says that and how to view the model at a fixed size; saved with a fixed size it loads, exactly."""
+    import transformers
+    from attention.errors import CheckpointError
+    from attention.models import load_model
+    model = detr_model("detr")
+    model.save_pretrained(tmp_path)
+    transformers.DetrImageProcessor().save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError) as e:
+        load_model(str(tmp_path))
+    msg = str(e.value)
+    assert "shortest edge to 800" in msg and "at most 1333" in msg and "size={'height': H, 'width': W}" in msg
+    transformers.DetrImageProcessor(size={"height": 96, "width": 128}).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    import numpy as np
+    from PIL import Image
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 210, 3), dtype=np.uint8))
+    x = lm.prepare(photo).tensor
+    assert tuple(x.shape[-2:]) == (96, 128)
+    res = capture(lm.model, x)
+    assert [m.kind for m in res.maps] == ["self", TOKENS, "pooling"] and res.maps[2].layout.grid == (3, 4)

@@ -134,9 +134,19 @@ def raw_attention(result: CaptureResult, layer: Union[int, str] = -1, head: Head
     if m.layout is None or m.layout.num_patches == 0:
         raise MethodNotDefinedError(f"{m.name}: the key positions of this layer are unknown")
     if m.kind == POOLING:
-        if query not in ("auto", "query"):
+        names = m.query_layout.prefix_names if m.query_layout is not None and m.query_layout is not m.layout else ()
+        if query in ("auto", "query"):
+            idx = [0]
+        elif isinstance(query, str) and len(names) > 1 and (
+                query == "prefix_mean" or all(q.strip() in names for q in query.split("+"))):
+            # several learned queries (DETR's object queries, Perceiver's latents): one map per query by name
+            idx = query_indices(m.query_layout, query, f"layer {m.name}")
+        elif len(names) > 1:
+            raise MethodNotDefinedError(
+                f"{m.name}: its {len(names)} queries are learned ({', '.join(names[:3])}, …), not patches: pick "
+                f"one by name, 'prefix_mean' for their mean, or 'auto' ({names[0]})")
+        else:
             raise MethodNotDefinedError(f"{m.name} is attention pooling: its only query is the learned one ('auto')")
-        idx = [0]
     elif m.kind in (SELF, CLASS, REDUCED):
         idx = query_indices(m.query_layout, query, f"layer {m.name}")
     else:  # pragma: no cover - every kind is handled above

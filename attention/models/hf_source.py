@@ -229,8 +229,11 @@ def geometry_steps(proc) -> list:
             target = (int(size["height"]), int(size["width"]))
         elif "shortest_edge" in size:
             if size.get("longest_edge"):
-                raise CheckpointError(f"{type(proc).__name__}: resize with both shortest and longest edge "
-                                      f"is not supported")
+                raise CheckpointError(f"{name} resizes each photo's shortest edge to {size['shortest_edge']} with its "
+                                      f"longest edge at most {size['longest_edge']} (DETR-style), so the input size "
+                                      f"follows each photo's aspect ratio; the views need one fixed size: save the "
+                                      f"processor with size={{'height': H, 'width': W}} to view the model at H x W "
+                                      f"(DETR's convolutional backbone takes any size)")
             crop_pct = _get(proc, "crop_pct")
             se = int(size["shortest_edge"])
             if crop_pct and _resizes_with_crop_pct(proc):
