@@ -16,7 +16,10 @@ ALLOWED = {"ViT", "CLS", "DIST", "REG", "softmax", "Transformer", "Transformers"
            "AttnLRP", "LRP", "Chefer", "Gradio", "gradio_client", "CPU", "GPU", "MPS", "CUDA", "URL", "HF",
            "DeiT", "DINOv2", "BEiT", "CLIP", "SigLIP", "Hugging", "Face", "torchvision", "open_clip", "safetensors",
            "pth", "pt", "bin", "ckpt", "tar", "onnx", "txt", "json", "png", "jpg", "webp", "save_pretrained",
-           "top", "id", "QK", "ms", "MB", "GB", "KB", "px", "x", "y", "L"}
+           "top", "id", "QK", "ms", "MB", "GB", "KB", "px", "x", "y", "L",
+           # the example photos' names (people and a cat) and the colour maps' names
+           "Chelsea", "Eileen", "Collins", "Grace", "Hopper", "inferno", "viridis", "magma", "plasma", "jet",
+           "turbo", "gray"}
 
 
 def latin_words(text: str) -> set[str]:

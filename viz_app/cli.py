@@ -17,6 +17,7 @@ from typing import Optional
 
 from attention.errors import UserError
 
+from .words import Text
 from .models import FALLBACK, HOW_TO_GET_IMAGENET, ModelManager, ModelSpec, choose_default
 
 log = logging.getLogger("viz_app")
@@ -187,13 +188,12 @@ def resolve_model(manager: ModelManager, args) -> tuple[str, str]:
             return name, notice or str(e)
         # the reason only: the ways out are said once, by HOW_TO_GET_IMAGENET
         why = getattr(e, "why", None) or str(e)
-        notice = (f"Running on the bundled demo model **demo-vit** because {name} could not be loaded: {why.rstrip('.')}. "
-                  f"{HOW_TO_GET_IMAGENET}")
+        notice = Text("app.notice.could_not_load", model=name, why=why.rstrip('.'), how=HOW_TO_GET_IMAGENET)
         name = FALLBACK
         try:
             manager.get(name)
         except UserError as e2:
-            notice += f" (demo-vit failed too: {e2})"
+            notice = Text("app.notice.demo_failed_too", notice=notice, error=str(e2))
     return name, notice
 
 

@@ -12,21 +12,22 @@ import logging
 import gradio as gr
 
 from attention.errors import UserError
+from attention.i18n import t
 
 log = logging.getLogger("viz_app")
 
 
-def as_gr_error(e: BaseException) -> gr.Error:
+def as_gr_error(e: BaseException, lang: str = "en") -> gr.Error:
     if isinstance(e, gr.Error):
         return e
     if isinstance(e, UserError):
         return gr.Error(e.in_app(), print_exception=False)   # worded for the page (its controls, not flags)
     if isinstance(e, MemoryError):
-        return gr.Error("out of memory: try a smaller model or image, or close other tabs", print_exception=False)
+        return gr.Error(t("app.error.memory", lang), print_exception=False)
     log.error("unexpected error", exc_info=e)
     text = str(e).splitlines()[0] if str(e) else ""
-    return gr.Error(f"Unexpected error ({type(e).__name__}{': ' + text if text else ''}). "
-                    f"The details are in the server log.", print_exception=False)
+    return gr.Error(t("app.error.unexpected", lang, what=f"{type(e).__name__}{': ' + text if text else ''}"),
+                    print_exception=False)
 
 
 def user_facing(fn):

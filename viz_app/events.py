@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Optional
 import gradio as gr
 
 from attention.errors import UserError
+from attention.i18n import t
 
 from .errors import as_gr_error
 from .page import Page
@@ -33,21 +34,28 @@ from .page import Page
 log = logging.getLogger("viz_app")
 _timing_log = logging.getLogger("viz_app.timing")
 
-PICK_AN_IMAGE = "Pick an image first: upload one, paste one, take one with the webcam, or click an example."
+PICK_AN_IMAGE = t("app.pick_an_image", "en")
 
 
-def message_of(e: BaseException) -> str:
-    """The one-line message a failure shows in the page."""
-    err = as_gr_error(e)
+def message_of(e: BaseException, lang: str = "en") -> str:
+    """The one-line message a failure shows in the page, in `lang` where the error says which catalogue text
+    it is (``e.i18n = (key, fmt)``); the library's other messages are English."""
+    said = getattr(e, "i18n", None)
+    if said is not None:
+        key, fmt = said
+        return t(key, lang, **fmt)
+    err = as_gr_error(e, lang)
     return str(getattr(err, "message", err))
 
 
-def warn(e: BaseException, suffix: str = "") -> None:
-    gr.Warning(message_of(e) + suffix, duration=12)
+def warn(e: BaseException, suffix: str = "", lang: str = "en") -> None:
+    gr.Warning(message_of(e, lang) + suffix, duration=12)
 
 
 class NoImage(UserError):
     """The handler needs an image and the page has none."""
+
+    i18n = ("app.pick_an_image", {})
 
     def __init__(self):
         super().__init__(PICK_AN_IMAGE)
@@ -149,7 +157,7 @@ class Events:
                     raise NoImage()
                 out = fn(ctx) or {}
             except Exception as e:  # noqa: BLE001 - one message; the page stays as it was, every control usable
-                warn(e)
+                warn(e, lang=page.lang)
                 return gr.skip()
             finally:
                 if _TIMING:

@@ -11,6 +11,8 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
+from .words import Text
+
 log = logging.getLogger(__name__)
 
 SHAPES_SEED = 2024
@@ -39,10 +41,10 @@ def _grace_hopper() -> np.ndarray:
 
 
 PHOTOS: tuple[tuple[str, str, Callable[[], np.ndarray]], ...] = (
-    ("chelsea", "cat (Chelsea)", _skimage("chelsea")),
-    ("coffee", "coffee cup", _skimage("coffee")),
-    ("astronaut", "astronaut (Eileen Collins)", _skimage("astronaut")),
-    ("rocket", "rocket", _skimage("rocket")),
+    ("chelsea", Text("app.examples.chelsea"), _skimage("chelsea")),
+    ("coffee", Text("app.examples.coffee"), _skimage("coffee")),
+    ("astronaut", Text("app.examples.astronaut"), _skimage("astronaut")),
+    ("rocket", Text("app.examples.rocket"), _skimage("rocket")),
     ("grace_hopper", "Grace Hopper", _grace_hopper),
 )
 
@@ -66,7 +68,8 @@ def example_files(folder: Optional[str] = None) -> list[tuple[str, str]]:
         os.makedirs(folder, exist_ok=True)
         out = []
         for i, (rgb, name) in enumerate(shapes_samples()):
-            out.append((_save(folder, f"shape_{i}_{name}", rgb), f"shape: {name}"))
+            out.append((_save(folder, f"shape_{i}_{name}", rgb),
+                        Text("app.examples.shape", name=Text(f"app.examples.shape_{name}"))))
         for key, caption, load in PHOTOS:
             try:
                 out.append((_save(folder, key, load()), caption))

@@ -7,6 +7,7 @@ import gradio as gr
 
 from . import main_view, words
 from .events import handler, warn
+from .words import in_language, said, tr
 from .main_view import image_name, provenance
 from .models import CHECKPOINT_TYPES, CUSTOM_ARCHS, FROM_CHECKPOINT, LocalPath
 
@@ -29,37 +30,38 @@ def photo_input(**kwargs) -> gr.Image:
 
 def build(ui, services, initial_model: str) -> None:
     manager = services.manager
-    ui.image_in = photo_input(sources=["upload", "clipboard", "webcam"], label="Image (upload, paste or webcam)",
-                              elem_id="input-image", height=280)
-    ui.gallery = gr.Gallery(value=[(p, c) for p, c in services.examples], label="Examples (click one)",
-                            columns=5, rows=2, height=170, allow_preview=False, object_fit="cover",
-                            elem_id="examples", buttons=[])
-    ui.model_dd = gr.Dropdown(manager.choice_pairs(), value=initial_model, label="Model", allow_custom_value=True,
-                              elem_id="model",
-                              info="ImageNet models download once; demo-* models are bundled (synthetic shapes)")
-    ui.classes_tb = gr.Textbox(label="Classes (zero-shot model: type them, comma-separated, then Enter)",
-                               placeholder="cat, dog, teapot", lines=1, elem_id="classes",
-                               visible=manager.classes_box(initial_model)[0])
+    ui.image_in = said(photo_input(sources=["upload", "clipboard", "webcam"], elem_id="input-image", height=280),
+                       label="app.inputs.image")
+    ui.gallery = said(gr.Gallery(value=[(p, in_language(c, words.build_language())) for p, c in services.examples], columns=5, rows=2, height=170,
+                                 allow_preview=False, object_fit="cover", elem_id="examples", buttons=[]),
+                      label="app.inputs.examples",
+                      value=lambda lang: [(p, in_language(c, lang)) for p, c in services.examples])
+    ui.model_dd = said(gr.Dropdown(manager.choice_pairs(), value=initial_model, allow_custom_value=True,
+                                   elem_id="model"), label="app.inputs.model", info="app.inputs.model_info")
+    ui.classes_tb = said(gr.Textbox(placeholder="cat, dog, teapot", lines=1, elem_id="classes",
+                                    visible=manager.classes_box(initial_model)[0]), label="app.inputs.classes")
     ui.status_md = gr.Markdown("", elem_classes=["caption"], elem_id="status")
-    with gr.Accordion("Your own model (checkpoint + labels)", open=False, elem_id="own-model"):
-        ui.arch_dd = gr.Dropdown([FROM_CHECKPOINT, *CUSTOM_ARCHS], value=FROM_CHECKPOINT, allow_custom_value=True,
-                                 label="Architecture (from the checkpoint, or a timm name, torchvision:vit_b_16, "
-                                       "demo-*)", elem_id="arch")
-        ui.ckpt_file = gr.File(label="Checkpoint (.safetensors, .pth, .pt, .bin, .ckpt, .pth.tar, .onnx; "
-                                     "up to 4 GB)", file_types=list(CHECKPOINT_TYPES), type="filepath",
-                               elem_id="ckpt-file")
-        ui.ckpt_path = gr.Textbox(label="... or its path on this machine (no upload): a checkpoint, a "
-                                        "save_pretrained folder or an .onnx file", lines=1, elem_id="ckpt-path")
-        ui.labels_file = gr.File(label="Class names (optional: .txt one per line, or a .json list)",
-                                 file_types=[".txt", ".json"], type="filepath", elem_id="labels-file")
-        ui.live_cb = gr.Checkbox(False, label="Live weights, not the EMA ones (a checkpoint with both; the EMA "
-                                              "weights are the default, as in timm)", elem_id="live-weights")
-        ui.custom_btn = gr.Button("Load my model", elem_id="custom-btn")
-    ui.preds = gr.Label(num_top_classes=5, label="Top-5 predictions (click a class to explain it)",
-                        elem_id="predictions")
+    with said(gr.Accordion(open=False, elem_id="own-model"), label="app.inputs.own_model"):
+        ui.arch_dd = said(gr.Dropdown(_arch_choices(words.build_language()), value=FROM_CHECKPOINT,
+                                      allow_custom_value=True, elem_id="arch"), label="app.inputs.arch",
+                          choices=_arch_choices)
+        ui.ckpt_file = said(gr.File(file_types=list(CHECKPOINT_TYPES), type="filepath", elem_id="ckpt-file"),
+                            label="app.inputs.ckpt_file")
+        ui.ckpt_path = said(gr.Textbox(lines=1, elem_id="ckpt-path"), label="app.inputs.ckpt_path")
+        ui.labels_file = said(gr.File(file_types=[".txt", ".json"], type="filepath", elem_id="labels-file"),
+                              label="app.inputs.labels_file")
+        ui.live_cb = said(gr.Checkbox(False, elem_id="live-weights"), label="app.inputs.live_weights")
+        ui.custom_btn = said(gr.Button(elem_id="custom-btn"), value="app.inputs.load_mine")
+    ui.preds = said(gr.Label(num_top_classes=5, elem_id="predictions"), label="app.inputs.predictions")
     ui.target_md = gr.Markdown("", elem_classes=["caption"], elem_id="target-md")
-    ui.reset_target = gr.Button("Explain the top-1 class again", size="sm", elem_id="reset-target")
+    ui.reset_target = said(gr.Button(size="sm", elem_id="reset-target"), value="app.inputs.reset_target")
     ui.notes_md = gr.Markdown("", elem_classes=["caption"], elem_id="notes")
+
+
+def _arch_choices(lang: str, fits=None) -> list:
+    """The architecture menu: "(from the checkpoint)" (its value is `FROM_CHECKPOINT` in every language), then
+    the architectures (names, not translated)."""
+    return [(tr(lang, "app.inputs.from_checkpoint"), FROM_CHECKPOINT)] + [(a, a) for a in (fits or CUSTOM_ARCHS)]
 
 
 def _analysed(ctx, page):
@@ -93,15 +95,15 @@ def switch_model(ctx, name: str, load) -> dict:
     try:
         load()
     except Exception as e:  # noqa: BLE001 - the previous model keeps serving
-        warn(e, f" — still using {current}.")
+        warn(e, tr(ctx, "app.inputs.still_using", model=current), ctx.lang)
         return {"model_dd": gr.update(value=current)}
     page = ctx.page.with_(model=name, view=ctx.page.view.with_(click=None, target=None))
     try:
         page = _analysed(ctx, page)
     except Exception as e:  # noqa: BLE001 - the model loaded, but this image failed on it
-        warn(e)
+        warn(e, lang=ctx.lang)
         page = page.with_(sha=None)
-    choices = ctx.app.manager.choice_pairs(ctx.session)
+    choices = ctx.app.manager.choice_pairs(ctx.session, ctx.lang)
     return {"page": page, "model_dd": gr.update(choices=choices, value=name)}
 
 
@@ -120,9 +122,9 @@ def on_custom(ctx) -> dict:
         name = ctx.app.cb.load_custom(ctx.session, v.arch_dd, chosen, v.labels_file, ctx.progress,
                                       ema=False if v.live_cb else None)
     except Exception as e:  # noqa: BLE001 - the previous model keeps serving
-        warn(e, f" — still using {ctx.page.model}.")
+        warn(e, tr(ctx, "app.inputs.still_using", model=ctx.page.model), ctx.lang)
         return {}
-    gr.Info(f"Loaded {name}")
+    gr.Info(tr(ctx, "app.inputs.loaded", model=name))
     return switch_model(ctx, name, lambda: None)
 
 
@@ -131,12 +133,12 @@ def on_checkpoint_chosen(ctx) -> dict:
     """A checkpoint was uploaded: the architecture menu proposes what fits its weights' shapes."""
     path = ctx.values.ckpt_file
     if not path:
-        return {"arch_dd": gr.update(choices=[FROM_CHECKPOINT, *CUSTOM_ARCHS], value=FROM_CHECKPOINT)}
+        return {"arch_dd": gr.update(choices=_arch_choices(ctx.lang), value=FROM_CHECKPOINT)}
     fits = ctx.app.cb.architectures_for(path, ctx.progress)
     if not fits:
         return {}
-    return {"arch_dd": gr.update(choices=[FROM_CHECKPOINT, *fits], value=FROM_CHECKPOINT,
-                                 info=f"fit this checkpoint's weights: {', '.join(fits)}")}
+    return {"arch_dd": gr.update(choices=_arch_choices(ctx.lang, fits), value=FROM_CHECKPOINT,
+                                 info=tr(ctx, "app.inputs.arch_fits", names=", ".join(fits)))}
 
 
 @handler(inputs=("classes_tb",), outputs=("model_dd",))
@@ -152,7 +154,7 @@ def on_classes_box(ctx) -> dict:
     return {"classes_tb": gr.update(visible=visible, value=text)}
 
 
-PAGE_OUTPUTS = ("preds", "heatmap", "caption", "notes_md", "status_md", "notice_md") + main_view.CONTROLS
+PAGE_OUTPUTS = ("preds", "heatmap", "caption", "notes_md", "status_md", "notice_md", "model_dd") + main_view.CONTROLS
 
 
 @handler(outputs=PAGE_OUTPUTS)
@@ -161,16 +163,19 @@ def show_page(ctx) -> dict:
     the notice (the default model's notice shows only while that model is shown)."""
     page = ctx.page
     default_model, notice = ctx.app.default.get()
-    out = {"notice_md": gr.update(value=notice, visible=bool(notice) and page.model == default_model)}
+    out = {"notice_md": gr.update(value=in_language(notice, page.lang),
+                                  visible=bool(notice) and page.model == default_model),
+           "model_dd": gr.update(choices=ctx.app.manager.choice_pairs(ctx.session, page.lang))}
     if page.sha is None:
-        said = "No image: pick one on the left." if page.image is None else \
-            f"The image could not be analysed on `{page.model}` (see the message)."
-        return {**out, "preds": None, "heatmap": None, "caption": "", "notes_md": "", "status_md": said,
+        status = tr(ctx, "app.inputs.no_image") if page.image is None else \
+            tr(ctx, "app.inputs.not_analysed", model=page.model)
+        return {**out, "preds": None, "heatmap": None, "caption": "", "notes_md": "", "status_md": status,
                 "target_md": ""}
     analysis = ctx.analysis()
     out.update(main_view.show(ctx, page, analysis))
-    out.update({"preds": ctx.app.cb.label_values(analysis), "notes_md": main_view.notes_text(analysis),
-                "status_md": f"Showing {provenance(analysis.model_key, analysis.image_sha, page.image_name)}"})
+    out.update({"preds": ctx.app.cb.label_values(analysis), "notes_md": main_view.notes_text(analysis, page.lang),
+                "status_md": tr(ctx, "app.inputs.showing", what=provenance(analysis.model_key, analysis.image_sha,
+                                                                            page.image_name, page.lang))})
     return out
 
 
@@ -180,7 +185,7 @@ def on_load(ctx) -> dict:
     name, text = ctx.app.default.get()
     lang = words.language_of(ctx.request, words.build_language())
     out = {"page": ctx.page.with_(model=name, lang=lang), "model_dd": gr.update(choices=ctx.app.manager.choice_pairs(
-        ctx.session), value=name), "notice_md": gr.update(value=text, visible=bool(text)),
+        ctx.session, lang), value=name), "notice_md": gr.update(value=in_language(text, lang), visible=bool(text)),
         "api_model": gr.update(value=name)}
     if ctx.page.image is None and ctx.app.examples:
         out["image_in"] = ctx.app.examples[0][0]

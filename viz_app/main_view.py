@@ -13,26 +13,26 @@ from attention.methods import menu, spatial_layers
 
 from .page import Page
 from .views import View, head_label
+from .words import tr
 
 #: the controls `controls` derives from the page (besides the picture and caption)
 CONTROLS = ("method", "layer", "start_layer", "head", "query", "target_md")
 
-NO_CLASSIFIER_TEXT = "This model has no classifier: no class to explain."
 
 
 def short_sha(sha: Optional[str]) -> str:
     return (sha or "")[:8]
 
 
-def provenance(model_key: str, sha: Optional[str], name: Optional[str] = None) -> str:
+def provenance(model_key: str, sha: Optional[str], name: Optional[str] = None, lang: str = "en") -> str:
     """The line every caption carries: which image (short hash of its pixels, and file name) and which model."""
     file = f" ({name})" if name else ""
-    return f"image `{short_sha(sha)}`{file} · model `{model_key}`"
+    return tr(lang, "app.main.provenance", sha=short_sha(sha), file=file, model=model_key)
 
 
 def signed(text: str, analysis, page: Page) -> str:
     """A caption, signed with the image and model it was computed on."""
-    return f"{text}  \n{provenance(analysis.model_key, analysis.image_sha, page.image_name)}"
+    return f"{text}  \n{provenance(analysis.model_key, analysis.image_sha, page.image_name, page.lang)}"
 
 
 def image_name(image) -> Optional[str]:
@@ -77,13 +77,13 @@ def resolve_view(page: Page, analysis) -> View:
     return view.with_(query=query, head=head, target=target, click=view.click if query == "patch" else None)
 
 
-def target_text(analysis, view: View) -> str:
+def target_text(analysis, view: View, lang: str = "en") -> str:
     if not analysis.predictions:
-        return NO_CLASSIFIER_TEXT
+        return tr(lang, "app.main.no_classifier")
     t = analysis.top1 if view.target is None else int(view.target)
     name = analysis.class_names[t] if 0 <= t < len(analysis.class_names) else str(t)
-    which = "the top-1 class" if view.target is None or t == analysis.top1 else "chosen by click"
-    return f"Class-specific methods explain **{name}** ({which})."
+    which = tr(lang, "app.main.top1" if view.target is None or t == analysis.top1 else "app.main.clicked")
+    return tr(lang, "app.main.explains", name=name, which=which)
 
 
 def head_update(analysis, view: View) -> dict:
@@ -106,7 +106,7 @@ def query_update(analysis, view: View) -> dict:
     return gr.update(choices=labels, value=value, interactive=menu.get_method(view.method).uses_query)
 
 
-def controls(analysis, view: View, skip: tuple[str, ...] = ()) -> dict:
+def controls(analysis, view: View, skip: tuple[str, ...] = (), lang: str = "en") -> dict:
     """Every view control's update for this model and view, by name (``skip``: the control being dragged)."""
     result = analysis.result
     offered, _ = menu.offered_methods(result, has_classifier=bool(analysis.predictions))
@@ -118,21 +118,21 @@ def controls(analysis, view: View, skip: tuple[str, ...] = ()) -> dict:
         "start_layer": slider_range(n_layers, view.start_layer or 0),
         "head": head_update(analysis, view),
         "query": query_update(analysis, view),
-        "target_md": target_text(analysis, view),
+        "target_md": target_text(analysis, view, lang),
     }
     return {k: v for k, v in out.items() if k not in skip}
 
 
-def notes_text(analysis) -> str:
+def notes_text(analysis, lang: str = "en") -> str:
     result = analysis.result
     notes = list(analysis.notes)
     _, not_offered = menu.offered_methods(result, has_classifier=bool(analysis.predictions))
     if not_offered:
-        notes.append("Not offered here: " + "; ".join(f"{menu.get_method(k).label} ({why})"
-                                                      for k, why in not_offered))
+        notes.append(tr(lang, "app.main.not_offered", what="; ".join(f"{menu.get_method(k).label} ({why})"
+                                                                      for k, why in not_offered)))
     if len(spatial_layers(result)) <= 1:
-        notes.append("This model has one attention layer: no layer slider.")
-    return "  \n".join(f"Note: {n}" for n in notes)
+        notes.append(tr(lang, "app.main.one_layer"))
+    return "  \n".join(tr(lang, "app.main.note", text=n) for n in notes)
 
 
 def show(ctx, page: Page, analysis, skip: tuple[str, ...] = ()) -> dict:
@@ -142,5 +142,5 @@ def show(ctx, page: Page, analysis, skip: tuple[str, ...] = ()) -> dict:
     page = page.with_(view=view, sha=analysis.image_sha)
     picture, caption = ctx.app.cb.draw_view(ctx.session, analysis, view)
     out = {"page": page, "heatmap": picture, "caption": signed(caption, analysis, page)}
-    out.update(controls(analysis, view, skip))
+    out.update(controls(analysis, view, skip, page.lang))
     return out

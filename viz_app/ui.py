@@ -34,35 +34,31 @@ def _assets(suffix: str) -> list[str]:
     return [p.read_text(encoding="utf-8") for p in sorted(ASSETS.glob(f"*{suffix}"))]
 
 
-#: every stylesheet of viz_app/assets, and one script that runs each script there (each is `() => {...}`)
-CSS = "\n".join(_assets(".css"))
+def _cjk_font_css() -> str:
+    """The page's Chinese glyphs come from the packaged Noto Sans SC (SIL OFL), served by the app itself (never a
+    system font, never the network): listed after the theme's fonts, the browser takes only the glyphs the others
+    lack, and downloads the file only when a page shows such a glyph."""
+    from attention.i18n.fonts import cjk_font_path
+    path = Path(cjk_font_path()).resolve()
+    gr.set_static_paths([path])              # this one file, nothing else of its folder
+    stack = "'Source Sans Pro', ui-sans-serif, system-ui, sans-serif, 'Noto Sans SC'"
+    return (f"@font-face {{ font-family: 'Noto Sans SC'; src: url('/gradio_api/file={path.as_posix()}') "
+            f"format('opentype'); font-display: swap; }}\n"
+            f".gradio-container, .gradio-container * {{ --font: {stack}; }}\n"
+            f"body, .gradio-container {{ font-family: {stack}; }}\n"
+            f".gradio-container code, .gradio-container pre {{ font-family: ui-monospace, monospace, 'Noto Sans SC'; }}")
+
+
+#: every stylesheet of viz_app/assets (and the CJK font), and one script that runs each script there
+CSS = "\n".join(_assets(".css") + [_cjk_font_css()])
 JS = "() => {\n" + "\n".join(f"({src.strip()})();" for src in _assets(".js")) + "\n}"
 
-INTRO = """## What does the model look at?
-Pick an image (upload, paste, webcam, or an example) and a model. The picture shows where the model's attention goes;
-**click a patch** of it to see where that patch attends, **click a class** in the predictions to explain that class.
-"""
 
-API_HELP = """### Scripting the app (`gradio_client`)
-Two named endpoints (see also "Use via API" at the bottom of the page):
+def api_help(lang: str) -> str:
+    """How to script the app (`gradio_client`), in `lang`."""
+    return words.t("app.api.help", lang, methods=" | ".join(METHODS))
 
-* `/predict` (image, model) → top-5 predictions, the model's default heatmap (PNG), metadata
-* `/attention_map` (image, model, method, layer, head, query, target, colormap, opacity, mode, mass_threshold)
-  → picture, metadata. `method`: one of """ + " | ".join(METHODS) + """; `layer`: 0-based, -1 = last;
-  `head`: mean | max | min | a head number; `query`: auto | cls | dist | cls+dist | reg0… | patch_mean | "row,col";
-  `target`: class index, -1 = top-1; `model`: "" = the app's default.
 
-The metadata's `input_sha256` is the sha256 of the decoded RGB pixels (uint8, H×W×3, EXIF rotation applied), so
-each answer can be matched to its request. The same client session reuses the forward pass (`"cached": true`).
-
-```python
-from gradio_client import Client, handle_file
-client = Client("http://127.0.0.1:7860/")
-labels, heatmap_png, meta = client.predict(handle_file("cat.jpg"), "demo-vit", api_name="/predict")
-picture_png, meta = client.predict(handle_file("cat.jpg"), model="demo-vit", method="raw", layer=3,
-                                   head="1", query="4,5", api_name="/attention_map")
-```
-"""
 
 
 def _tab_opened(tab_id: str):
@@ -154,7 +150,8 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         with gr.Row(elem_id="header"):
             said(gr.Markdown(elem_id="intro"), value="app.intro")
             ui.lang = words.switch(words.build_language())
-        ui.notice_md = gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
+        ui.notice_md = gr.Markdown(words.in_language(notice, words.build_language()), visible=bool(notice),
+                                   elem_id="notice")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300, elem_id="input-column"):
                 inputs.build(ui, services, initial_model)
@@ -166,10 +163,10 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
                         if tab.own_tab:
                             opened[tab.id] = tab.build(ui, events)
                         else:
-                            with gr.Tab(tab.title, id=tab.id) as opened[tab.id]:
+                            with said(gr.Tab(tab.title, id=tab.id), label=f"app.tab.{tab.id}") as opened[tab.id]:
                                 tab.build(ui, services)
         with said(gr.Accordion(open=False, elem_id="about"), label="app.api.title"):
-            gr.Markdown(API_HELP)
+            said(gr.Markdown(), value=api_help)
         _api(ui, services)
         said_names = words.name_said(ui)
 

@@ -47,16 +47,34 @@ def tr(where: Any, key: str, **fmt) -> str:
     return t(key, lang or _build_lang, **fmt)
 
 
+class Text(str):
+    """A text the server writes once (the start notice, a status) that can be said again in another language:
+    the English string, plus its catalogue key and fields (a field may itself be a `Text`)."""
+
+    def __new__(cls, key: str, **fmt):
+        self = super().__new__(cls, t(key, DEFAULT_LANG, **{k: str(v) for k, v in fmt.items()}))
+        self.key, self.fmt = key, fmt
+        return self
+
+    def said_in(self, lang: str) -> str:
+        return t(self.key, lang, **{k: in_language(v, lang) for k, v in self.fmt.items()})
+
+
+def in_language(text, lang: str) -> str:
+    """`text` in `lang` where it is a `Text`; any other string as it is (a name, a message from elsewhere)."""
+    return text.said_in(lang) if isinstance(text, Text) else ("" if text is None else str(text))
+
+
 class Said:
     """Which catalogue key each text property of one component shows."""
 
-    def __init__(self, props: dict[str, str], choices: Optional[list[tuple[str, Any]]] = None):
+    def __init__(self, props: dict, choices: Optional[list[tuple[str, Any]]] = None):
         self.props, self.choices = props, choices
 
     def texts(self, lang: str) -> dict:
-        out = {p: t(k, lang) for p, k in self.props.items()}
+        out = {p: k(lang) if callable(k) else t(k, lang) for p, k in self.props.items()}
         if self.choices is not None:
-            out["choices"] = [(t(k, lang), v) for k, v in self.choices]
+            out["choices"] = self.choices(lang) if callable(self.choices) else [(t(k, lang), v) for k, v in self.choices]
         return out
 
 
@@ -64,15 +82,17 @@ class Said:
 _said_components: list = []
 
 
-def said(component, choices: Optional[list[tuple[str, Any]]] = None, **keys: str):
+def said(component, choices=None, **keys):
     """Record the catalogue keys of `component`'s texts (``label``, ``info``, ``placeholder``, ``value`` — a
-    Markdown's or a Button's text), set them in the build language, and return the component."""
+    Markdown's or a Button's text), set them in the build language, and return the component. A text may also be
+    a function of the language (``value=lambda lang: method_help(lang)``) for texts composed from several keys."""
     unknown = set(keys) - set(_TEXT_PROPS)
     if unknown:
         raise TypeError(f"said(): no text property {sorted(unknown)}; one of {_TEXT_PROPS}")
-    component.said = Said(dict(keys), list(choices) if choices is not None else None)
+    component.said = Said(dict(keys), choices if choices is None or callable(choices) else list(choices))
     for prop, text in component.said.texts(_build_lang).items():
-        setattr(component, prop, text)
+        if prop != "value" or isinstance(text, str):     # a gallery's value: the builder passes it (processed)
+            setattr(component, prop, text)
     _said_components.append(component)
     return component
 

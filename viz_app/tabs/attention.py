@@ -7,6 +7,7 @@ from attention.methods import menu
 
 from .. import main_view
 from ..events import handler
+from ..words import said
 from ..views import COLORMAPS, METHODS, MODES, NORMS, method_help
 from . import Tab
 
@@ -14,29 +15,39 @@ VIEW_CONTROLS = ("method", "head", "query", "cmap", "alpha", "mode", "norm", "ma
 
 
 def build(ui, services) -> None:
-    ui.heatmap = gr.Image(label="Attention on the photo (click a patch: where does it attend?)",
-                          interactive=False, format="png", elem_id="heatmap", height=440,
+    ui.heatmap = gr.Image(interactive=False, format="png", elem_id="heatmap", height=440,
                           buttons=["download", "fullscreen"])
+    said(ui.heatmap, label="app.attention.heatmap")
     ui.caption = gr.Markdown("", elem_classes=["caption"], elem_id="caption")
     with gr.Row():
-        ui.method = gr.Radio([(v, k) for k, v in METHODS.items()], value="rollout", label="Method",
-                             elem_id="method")
+        ui.method = said(gr.Radio([(v, k) for k, v in METHODS.items()], value="rollout", elem_id="method"),
+                         label="app.attention.method")
     with gr.Row():
-        ui.layer = gr.Slider(0, 11, value=11, step=1, label="Layer (0 = first)", elem_id="layer")
-        ui.start_layer = gr.Slider(0, 11, value=0, step=1, label="Chain from layer (rollout)",
-                                   elem_id="start-layer")
-        ui.head = gr.Dropdown([("mean over heads", "mean")], value="mean", label="Head", elem_id="head")
-        ui.query = gr.Dropdown([("CLS (default)", "auto")], value="auto", label="Query", elem_id="query")
+        ui.layer = said(gr.Slider(0, 11, value=11, step=1, elem_id="layer"), label="app.attention.layer")
+        ui.start_layer = said(gr.Slider(0, 11, value=0, step=1, elem_id="start-layer"),
+                              label="app.attention.start_layer")
+        # the head and query menus' entries depend on the model: `main_view.controls` writes them
+        ui.head = said(gr.Dropdown([("mean", "mean")], value="mean", elem_id="head"), label="app.attention.head")
+        ui.query = said(gr.Dropdown([("CLS", "auto")], value="auto", elem_id="query"), label="app.attention.query")
     with gr.Row():
-        ui.cmap = gr.Dropdown(list(COLORMAPS), value="inferno", label="Colormap", elem_id="cmap")
-        ui.alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id="alpha")
-        ui.mode = gr.Radio(list(MODES), value="smooth", label="Upsampling", elem_id="mode")
-        ui.norm = gr.Radio(list(NORMS), value="minmax", label="Colour scale", elem_id="norm")
+        ui.cmap = said(gr.Dropdown(list(COLORMAPS), value="inferno", elem_id="cmap"), label="app.attention.cmap")
+        ui.alpha = said(gr.Slider(0.0, 1.0, value=0.5, step=0.05, elem_id="alpha"), label="app.attention.alpha")
+        ui.mode = said(gr.Radio(list(MODES), value="smooth", elem_id="mode"), label="app.attention.mode",
+                       choices=[(f"app.attention.mode_{m}", m) for m in MODES])
+        ui.norm = said(gr.Radio(list(NORMS), value="minmax", elem_id="norm"), label="app.attention.norm",
+                       choices=[(f"app.attention.norm_{v}", v) for _, v in NORMS])
     with gr.Row():
-        ui.mass = gr.Slider(0.0, 0.95, value=0.0, step=0.05,
-                            label="Mass threshold (keep the patches holding this share; 0 = off)", elem_id="mass")
-        ui.contour = gr.Checkbox(False, label="Outline", elem_id="contour")
-    gr.Markdown(method_help(), elem_classes=["caption"])
+        ui.mass = said(gr.Slider(0.0, 0.95, value=0.0, step=0.05, elem_id="mass"), label="app.attention.mass")
+        ui.contour = said(gr.Checkbox(False, elem_id="contour"), label="app.attention.contour")
+    said(gr.Markdown(elem_classes=["caption"], elem_id="method-help"), value=_method_help)
+
+
+def _method_help(lang: str) -> str:
+    """One line per method (the library's words), in `lang`."""
+    try:
+        return method_help(lang=lang)
+    except TypeError:           # the library's words in one language only
+        return method_help()
 
 
 @handler(inputs=VIEW_CONTROLS, outputs=main_view.CONTROLS + ("heatmap", "caption"), needs_image=True)
