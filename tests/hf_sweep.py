@@ -577,9 +577,9 @@ def sweep_type(model_type: str) -> Row:
                 raise
             row.status, row.detail = "no attention", "a meta-device forward of its default config runs no softmax"
             return row
-        if getattr(model, "main_input_name", "pixel_values").endswith("_ids"):   # token ids, not pixels
-            row.status, row.loader = "refused", loader_check(model_type, model, cfg)
-            row.detail = f"its input is {model.main_input_name}, not an image"
+        if getattr(model, "main_input_name", "pixel_values").endswith("_ids"):   # ImageGPT: colour-cluster ids
+            from tests.hf_sweep_colour_clusters import sweep_colour_clusters
+            sweep_colour_clusters(row, model, cfg)
             return row
         g = torch.Generator().manual_seed(0)
         x = torch.randn(1, 3, *input_size(cfg), generator=g)

@@ -290,3 +290,105 @@ def test_mobilevit_received_attention_lands_on_each_pixel_of_each_offset():
     got = received_heads(m)[0]
     torch.testing.assert_close(got, want.reshape(-1, H, W))
     assert bool((got > 0).all())
+
+
+# ------------------------------------------------------------------------------------------- ImageGPT
+
+def _tiny_imagegpt():
+    from tests.hf_sweep import build_tiny
+    from tests.hf_sweep_colour_clusters import tiny_processor
+    model, cfg = build_tiny("imagegpt")
+    return model, tiny_processor(cfg)
+
+
+def _photo(seed=3):
+    import numpy as np
+    from PIL import Image
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+
+
+def test_imagegpt_loads_from_its_folder_and_feeds_the_processors_own_input_ids(tmp_path):
+    from attention.models import load_model
+    model, proc = _tiny_imagegpt()
+    model.save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    photo = _photo()
+    x = lm.prepare(photo).tensor
+    assert x.shape == (1, 3, 8, 8)
+    ids = proc(images=photo, return_tensors="pt")["input_ids"]
+    assert ids.shape == (1, 64)
+    assert torch.equal(lm.model.input_ids(x), ids)
+    res = lm.capture(photo)
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    torch.testing.assert_close(res.logits, want)
+    assert [(m.kind, m.layout.grid, m.layout.num_prefix) for m in res.maps] == [("self", (8, 8), 0)] * 2
+    assert "colour-cluster" in lm.info["input"]
+
+
+def test_imagegpt_without_colour_clusters_is_refused_with_the_reason(tmp_path):
+    from transformers import ImageGPTImageProcessor
+    from attention.errors import CheckpointError
+    from attention.models import load_model
+    model, _ = _tiny_imagegpt()
+    model.save_pretrained(tmp_path)
+    ImageGPTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no colour clusters"):
+        load_model(str(tmp_path))
+
+
+def _causal_attention(attn, hidden):
+    """ImageGPT's attention written out: q, k from ``c_attn`` (a transposed linear), scaled dot products,
+    keys after the query masked, softmax: (B, heads, N, N)."""
+    B, N, C = hidden.shape
+    h = attn.num_heads
+    q, k, _ = (hidden @ attn.c_attn.weight + attn.c_attn.bias).split(C, dim=-1)
+    q = q.reshape(B, N, h, -1).transpose(1, 2)
+    k = k.reshape(B, N, h, -1).transpose(1, 2)
+    scores = q @ k.transpose(-1, -2) / (C // h) ** 0.5
+    later = torch.ones(N, N, dtype=torch.bool).triu(1)
+    return scores.masked_fill(later, float("-inf")).softmax(-1)
+
+
+def test_imagegpt_maps_are_causal_self_attention_over_the_pixels_in_raster_order():
+    from attention.families.hf_imagegpt import ColourClusterInput
+    model, proc = _tiny_imagegpt()
+    wrapped = ColourClusterInput(model, proc)
+    x = proc(images=_photo(), return_tensors="pt", do_color_quantize=False)["pixel_values"]
+    res = capture(wrapped, x)
+    hidden = []
+    hooks = [b.attn.register_forward_pre_hook(lambda mod, a, kw: hidden.append(a[0] if a else kw["hidden_states"]),
+                                               with_kwargs=True) for b in model.transformer.h]
+    try:
+        with torch.no_grad():
+            model(input_ids=wrapped.input_ids(x))
+    finally:
+        for hk in hooks:
+            hk.remove()
+    for m, block, hs in zip(res.maps, model.transformer.h, hidden):
+        torch.testing.assert_close(m.weights, _causal_attention(block.attn, hs), atol=1e-6, rtol=1e-5)
+        assert float(m.weights[0].triu(1).abs().max()) == 0.0          # no pixel attends to a later one
+    # pixel (r, c) is token r * 8 + c: give that one pixel another cluster's colour and only that token's
+    # input to the first attention changes
+    r, c = 5, 2
+    ids = wrapped.input_ids(x)[0]
+    other = (int(ids[r * 8 + c]) + 1) % proc.clusters.shape[0]
+    x2 = x.clone()
+    x2[0, :, r, c] = torch.as_tensor(proc.clusters[other], dtype=x.dtype)
+    assert int((wrapped.input_ids(x2)[0] != ids).sum()) == 1
+    seen = []
+    hook = model.transformer.h[0].attn.register_forward_pre_hook(
+        lambda mod, a, kw: seen.append(a[0] if a else kw["hidden_states"]), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            wrapped(x)
+            wrapped(x2)
+    finally:
+        hook.remove()
+    changed = torch.nonzero((seen[1] - seen[0]).abs().sum(-1)[0] > 0).flatten().tolist()
+    assert changed == [res.maps[0].layout.patch_index(r, c)] == [r * 8 + c]
+    # the raw view of a clicked pixel: its row, zero on every pixel after it in raster order
+    view = raw_attention(res, 0, "mean", (r, c))[0]
+    torch.testing.assert_close(view.flatten(), res.maps[0].weights[0, :, r * 8 + c].mean(0))
+    assert float(view.flatten()[r * 8 + c + 1:].abs().max()) == 0.0

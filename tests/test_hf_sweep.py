@@ -25,7 +25,6 @@ from tests.hf_sweep import sweep_type, vision_types  # noqa: E402
 
 #: types whose capture is exact but whose geometry is not yet right, each with what is wrong
 KNOWN_WRONG: dict[str, str] = {
-    "imagegpt": "input is colour-cluster token ids, not pixels",
     "siglip2": "NaFlex: needs spatial_shapes and a pixel attention mask with its patchified input",
 }
 
@@ -35,7 +34,6 @@ LOADER_REFUSES: dict[str, str] = {
     "sam": "longest edge", "sam_hq": "longest edge",   # resize the longest edge, then pad: no one fixed crop
     "swin2sr": "input size is not fixed",              # pads each photo to whole windows
     "timm_backbone": "could not be loaded",            # transformers reads the folder path as a timm model name
-    "imagegpt": "token ids",
 }
 
 

@@ -357,14 +357,17 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
         notes["weights"] = os.path.abspath(checkpoint)
     config = model.config
     main_input = getattr(model, "main_input_name", "pixel_values")
-    if main_input.endswith("_ids"):   # ImageGPT: colour-cluster ids of a 32 x 32 image, not pixels
-        raise CheckpointError(f"{notes['class']} reads {main_input!r}: its processor turns the photo into token ids "
-                              f"(one colour cluster per pixel), not an image tensor; the attention views need a "
-                              f"model fed pixels")
+    if main_input.endswith("_ids") and getattr(config, "model_type", "") != "imagegpt":   # ImageGPT: below
+        raise CheckpointError(f"{notes['class']} reads {main_input!r}: its processor turns the photo into token ids, "
+                              f"not an image tensor; the attention views need a model fed pixels")
     if getattr(config, "mask_ratio", 0):   # ViTMAE: every patch is kept while capturing (families/hf_masked.py)
         notes["masking"] = (f"runs unmasked for viewing (the checkpoint's mask_ratio={config.mask_ratio} drops "
                             f"random patches in training)")
     pre, _ = make_preprocessor(folder, config)
+    if main_input.endswith("_ids"):   # ImageGPT: the processor's pixels in, its colour-cluster ids computed inside
+        from ..families.hf_imagegpt import colour_cluster_model
+        model = colour_cluster_model(model, pre.transform.processor)
+        notes["input"] = "the processor's pixels, turned into its colour-cluster ids inside the model"
     info = {"arch": notes["class"], "hf": origin, **notes}
     reason = ""
     if "ForImageClassification" in notes["class"]:
