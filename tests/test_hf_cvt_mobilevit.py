@@ -392,3 +392,31 @@ def test_imagegpt_maps_are_causal_self_attention_over_the_pixels_in_raster_order
     view = raw_attention(res, 0, "mean", (r, c))[0]
     torch.testing.assert_close(view.flatten(), res.maps[0].weights[0, :, r * 8 + c].mean(0))
     assert float(view.flatten()[r * 8 + c + 1:].abs().max()) == 0.0
+
+
+def test_imagegpt_attention_gradients_are_the_models_own_with_the_parameters_frozen():
+    """∂y/∂A through the pixel wrapper (parameters frozen, the graph rooted at the pixels, as the gradient
+    methods run it) equals ∂y/∂A of the plain model fed the processor's ids (``output_attentions``, the
+    graph through its parameters); the logits are bit for bit those of the ids."""
+    from attention.families.hf_imagegpt import ColourClusterInput
+    from attention.methods import compute_map
+    model, proc = _tiny_imagegpt()
+    wrapped = ColourClusterInput(model, proc)
+    x = proc(images=_photo(), return_tensors="pt", do_color_quantize=False)["pixel_values"]
+    ids = proc(images=_photo(), return_tensors="pt")["input_ids"]
+    out = model(input_ids=ids, output_attentions=True)
+    want = torch.autograd.grad(out.logits[0, 1], out.attentions)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        res = capture(wrapped, x.clone().requires_grad_(True), keep_graph=True)
+        assert torch.equal(res.logits.detach(), out.logits.detach())
+        got = torch.autograd.grad(res.logits[0, 1], [m.weights for m in res.maps])
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+        assert float(g.abs().max()) > 0
+    res = capture(wrapped, x)
+    assert compute_map("grad_rollout", res, model=wrapped, target=1).maps.shape == (1, 8, 8)

@@ -14,8 +14,9 @@ transformers' own ``color_quantize_torch`` and the processor's own ``clusters`` 
 processor's ``input_ids``) and calls the model with them. Its input is then an ordinary
 ``(B, 3, h, w)`` image tensor, the ``h x w`` pixel grid *is* the token grid (one token per input pixel,
 stride 1 in model-input pixels; the loader's resize maps it onto the photo), and `HFImageGPT` lays
-every map out as ``self`` attention over that grid. The quantisation is a lookup, not differentiable:
-gradients reach the attention maps and everything after the embedding, not the pixels.
+every map out as ``self`` attention over that grid. The quantisation is a lookup (piecewise constant):
+its derivative by the pixels is 0, and `ColourClusterInput` keeps the autograd graph rooted at the pixels
+through a term of value 0, so ``∂y/∂A`` of every map (gradient rollout, Grad-CAM) is exact.
 """
 from __future__ import annotations
 
@@ -73,7 +74,15 @@ class ColourClusterInput(nn.Module):
         return color_quantize_torch(flat, self.clusters.to(flat.device)).reshape(B, h * w)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs):
-        return self.model(input_ids=self.input_ids(pixel_values), **kwargs)
+        ids = self.input_ids(pixel_values)
+        if not (torch.is_grad_enabled() and pixel_values.requires_grad):
+            return self.model(input_ids=ids, **kwargs)
+        # The ids are a lookup: their derivative by the pixels is 0 almost everywhere. The gradient methods
+        # freeze the parameters and root the autograd graph at the input, so without a path from the pixels
+        # no attention map would have a graph; a term of value exactly 0 is that path (the embeddings, and
+        # so every map and logit, are unchanged; ∂y/∂A is exact and ∂y/∂pixels is the true 0).
+        embeds = self.model.get_input_embeddings()(ids) + 0.0 * pixel_values.sum()
+        return self.model(inputs_embeds=embeds, **kwargs)
 
 
 def colour_cluster_model(model: nn.Module, processor) -> ColourClusterInput:
