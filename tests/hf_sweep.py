@@ -262,7 +262,10 @@ def probe_geometry(model, x, m) -> Optional[str]:
     d = None
     for t0, t1 in zip(list(a0) + list(k0.values()), list(a1) + list(k1.values())):
         if isinstance(t0, torch.Tensor) and t0.is_floating_point() and t0.dim() >= 3 and t0.shape == t1.shape:
-            d = _tokens_of(t1 - t0, count)
+            diff = t1 - t0
+            if getattr(model, "naflex", False) and diff.dim() == 3 and diff.shape[1] > count:
+                diff = diff[:, :count]   # SigLIP 2: the padding tokens after the patches
+            d = _tokens_of(diff, count)
             if d is not None:
                 break
     if d is None:
@@ -283,7 +286,7 @@ def reference_view(m, rec: torch.Tensor, cell) -> torch.Tensor:
     """The raw view (head mean, query at `cell`) written out from the reference record of the same op."""
     from attention.layout import WINDOW
     X, heads, nq, nk = m.weights.shape
-    a = rec.reshape(X, heads, nq, nk).mean(1)
+    a = rec.reshape(X, heads, -1, rec.shape[-1]).mean(1)   # the record's size (NaFlex: padding too)
     if m.kind == WINDOW:
         info = m.window
         w, p = info.locate(*cell)
@@ -425,12 +428,25 @@ def forward_kwargs(model, x) -> dict:
     return {"noise": torch.arange(n, dtype=torch.float32).expand(x.shape[0], n)}
 
 
+def naflex_reference_inputs(x: torch.Tensor, patch_size: int, max_num_patches: int) -> dict:
+    """SigLIP 2's three inputs for an image tensor, made by the processor's own functions
+    (``convert_image_to_patches``, ``pad_along_first_dim``), independently of the library's wrapper."""
+    from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches, pad_along_first_dim
+    patches, mask = pad_along_first_dim(convert_image_to_patches(x[0], patch_size), max_num_patches)
+    shape = (x.shape[-2] // patch_size, x.shape[-1] // patch_size)
+    return {"pixel_values": patches[None], "pixel_attention_mask": mask[None],
+            "spatial_shapes": torch.tensor([shape], dtype=torch.long)}
+
+
 def _reference(model, x):
     from tests.attention_reference import AtenAttentionRecorder
     kw = forward_kwargs(model, x)
     rec = AtenAttentionRecorder()
     with torch.no_grad(), rec:
-        model(x, **kw)
+        if getattr(model, "naflex", False):   # the bare model, fed what the processor makes of x
+            model.model(**naflex_reference_inputs(x, model.patch_size, model.max_num_patches))
+        else:
+            model(x, **kw)
     return None, rec
 
 
@@ -553,7 +569,6 @@ def overlapping_stem(model) -> bool:
 
 
 def sweep_type(model_type: str) -> Row:
-    import transformers
     row = Row(model_type)
     t0 = time.perf_counter()
     try:
@@ -583,6 +598,11 @@ def sweep_type(model_type: str) -> Row:
             return row
         g = torch.Generator().manual_seed(0)
         x = torch.randn(1, 3, *input_size(cfg), generator=g)
+        raw_model, naflex = model, naflex_settings(model_type, cfg)
+        if naflex is not None:   # SigLIP 2: a non-square 3 x 5 patch grid, one padding patch of 16
+            from attention.families.hf_siglip2 import NaFlexImageModel
+            model = NaFlexImageModel(model, *naflex)
+            x = torch.randn(1, 3, 3 * naflex[0], 5 * naflex[0], generator=g)
         try:
             problems, res = check_model(row, model, x)
         except Exception as e:  # noqa: BLE001 - a shrunk CNN config that does not run: no attention?
@@ -601,7 +621,7 @@ def sweep_type(model_type: str) -> Row:
         else:
             row.status = "exact"
         if row.ref_ops:
-            row.loader = loader_check(model_type, model, cfg)
+            row.loader = loader_check(model_type, raw_model, cfg)
     except Exception as e:  # noqa: BLE001 - reported in the table; the test fails on it
         row.status, row.detail = "error", f"{type(e).__name__}: {str(e).splitlines()[0][:240] if str(e) else ''}"
     finally:
@@ -609,12 +629,38 @@ def sweep_type(model_type: str) -> Row:
     return row
 
 
-def processor_for(model_type: str, hw: tuple[int, int]):
+def _processor_class(model_type: str):
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+    entry = IMAGE_PROCESSOR_MAPPING[CONFIG_MAPPING[model_type]]
+    cls = (entry.get("torchvision") or entry.get("pil")) if isinstance(entry, dict) else entry
+    if isinstance(cls, (tuple, list)):
+        cls = next((c for c in cls if c is not None), None)
+    return cls
+
+
+def naflex_settings(model_type: str, cfg) -> Optional[tuple[int, int]]:
+    """(patch size, max_num_patches) of a type whose processor is NaFlex (picks a patch grid per photo:
+    SigLIP 2), from the tiny config (max_num_patches = its position table's size), else None."""
+    try:
+        cls = _processor_class(model_type)
+    except KeyError:
+        return None
+    if cls is None or getattr(cls, "max_num_patches", None) is None:
+        return None
+    vc = getattr(cfg, "vision_config", None) or cfg
+    return int(vc.patch_size), int(vc.num_patches)
+
+
+def processor_for(model_type: str, hw: tuple[int, int], cfg=None):
     """The type's own image processor class (transformers' mapping) set to the tiny model's input size, or None."""
     from transformers import CONFIG_MAPPING
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
     if model_type == "timm_wrapper":   # its processor is timm's data config, in config.json
         return None
+    naflex = naflex_settings(model_type, cfg) if cfg is not None else None
+    if naflex is not None:
+        return _processor_class(model_type)(patch_size=naflex[0], max_num_patches=naflex[1])
     try:
         entry = IMAGE_PROCESSOR_MAPPING[CONFIG_MAPPING[model_type]]
     except KeyError:   # no processor of its own: what a user would save with it
@@ -649,7 +695,7 @@ def loader_check(model_type: str, model, cfg) -> str:
     from attention.models import load_model
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
-        proc = processor_for(model_type, input_size(cfg))
+        proc = processor_for(model_type, input_size(cfg), cfg)
         if proc is not None:
             proc.save_pretrained(folder)
         try:
@@ -657,7 +703,13 @@ def loader_check(model_type: str, model, cfg) -> str:
             x = lm.prepare(_photo()).tensor
         except CheckpointError as e:
             return f"refused: {e}"
-        if proc is not None:
+        naflex = naflex_settings(model_type, cfg)
+        if naflex is not None:   # the prepared image is what the processor's patches tile, its grid theirs
+            out = proc(images=_photo(), return_tensors="pt")
+            mine = naflex_reference_inputs(x, *naflex)
+            if not all(torch.equal(mine[k].to(out[k].dtype), out[k]) for k in out):
+                return "the prepared image does not give the processor's patches, mask and spatial_shapes"
+        elif proc is not None:
             want = proc(images=_photo(), return_tensors="pt")["pixel_values"].float()
             if not torch.equal(x, want):
                 return "the prepared pixels differ from the processor's"

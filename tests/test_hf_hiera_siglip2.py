@@ -135,3 +135,91 @@ def test_hiera_through_the_loader(tmp_path):
     x = lm.prepare(_photo()).tensor
     problems, res = check_model(Row("hiera"), lm.model, x)
     assert problems == [] and [m.kind for m in res.maps] == ["window", "reduced", "self", "reduced"]
+
+
+# ------------------------------------------------------------------------------------------- SigLIP 2
+
+CHELSEA = "/work/shared/images/public_domain/skimage_chelsea.png"     # 451 x 300: wider than tall
+GRACE = "/work/shared/images/public_domain/matplotlib_grace_hopper.jpg"  # 512 x 600: taller than wide
+
+
+@pytest.fixture(scope="module")
+def siglip2_folder(tmp_path_factory):
+    """A tiny random SigLIP 2 classifier saved with its NaFlex processor (8 px patches, at most 64)."""
+    from transformers import Siglip2Config, Siglip2ForImageClassification, Siglip2ImageProcessor
+    cfg = Siglip2Config(vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=64, patch_size=8, num_patches=64),
+                        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, vocab_size=100))
+    cfg.vision_config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = Siglip2ForImageClassification(cfg).eval()
+    folder = tmp_path_factory.mktemp("siglip2")
+    model.save_pretrained(folder)
+    Siglip2ImageProcessor(patch_size=8, max_num_patches=64).save_pretrained(folder)
+    return folder
+
+
+def _photo(path):
+    from PIL import Image
+    return Image.open(path).convert("RGB")
+
+
+def test_siglip2_non_square_photo_through_the_loader(siglip2_folder):
+    from transformers import AutoImageProcessor
+    from attention import capture
+    from attention.methods.raw import raw_attention
+    from attention.methods.received import received
+    from attention.models import load_model
+    lm = load_model(str(siglip2_folder))
+    photo = _photo(CHELSEA)
+    prepared = lm.prepare(photo)
+    proc = AutoImageProcessor.from_pretrained(siglip2_folder)
+    theirs = proc(images=photo, return_tensors="pt")
+    h, w = (int(v) for v in theirs["spatial_shapes"][0])
+    n, pad = h * w, 64 - h * w
+    assert (h, w) != (8, 8) and w > h and pad > 0                   # the processor's own grid, padded
+    assert prepared.tensor.shape == (1, 3, 8 * h, 8 * w)
+    assert prepared.geometry.box == (0.0, 0.0, 300.0, 451.0)        # the whole photo, resized
+    res = capture(lm.model, prepared.tensor)
+    assert res.tokens.grid == (h, w) and len(res.tokens.suffix_names) == pad
+    # the model's own attentions, fed the processor's three inputs directly
+    with torch.no_grad():
+        out = lm.model.model(**theirs, output_attentions=True)
+    assert torch.equal(res.logits, out.logits)
+    selfs = [m for m in res.maps if m.kind == "self"]
+    assert len(selfs) == 2 and [m.kind for m in res.maps].count("pooling") == 1
+    for m, a in zip(selfs, out.attentions):
+        assert a.shape[-1] == 64 and float(a[..., n:].abs().max()) == 0.0   # padding keys: exactly zero weight
+        assert m.weights.shape == (1, 2, n, n) and m.layout.grid == (h, w) and not m.layout.suffix_names
+        assert torch.equal(m.weights, a[:, :, :n, :n])                      # the real patches: the model's own
+        for cell in [(0, 0), (h - 1, w - 1), (h // 2, w // 3)]:
+            got = raw_attention(res, res.maps.index(m), "mean", cell)[0]
+            want = a[0, :, cell[0] * w + cell[1], :n].mean(0).view(h, w)
+            assert got.shape == (h, w) and torch.allclose(got, want, atol=1e-7)
+        # received: over the real patch queries only (the padding rows are no positions)
+        assert torch.allclose(received(m)[0], a[0, :, :n, :n].mean(0).mean(0).view(h, w), atol=1e-7)
+    pool = next(m for m in res.maps if m.kind == "pooling")
+    assert pool.weights.shape == (1, 2, 1, n) and pool.layout.grid == (h, w)
+    rec = next(r for r in res.records if r.name == pool.name)
+    assert float(rec.weights[..., n:].abs().max()) == 0.0                  # the head honours the mask too
+    assert torch.allclose(pool.weights.sum(-1), torch.ones(1, 2, 1))
+
+
+def test_siglip2_each_photo_gets_its_own_grid(siglip2_folder):
+    from attention import capture
+    from attention.models import load_model
+    lm = load_model(str(siglip2_folder))
+    wide, tall = lm.prepare(_photo(CHELSEA)), lm.prepare(_photo(GRACE))
+    gw, gt = (tuple(s // 8 for s in p.tensor.shape[-2:]) for p in (wide, tall))
+    assert gw[1] > gw[0] and gt[0] > gt[1]
+    assert capture(lm.model, tall.tensor).maps[0].layout.grid == gt
+
+
+def test_siglip2_wrapper_refuses_what_is_no_patch_grid(siglip2_folder):
+    from attention.models import load_model
+    lm = load_model(str(siglip2_folder))
+    with pytest.raises(ValueError, match="whole 8 x 8 patches"):
+        lm.model(torch.zeros(1, 3, 20, 24))
+    with pytest.raises(ValueError, match="max_num_patches=64"):
+        lm.model(torch.zeros(1, 3, 8 * 9, 8 * 9))

@@ -25,7 +25,6 @@ from tests.hf_sweep import sweep_type, vision_types  # noqa: E402
 
 #: types whose capture is exact but whose geometry is not yet right, each with what is wrong
 KNOWN_WRONG: dict[str, str] = {
-    "siglip2": "NaFlex: needs spatial_shapes and a pixel attention mask with its patchified input",
 }
 
 

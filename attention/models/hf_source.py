@@ -13,6 +13,11 @@ folder written by ``save_pretrained`` (``hf:PATH`` or the plain folder path).
   feeds the model); the photo ↔ input geometry is followed from its resize and centre-crop settings
   (resize to ``height × width`` or shortest edge, crop offsets ``floor((H - h) / 2)`` as transformers
   crops).
+- SigLIP 2's NaFlex processor picks a patch grid per photo (its aspect ratio kept, at most
+  ``max_num_patches`` patches) and feeds patches, an attention mask over the padding and
+  ``spatial_shapes``: the photo is prepared as the image those patches tile (`NaFlexPreprocessor`) and the
+  model wrapped (`attention.families.hf_siglip2.NaFlexImageModel`) to take that image and give the model
+  exactly the processor's three inputs.
 - Weights are never partially loaded: missing or mismatched keys are refused with a listing. No
   code is imported from the folder or the hub (``trust_remote_code`` stays off).
 """
@@ -23,7 +28,7 @@ import os
 from torchvision import transforms as T
 
 from ..errors import CheckpointError, ModelNotFoundError, WeightsUnavailableError
-from ..preprocess import Preprocessor
+from ..preprocess import Geometry, PreparedImage, Preprocessor
 from . import LoadedModel, ModelSource, no_classifier, register_source
 from .checkpoint import load_strict, read_state_dict
 from .hub import PROBE_TIMEOUT_S, cache_dir, endpoint, offline, reachable, unavailable
@@ -209,7 +214,8 @@ def geometry_steps(proc) -> list:
     if _get(proc, "max_num_patches") is not None:
         raise CheckpointError(f"{name} is a NaFlex processor (SigLIP 2): it picks a patch grid per photo within "
                               f"max_num_patches={_get(proc, 'max_num_patches')} and feeds patches with spatial_shapes "
-                              f"and an attention mask, not one fixed-size image; not supported yet")
+                              f"and an attention mask, not one fixed-size image: no resize / crop steps to follow "
+                              f"(`make_preprocessor` gives it a NaFlexPreprocessor)")
     if _get(proc, "do_resize", True):
         size = _get(proc, "size")
         if isinstance(size, int):
@@ -313,8 +319,60 @@ def image_processor(folder: str, config):
         if size else f"{cls.__name__} defaults (no preprocessor_config.json)"
 
 
+class NaFlexPreprocessor(Preprocessor):
+    """A photo -> the image its NaFlex processor's patches tile, (1, 3, h*p, w*p), with its geometry: the
+    processor resizes the whole photo to (h*p, w*p), no crop, a grid of its own per aspect ratio."""
+
+    def __init__(self, processor, origin: str):
+        from transformers.models.siglip2.image_processing_siglip2 import get_image_size_for_max_num_patches
+        self.processor = processor
+        self.patch_size = int(_get(processor, "patch_size"))
+        self.max_num_patches = int(_get(processor, "max_num_patches"))
+        side = get_image_size_for_max_num_patches(1000, 1000, self.patch_size, self.max_num_patches)
+        mean = tuple(float(v) for v in (_get(processor, "image_mean") or (0.0, 0.0, 0.0)))
+        std = tuple(float(v) for v in (_get(processor, "image_std") or (1.0, 1.0, 1.0)))
+        config = {"input_size": (3, int(side[0]), int(side[1])), "mean": mean, "std": std,
+                  "image_processor": type(processor).__name__, "from": origin, "patch_size": self.patch_size,
+                  "max_num_patches": self.max_num_patches,
+                  "note": "NaFlex: each photo's input size is the processor's patch grid for it; input_size is "
+                          "a square photo's"}
+        super().__init__(HFTransform(processor), config, steps=[])
+
+    def __call__(self, image) -> PreparedImage:
+        from ..families.hf_siglip2 import naflex_image
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        out = self.processor(images=image, return_tensors="pt")
+        shape = [int(v) for v in out["spatial_shapes"][0]]
+        n = int(out["pixel_attention_mask"][0].sum())
+        if n != shape[0] * shape[1]:
+            raise CheckpointError(f"{type(self.processor).__name__}: its mask keeps {n} patches but spatial_shapes "
+                                  f"says {shape[0]} x {shape[1]}")
+        x = naflex_image(out["pixel_values"][0].float(), shape, self.patch_size)
+        h, w = (int(v) for v in x.shape[-2:])
+        resized = _get(self.processor, "do_resize", True)
+        box = (0.0, 0.0, float(image.height), float(image.width)) if resized else (0.0, 0.0, float(h), float(w))
+        return PreparedImage(x.unsqueeze(0), image, Geometry((image.height, image.width), (h, w), box))
+
+
+def naflex_model(model, pre: NaFlexPreprocessor, name: str):
+    """The model wrapped to take the prepared image (`NaFlexImageModel`); refused where its patch embedding
+    does not take the processor's patches."""
+    from torch import nn
+    from ..families.hf_siglip2 import NaFlexImageModel
+    emb = next((m for m in model.modules() if type(m).__name__.endswith("VisionEmbeddings")), None)
+    lin = getattr(emb, "patch_embedding", None)
+    want = 3 * pre.patch_size ** 2
+    if not isinstance(lin, nn.Linear) or lin.in_features != want:
+        raise CheckpointError(f"{name} does not take its NaFlex processor's patches: its patch embedding takes "
+                              f"{getattr(lin, 'in_features', None)} values per patch, the processor's "
+                              f"{pre.patch_size} px patches have {want}")
+    return NaFlexImageModel(model, pre.patch_size, pre.max_num_patches).eval()
+
+
 def make_preprocessor(folder: str, config) -> tuple[Preprocessor, str]:
     proc, origin = image_processor(folder, config)
+    if _get(proc, "max_num_patches") is not None and _get(proc, "patch_size") is not None:
+        return NaFlexPreprocessor(proc, origin), origin
     timm_steps = getattr(getattr(proc, "val_transforms", None), "transforms", None)
     if timm_steps is not None:   # TimmWrapperImageProcessor: timm's own torchvision eval transform
         steps = [t for t in timm_steps if isinstance(t, (T.Resize, T.CenterCrop))]
@@ -364,6 +422,10 @@ def load(name: str, checkpoint=None, labels=None, pretrained=True, img_size=None
         notes["masking"] = (f"runs unmasked for viewing (the checkpoint's mask_ratio={config.mask_ratio} drops "
                             f"random patches in training)")
     pre, _ = make_preprocessor(folder, config)
+    if isinstance(pre, NaFlexPreprocessor):   # SigLIP 2: patches + mask + spatial_shapes from the prepared image
+        model = naflex_model(model, pre, notes["class"])
+        notes["naflex"] = (f"a patch grid per photo (at most {pre.max_num_patches} patches of {pre.patch_size} px), "
+                           f"the padding masked")
     if main_input.endswith("_ids"):   # ImageGPT: the processor's pixels in, its colour-cluster ids computed inside
         from ..families.hf_imagegpt import colour_cluster_model
         model = colour_cluster_model(model, pre.transform.processor)
