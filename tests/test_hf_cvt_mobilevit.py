@@ -260,6 +260,11 @@ def test_mobilevitv2_context_scores_are_pooling_over_the_patch_grid_per_offset(i
         # the raw view of the first offset is its row of context scores on the patch grid
         torch.testing.assert_close(raw_attention(res, m.name, "mean", "auto")[0],
                                    m.weights[0, 0, 0].reshape(nh, nw))
+        # each offset's map by name (offset (py, px) is row py * pw + px), and their mean
+        last = f"offset{ph - 1}{pw - 1}"
+        torch.testing.assert_close(raw_attention(res, m.name, "mean", last)[0], m.weights[0, 0, P - 1].reshape(nh, nw))
+        torch.testing.assert_close(raw_attention(res, m.name, "mean", "prefix_mean")[0],
+                                   m.weights[0, 0].mean(0).reshape(nh, nw))
 
 
 def _output_hw(model, module, x):
