@@ -166,6 +166,46 @@ def test_windowed_backbone_views_equal_the_reference_written_out(kind, first_win
         assert torch.allclose(raw_attention(res, 0, "mean", "auto")[0].double(), want, atol=1e-6)
 
 
+def windowed_detector(kind: str):
+    """A tiny whole LW-DETR / RF-DETR detector (windowed backbone, 1 decoder layer, 6 object queries)."""
+    import transformers
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=P, mlp_ratio=2)
+    head = dict(d_model=32, decoder_layers=1, decoder_self_attention_heads=2, decoder_cross_attention_heads=2,
+                num_queries=6, group_detr=1, decoder_ffn_dim=32, c2f_num_blocks=1)
+    if kind == "lw_detr_vit":
+        bb = dict(model_type=kind, image_size=W, pretrain_image_size=32, num_windows=4, window_block_indices=[0],
+                  out_indices=[2], **common)
+        cfg = transformers.LwDetrConfig(backbone_config=bb, projector_scale_factors=[1.0], **head)
+        cls = transformers.LwDetrForObjectDetection
+    else:
+        bb = dict(model_type=kind, image_size=32, num_windows=2, window_block_indexes=[0], out_features=["stage2"],
+                  **common)
+        cfg = transformers.RfDetrConfig(backbone_config=bb, intermediate_size=32, **head)
+        cls = transformers.RfDetrForObjectDetection
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return cls(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["lw_detr_vit", "rf_detr_dinov2"])
+def test_whole_windowed_detector_backbone_placed_and_object_queries_no_grid(kind):
+    """In the whole detector the backbone's windows are placed as in the bare backbone (marked again here),
+    the decoder's object-query self-attention is a token matrix, and the deformable cross-attention's
+    softmax over sampling points is no map."""
+    model = windowed_detector(kind)
+    x = torch.randn(1, 3, H, W, generator=torch.Generator().manual_seed(4))
+    res = capture(model, x)
+    _, ref = reference_attention(model, x)
+    assert [m.kind for m in res.maps] == [WINDOW, WINDOW, TOKENS]
+    assert all(m.layout_source == "known" for m in res.maps)
+    assert len(ref.records) == len(res.maps) + 1        # + the deformable attention's sampling-point softmax
+    for m, want in zip(res.maps, ref.records):
+        assert torch.allclose(m.weights.double().reshape(want.shape), want, atol=1e-6)
+    where, _ = marked_tokens(model, res.maps[0].name, x)
+    assert all(res.maps[0].window.locate(*cell) == tok for cell, tok in where.items())
+    assert res.maps[2].weights.shape[-1] == model.config.num_queries and res.maps[2].layout is None
+
+
 # ------------------------------------------------------------------------------------------------ DETR family
 
 DETR_TYPES = ("detr", "table-transformer", "conditional_detr", "dab-detr")

@@ -16,6 +16,10 @@ from the original), so in-window token ``1 + b·(gh/n) + e`` of window ``w = a·
 ``f = (a·(gw/n) + b)·(n·gh/n) + d·(gh/n) + e``, at grid cell ``(f // gw, f % gw)``: a rectangle for a
 square grid, interleaved rows otherwise. The window CLS tokens are named ``cls`` in each window and
 ``cls0 … cls{n²-1}`` (by window) in the global layers.
+
+In a whole detector (``LwDetrForObjectDetection``, ``RfDetrForObjectDetection``) the decoder's object
+queries attend among themselves (a token matrix) and read the image through deformable attention, whose
+softmax weighs a few sampling points per query (not the image's positions): not shown as a map.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Optional
 
 from torch import nn
 
-from ..layout import KNOWN, WINDOW, ModelTokens, TokenLayout, TokenWindows, WindowInfo
+from ..layout import KNOWN, TOKENS, WINDOW, ModelTokens, TokenLayout, TokenWindows, WindowInfo
 from . import register_family
 from .base import MapSpec
 from .huggingface import HuggingFace, is_hf
@@ -83,7 +87,7 @@ class HFWindowedViT(HuggingFace):
     def describe(self, session, module, weights, site):
         bb = windowed_backbone(session.model)
         if bb is None or site.enclosing(lambda m: m is bb) is None:
-            return super().describe(session, module, weights, site)
+            return self._detector(session, module, weights, site)
         cfg = bb.config
         grid, stride = session.tokens.grid, session.tokens.stride
         n = _side(cfg)
@@ -106,6 +110,17 @@ class HFWindowedViT(HuggingFace):
             special = tuple(f"cls{w}" for w in range(nW)) if with_cls else ()
             info = TokenWindows(grid, (0, 0), grid, grid, table=(table,), special=(special,))
             return MapSpec(WINDOW, layout, window=info, source=KNOWN)
+        return super().describe(session, module, weights, site)
+
+    def _detector(self, session, module, weights, site) -> Optional[MapSpec]:
+        """The rest of a whole LW-DETR / RF-DETR detector: its decoder's object queries attend among
+        themselves (a token matrix, never a grid); its deformable cross-attention's softmax weighs sampling
+        points around each query's reference box, not the positions of the image, so it is no map (None)."""
+        if site.enclosing(lambda m: "Deformable" in type(m).__name__) is not None:
+            return None
+        X, heads, nq, nk = weights.shape
+        if nq == nk and site.enclosing(lambda m: type(m).__name__.endswith("Decoder")) is not None:
+            return MapSpec(TOKENS, None, source=KNOWN)
         return super().describe(session, module, weights, site)
 
     def blocks(self, model: nn.Module):
