@@ -340,3 +340,36 @@ def test_detr_processor_of_a_real_checkpoint_is_refused_with_its_rule_and_the_wa
     assert tuple(x.shape[-2:]) == (96, 128)
     res = capture(lm.model, x)
     assert [m.kind for m in res.maps] == ["self", TOKENS, "pooling"] and res.maps[2].layout.grid == (3, 4)
+
+
+@pytest.mark.parametrize("model_type", DETR_TYPES)
+def test_detr_token_norms_are_the_encoder_outputs_on_the_feature_grid(model_type):
+    from attention.lesson.special_tokens import token_norms
+    model = detr_model(model_type)
+    x = torch.randn(1, 3, DH, DW, generator=torch.Generator().manual_seed(5))
+    _, cells = feature_cells(model, x)
+    layer = model.encoder.layers[-1]
+    grabbed = []
+
+    def keep(mod, args, out):
+        grabbed.append((out[0] if isinstance(out, (tuple, list)) else out).detach())
+
+    h = layer.register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    tn = token_norms(model, x)
+    assert tn.layout.grid == (4, 5) and tn.layout.num_prefix == 0 and len(tn.layers) == len(model.encoder.layers)
+    got = tn.patch_maps()[-1]
+    for t, cell in cells.items():     # the encoder keeps its input's token order: token t is cell `cells[t]`
+        assert abs(got[cell] - float(grabbed[0][0, t].norm())) < 1e-4
+
+
+def test_windowed_backbone_token_norms_refused_with_the_reason():
+    from attention.errors import MethodNotDefinedError
+    from attention.lesson.special_tokens import token_norms
+    model = windowed_model("rf_detr_dinov2", True)
+    with pytest.raises(MethodNotDefinedError, match="window by window.*own CLS token"):
+        token_norms(model, torch.randn(1, 3, H, W))

@@ -110,5 +110,15 @@ class HFDetr(Family):
             return MapSpec(TOKENS, None, source=KNOWN)   # object queries among themselves: no positions
         return super().describe(session, module, weights, site)
 
+    def blocks(self, model: nn.Module):
+        """The encoder's layers: each outputs one token per feature-map cell, row-major (the decoder's tokens
+        are object queries, no positions)."""
+        names = {id(m): n for n, m in model.named_modules()}
+        enc = next((m for m in model.modules() if type(m).__name__.endswith("Encoder")
+                    and not type(m).__name__.endswith("ConvEncoder") and len(getattr(m, "layers", ()) or ())), None)
+        if enc is None:
+            return super().blocks(model)
+        return [(names[id(b)], b) for b in enc.layers]
+
     def position_embedding(self, model: nn.Module):
         return None   # sine embeddings computed per feature map, no table

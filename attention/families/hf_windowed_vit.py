@@ -27,6 +27,7 @@ from typing import Optional
 
 from torch import nn
 
+from ..errors import MethodNotDefinedError
 from ..layout import KNOWN, TOKENS, WINDOW, ModelTokens, TokenLayout, TokenWindows, WindowInfo
 from . import register_family
 from .base import MapSpec
@@ -124,7 +125,13 @@ class HFWindowedViT(HuggingFace):
         return super().describe(session, module, weights, site)
 
     def blocks(self, model: nn.Module):
-        return super(HuggingFace, self).blocks(model)   # tokens in window order, not one row-major sequence
+        if _side(self._config(model)) <= 1:
+            return super().blocks(model)
+        raise MethodNotDefinedError(
+            f"{type(model).__name__} keeps its tokens window by window (one batch row per window"
+            f"{', each with its own CLS token' if self._config(model).model_type == 'rf_detr_dinov2' else ''}), "
+            f"not as one row-major sequence, so per-layer token norms are not placed on the image; the attention "
+            f"views place every window")
 
     def position_embedding(self, model: nn.Module):
         return None
