@@ -77,7 +77,8 @@ _RESNET = dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 8, 16, 16
                out_features=["stage4"])
 _DETR = dict(staged=True, use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=_RESNET, d_model=16,
              encoder_layers=1, decoder_layers=1, num_queries=3, encoder_ffn_dim=16, decoder_ffn_dim=16,
-             encoder_attention_heads=2, decoder_attention_heads=2)
+             encoder_attention_heads=2, decoder_attention_heads=2,
+             image_size=[96, 128])   # a 3 x 4 feature grid (stride 32): the probe sees real positions
 OVERRIDES: dict[str, dict] = {
     "groupvit": dict(depths=[1, 1, 1], num_hidden_layers=3, num_group_tokens=[4, 2, 0], num_output_groups=[4, 2, 2]),
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
