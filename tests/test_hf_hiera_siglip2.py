@@ -125,6 +125,31 @@ def test_hiera_received_and_head_stack_place_the_windows(hiera):
         assert torch.allclose(torch.from_numpy(stack[0][h]).double(), _placed(geo, theirs[0], (2, 3), h), atol=1e-6)
 
 
+def test_hiera_backbone_without_unroll_is_placed_as_it_computes():
+    """HieraBackbone's forward (transformers 5) does not unroll: its stage-0 "mask units" are then the
+    sequence indices w, w + 16, ... of the row-major grid, i.e. grid columns; its pooling layers pool rows
+    r, r + 4, ... (no block of the grid), so neither they nor the later stages' tokens are grid cells: left
+    unplaced rather than drawn somewhere they are not."""
+    import transformers
+    from attention import capture
+    from attention.methods.raw import raw_attention
+    from tests.hf_sweep import tiny_config
+    if "unroll(" in __import__("inspect").getsource(transformers.HieraBackbone.forward):
+        pytest.skip("this transformers' HieraBackbone unrolls")
+    torch.manual_seed(0)
+    model = transformers.HieraBackbone(tiny_config("hiera", transformers.HieraConfig)).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    res = capture(model, x)
+    with torch.no_grad():
+        a = model(x, output_attentions=True).attentions[0]          # (1, 1, 16, 16, 16): window w = column w
+    assert res.maps[0].window.window == (16, 1)
+    got = raw_attention(res, 0, "mean", (5, 9))[0].double()
+    want = torch.zeros(16, 16, dtype=torch.float64)
+    want[:, 9] = a[0, 0, 9, 5].double()                             # query (5, 9) is index 5 of window 9
+    assert torch.allclose(got, want, atol=1e-6)
+    assert [m.layout_source for m in res.maps] == ["known", "unknown", "unknown", "unknown"]
+
+
 def test_hiera_through_the_loader(tmp_path):
     from attention.models import load_model
     from tests.hf_sweep import Row, check_model, processor_for, _photo

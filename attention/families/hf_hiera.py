@@ -112,12 +112,13 @@ class HFHiera(HuggingFace):
             out.append((g0[0] // qs[0] ** k, g0[1] // qs[1] ** k))
         return out
 
-    def stage_cells(self, model: nn.Module, hw, stage: int) -> torch.Tensor:
-        """Row-major cell number (on that stage's grid) of each token of the stage's sequence."""
+    def stage_cells(self, model: nn.Module, hw, stage: int) -> Optional[torch.Tensor]:
+        """Row-major cell number (on that stage's grid) of each token of the stage's sequence; None where its
+        tokens are no cells of a grid (pooled from a sequence that was not unrolled: rows r, r + h/2, ...)."""
         cfg = model.config
         grid = self._stage_grids(model, hw)[stage]
         if not _forward_unrolls(type(backbone(model))):   # the module that embeds and encodes
-            return torch.arange(grid[0] * grid[1])
+            return torch.arange(grid[0] * grid[1]) if min(stage, int(cfg.num_query_pool)) == 0 else None
         schedule = [tuple(_pair(cfg.query_stride))] * (len(cfg.depths) - 1)
         return unrolled_cells(grid, tuple(schedule[min(stage, int(cfg.num_query_pool)):]))
 
@@ -137,6 +138,8 @@ class HFHiera(HuggingFace):
         in_stage = stage - 1 if pooled and layer == 0 and stage > 0 else stage
         k_grid, q_grid = grids[in_stage], grids[stage]
         key_cells = self.stage_cells(model, session.input_hw, in_stage)        # (N,) per sequence index
+        if key_cells is None:
+            return None
         B = session.batch
         BH, nW, nq, nk = m.weights.shape
         heads = BH // B
