@@ -373,3 +373,18 @@ def test_windowed_backbone_token_norms_refused_with_the_reason():
     model = windowed_model("rf_detr_dinov2", True)
     with pytest.raises(MethodNotDefinedError, match="window by window.*own CLS token"):
         token_norms(model, torch.randn(1, 3, H, W))
+
+
+def test_token_windows_refuse_an_inconsistent_table():
+    grid = (2, 2)
+    ok = TokenWindows((1, 2), (0, 0), grid, grid, table=((-1, 0, 1), (-1, 2, 3)), special=(("cls",), ("cls",)))
+    assert ok.locate(1, 0) == (1, 1) and ok.token_position(0, 0) is None and ok.tokens_per_window == 3
+    assert ok.positions() == ((-1, 0, 1), (-1, 2, 3)) and ok.special_tokens(1) == [(0, "cls")]
+    with pytest.raises(ValueError, match="in two windows"):
+        TokenWindows((1, 2), (0, 0), grid, grid, table=((0, 1), (1, 2)), special=((), ()))
+    with pytest.raises(ValueError, match="no position, in order"):
+        TokenWindows((1, 2), (0, 0), grid, grid, table=((-1, 0, 1), (-1, 2, 3)), special=(("cls",), ()))
+    with pytest.raises(ValueError, match="same length"):
+        TokenWindows((1, 2), (0, 0), grid, grid, table=((0, 1), (2,)), special=((), ()))
+    with pytest.raises(IndexError, match="in no window"):
+        TokenWindows((1, 1), (0, 0), grid, grid, table=((0,), (3,)), special=((), ())).locate(0, 1)

@@ -82,8 +82,10 @@ class HFDetr(Family):
         """The feature grid for an (H, W) input, from a shapes-only (FakeTensor) run of the backbone."""
         from torch._subclasses.fake_tensor import FakeTensorMode
         enc = _conv_encoder(model)
+        p = next(enc.parameters())
         with FakeTensorMode(allow_non_fake_inputs=True):
-            out = enc(torch.empty(1, 3, *hw), torch.ones(1, *hw, dtype=torch.long))
+            out = enc(torch.empty(1, 3, *hw, device=p.device, dtype=p.dtype),
+                      torch.ones(1, *hw, dtype=torch.long, device=p.device))
         fm = _last_map(out)
         if fm is None:
             return None
