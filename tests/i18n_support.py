@@ -17,6 +17,10 @@ ALLOWED = {"ViT", "CLS", "DIST", "REG", "softmax", "Transformer", "Transformers"
            "DeiT", "DINOv2", "BEiT", "CLIP", "SigLIP", "Hugging", "Face", "torchvision", "open_clip", "safetensors",
            "pth", "pt", "bin", "ckpt", "tar", "onnx", "txt", "json", "png", "jpg", "webp", "save_pretrained",
            "top", "id", "QK", "ms", "MB", "GB", "KB", "px", "x", "y", "L",
+           # the methods' authors, venues and libraries, and the architectures their reasons name
+           "Gur", "Wolf", "Selvaraju", "Achtibat", "lxt", "CVPR", "XCiT", "PVT", "Twins",
+           # the faithfulness scores (area under the curve; under the ROC curve)
+           "AUC", "AUROC",
            # the example photos' names (people and a cat) and the colour maps' names
            "Chelsea", "Eileen", "Collins", "Grace", "Hopper", "inferno", "viridis", "magma", "plasma", "jet",
            "turbo", "gray"}

@@ -225,18 +225,18 @@ class Callbacks:
                 "layer_name": m.name, "num_heads": m.num_heads}
 
     # ------------------------------------------------------------------ views
-    def _map(self, analysis: Analysis, view: View):
+    def _map(self, analysis: Analysis, view: View, lang: str = "en"):
         mapped = compute_map(analysis, view, model=lambda: self.manager.get(analysis.model_key),
-                             grad_lock=self.manager.grad_lock(analysis.model_key))
+                             grad_lock=self.manager.grad_lock(analysis.model_key), lang=lang)
         return mapped
 
     @user_facing
-    def draw_view(self, session: str, analysis: Analysis, view: View) -> tuple[np.ndarray, str]:
-        """The picture and caption of `view` on an analysis."""
-        return self._render(session, analysis, view)
+    def draw_view(self, session: str, analysis: Analysis, view: View, lang: str = "en") -> tuple[np.ndarray, str]:
+        """The picture and caption of `view` on an analysis (the caption in `lang`)."""
+        return self._render(session, analysis, view, lang)
 
-    def _render(self, session: str, analysis: Analysis, view: View) -> tuple[np.ndarray, str]:
-        mapped = self._map(analysis, view)
+    def _render(self, session: str, analysis: Analysis, view: View, lang: str = "en") -> tuple[np.ndarray, str]:
+        mapped = self._map(analysis, view, lang)
         picture = draw(analysis, mapped, view)
         self.store.touch(session, analysis)       # the map was cached with the analysis: the byte bound sees it
         return picture, mapped.caption

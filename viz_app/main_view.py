@@ -12,7 +12,7 @@ import gradio as gr
 from attention.methods import menu, spatial_layers
 
 from .page import Page
-from .views import View, head_label
+from .views import View, head_label, not_offered_text
 from .words import tr
 
 #: the controls `controls` derives from the page (besides the picture and caption)
@@ -86,21 +86,21 @@ def target_text(analysis, view: View, lang: str = "en") -> str:
     return tr(lang, "app.main.explains", name=name, which=which)
 
 
-def head_update(analysis, view: View) -> dict:
+def head_update(analysis, view: View, lang: str = "en") -> dict:
     """The head menu of the view's layer; disabled (on "mean") for a method that fuses the heads itself."""
     m = menu.layer_at(analysis.result, view.layer)
-    fused = menu.fuses_heads(view.method)
+    fused = menu.fuses_heads(view.method, lang)
     if fused:
-        return gr.update(choices=[("fused by the method", "mean")], value="mean", interactive=False,
+        return gr.update(choices=[(menu.fused_entry(lang), "mean")], value="mean", interactive=False,
                          info=fused)
     heads = menu.head_choices(m, view.method)
-    return gr.update(choices=[(head_label(h), h) for h in heads], value=view.head, interactive=True, info=None)
+    return gr.update(choices=[(head_label(h, lang), h) for h in heads], value=view.head, interactive=True, info=None)
 
 
-def query_update(analysis, view: View) -> dict:
+def query_update(analysis, view: View, lang: str = "en") -> dict:
     result = analysis.result
-    labels = [(menu.query_label(q, result), q) for q in menu.query_choices(result)]
-    if ("CLS (default)", "auto") in labels:           # "CLS (default)" already is CLS
+    labels = [(menu.query_label(q, result, lang), q) for q in menu.query_choices(result)]
+    if any(q == "auto" for _, q in labels) and menu.query_label("auto", result) == "CLS (default)":   # already CLS
         labels = [x for x in labels if x[1] != "cls"]
     value = view.query if view.query in [q for _, q in labels] else labels[0][1]
     return gr.update(choices=labels, value=value, interactive=menu.get_method(view.method).uses_query)
@@ -113,11 +113,11 @@ def controls(analysis, view: View, skip: tuple[str, ...] = (), lang: str = "en")
     n_layers = len(spatial_layers(result))
     pos = menu.layer_position(result, view.layer)
     out = {
-        "method": gr.update(choices=[(menu.get_method(k).label, k) for k in offered], value=view.method),
+        "method": gr.update(choices=[(menu.get_method(k).label_in(lang), k) for k in offered], value=view.method),
         "layer": slider_range(n_layers, pos),
         "start_layer": slider_range(n_layers, view.start_layer or 0),
-        "head": head_update(analysis, view),
-        "query": query_update(analysis, view),
+        "head": head_update(analysis, view, lang),
+        "query": query_update(analysis, view, lang),
         "target_md": target_text(analysis, view, lang),
     }
     return {k: v for k, v in out.items() if k not in skip}
@@ -128,8 +128,8 @@ def notes_text(analysis, lang: str = "en") -> str:
     notes = list(analysis.notes)
     _, not_offered = menu.offered_methods(result, has_classifier=bool(analysis.predictions))
     if not_offered:
-        notes.append(tr(lang, "app.main.not_offered", what="; ".join(f"{menu.get_method(k).label} ({why})"
-                                                                      for k, why in not_offered)))
+        notes.append(tr(lang, "app.main.not_offered",
+                        what=not_offered_text(result, bool(analysis.predictions), lang)))
     if len(spatial_layers(result)) <= 1:
         notes.append(tr(lang, "app.main.one_layer"))
     return "  \n".join(tr(lang, "app.main.note", text=n) for n in notes)
@@ -140,7 +140,7 @@ def show(ctx, page: Page, analysis, skip: tuple[str, ...] = ()) -> dict:
     control, by name."""
     view = resolve_view(page, analysis)
     page = page.with_(view=view, sha=analysis.image_sha)
-    picture, caption = ctx.app.cb.draw_view(ctx.session, analysis, view)
+    picture, caption = ctx.app.cb.draw_view(ctx.session, analysis, view, page.lang)
     out = {"page": page, "heatmap": picture, "caption": signed(caption, analysis, page)}
     out.update(controls(analysis, view, skip, page.lang))
     return out

@@ -4,6 +4,11 @@ Every map comes from the library's one entry point, `attention.methods.compute_m
 analysis' cache as the method cache (gradient methods run one forward + backward per target class,
 so a second query or a colour change is free). This module only turns a `View` into that call,
 writes the caption, and draws the map on the photo. The menu of methods is the library's registry.
+
+Captions, help and messages are written in the page's language (``lang``; catalogue keys ``app.views.…`` and
+the library's ``method.…``). The analysis' cache keeps a map with the language-independent account of what
+was computed (`attention.methods.MapResult.words`), never a caption: a page that switches language writes
+the caption of the same cached map again, without computing it.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from attention.methods import (FUSIONS, compute_map as library_map, get_method, 
 from attention.methods.menu import (QUERY_LABELS, class_method, click_method, fallback_method, head_choices,  # noqa: F401
                                     head_label, is_class_specific, needs_model, offered_methods, parse_head,
                                     query_choices, query_label)
+from attention.i18n import t
+from attention.methods.words import describe
 from attention.render import overlay, photo_to_patch
 
 from .state import Analysis
@@ -77,10 +84,22 @@ class MapResult:
     caption: str
 
 
-def method_help() -> str:
-    """One line per registered method (label: summary), for the page's help text."""
-    return "  \n".join(f"**{m.label}**: {m.summary}" + (" — class-specific." if m.class_specific else ".")
-                       for m in methods())
+def method_help(lang: str = "en") -> str:
+    """One line per registered method (label: summary), for the page's help text, in `lang`."""
+    return "  \n".join(t("app.views.help_line_class" if m.class_specific else "app.views.help_line", lang,
+                         label=m.label_in(lang), summary=m.summary_in(lang)) for m in methods())
+
+
+def not_offered_text(result: CaptureResult, has_classifier: bool = True, lang: str = "en") -> str:
+    """"Rollout (why); Grad-CAM (why)": each method not offered for this capture and the reason, in `lang`."""
+    _, missing = offered_methods(result, has_classifier=has_classifier, lang=lang)
+    return t("app.views.not_offered_sep", lang).join(
+        t("app.views.not_offered_item", lang, label=get_method(k).label_in(lang), why=why) for k, why in missing)
+
+
+def method_choices(names, lang: str = "en") -> list[tuple[str, str]]:
+    """(label in `lang`, name) menu entries of the methods `names`."""
+    return [(get_method(n).label_in(lang), n) for n in names]
 
 
 # ---------------------------------------------------------------------------- layers, heads, queries
@@ -103,15 +122,14 @@ def click_to_patch(analysis: Analysis, m, click: tuple[float, float]) -> Optiona
 ModelGetter = Callable[[], object]   # () -> LoadedModel, for gradient methods
 
 
-def _query_for(analysis: Analysis, m, view: View):
+def _query_for(analysis: Analysis, m, view: View, lang: str = "en"):
     """The query argument for the attention library, and the patch to mark (or None)."""
     if view.query == "patch":
         if view.click is None:
-            raise MethodNotDefinedError("click a patch on the picture first to choose the query patch")
+            raise MethodNotDefinedError(t("app.views.click_first", lang))
         patch = click_to_patch(analysis, m, view.click)
         if patch is None:
-            raise MethodNotDefinedError("the clicked point is outside the part of the photo the model saw "
-                                        "(the dimmed area was cropped away by the preprocessing)")
+            raise MethodNotDefinedError(t("app.views.click_outside", lang))
         return patch
     return view.query
 
@@ -121,24 +139,27 @@ def target_of(analysis: Analysis, view: View) -> int:
 
 
 def compute_map(analysis: Analysis, view: View, model: Optional[ModelGetter] = None,
-                grad_lock: Optional[threading.Lock] = None) -> MapResult:
-    """The (gh, gw) map a view asks for, through `attention.methods.compute_map`, and its caption."""
+                grad_lock: Optional[threading.Lock] = None, lang: str = "en") -> MapResult:
+    """The (gh, gw) map a view asks for, through `attention.methods.compute_map`, and its caption in `lang`.
+
+    The analysis' cache holds the map with the facts of its caption (the library's words, the English
+    description): another language is another caption of the same cached map."""
     if view.method not in METHODS:
-        raise MethodNotDefinedError(f"unknown method {view.method!r}; choose one of {', '.join(METHODS)}")
+        raise MethodNotDefinedError(t("app.views.unknown_method", lang, method=view.method, names=", ".join(METHODS)))
     method = get_method(view.method)
     result = analysis.result
-    why = method.defined_for(result)
+    why = method.why_not(result, lang)
     if why:
-        raise MethodNotDefinedError(f"{method.label}: {why}")
+        raise MethodNotDefinedError(t("app.views.not_defined", lang, label=method.label_in(lang), why=why))
     _, _, m = layer_map(result, view.layer)
-    query = _query_for(analysis, m, view) if method.uses_query else "auto"
+    query = _query_for(analysis, m, view, lang) if method.uses_query else "auto"
     target = None
     if method.class_specific:
         if not analysis.predictions:
-            raise MethodNotDefinedError(f"{method.label} explains a class; this model has no classifier")
+            raise MethodNotDefinedError(t("app.views.no_classifier", lang, label=method.label_in(lang)))
         target = target_of(analysis, view)
     if method.needs_model and model is None:
-        raise MethodNotDefinedError("gradient methods need the model; reload the image")
+        raise MethodNotDefinedError(t("app.views.needs_model", lang))
     qkey = query if isinstance(query, str) else tuple(query)
     key = ("map", method.name, view.layer, view.start_layer, str(view.head), qkey, target)
 
@@ -147,24 +168,33 @@ def compute_map(analysis: Analysis, view: View, model: Optional[ModelGetter] = N
                           x=analysis.prepared.tensor, target=target, query=query, layer=view.layer,
                           start_layer=view.start_layer, end_layer=view.layer, head=parse_head(view.head),
                           cache=analysis.cached, grad_lock=grad_lock)
-        return out.numpy(0), out.stride, out.query_patch, out.description
-    heat, stride, patch, desc = analysis.cached(key, run)
-    caption = f"**{method.title or method.label}**"
-    if target is not None:
-        caption += f" for class **{_class_name(analysis, target)}**"
-    caption += f" · {desc}" if desc else ""
-    if patch is not None and "patch" not in desc:
-        caption += f" at patch {patch}"
-    if view.query == "patch" and method.uses_query:
-        caption += " (clicked patch)"
-    if m.layout_source == "inferred":
-        caption += " · token layout *inferred* from the shapes (no family descriptor for this model)"
+        return out.numpy(0), out.stride, out.query_patch, out.words, out.description
+    heat, stride, patch, words, desc = analysis.cached(key, run)
+    caption = caption_of(analysis, method, target, words, desc, patch, view, m.layout_source == "inferred", lang)
     return MapResult(heat, stride, patch, caption)
 
 
-def _class_name(analysis: Analysis, index: int) -> str:
+def caption_of(analysis: Analysis, method, target: Optional[int], words: tuple, description: str,
+               patch: Optional[tuple[int, int]], view: View, inferred: bool, lang: str = "en") -> str:
+    """A map's caption in `lang`: the method, the class it explains, what was computed (`words`, else the English
+    `description`), the query patch, whether the token layout was inferred."""
+    caption = f"**{method.title_in(lang)}**"
+    if target is not None:
+        caption = t("app.views.for_class", lang, title=caption, name=_class_name(analysis, target, lang))
+    desc = describe(words, lang) if words else description
+    caption += f" · {desc}" if desc else ""
+    if patch is not None and "patch" not in description:        # the English account names the patch itself
+        caption += t("app.views.at_patch", lang, patch=patch)
+    if view.query == "patch" and method.uses_query:
+        caption += t("app.views.clicked", lang)
+    if inferred:
+        caption += " · " + t("app.views.inferred", lang)
+    return caption
+
+
+def _class_name(analysis: Analysis, index: int, lang: str = "en") -> str:
     names = analysis.class_names
-    return names[index] if 0 <= index < len(names) else f"class {index}"
+    return names[index] if 0 <= index < len(names) else t("app.views.class_n", lang, index=index)
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -186,9 +216,9 @@ def display_to_photo(analysis: Analysis, x: float, y: float) -> tuple[float, flo
 
 # ---------------------------------------------------------------------------- the layer x head grid
 
-def layer_heads(analysis: Analysis, view: View):
+def layer_heads(analysis: Analysis, view: View, lang: str = "en"):
     """Per spatial layer a (heads, gh, gw) array for the view's query (cached), the layer names, and
-    texts describing the query (`attention.methods.layer_head_stack`)."""
+    texts describing the query (`attention.methods.layer_head_stack`), in `lang`."""
     from attention.methods import layer_head_stack
     result = analysis.result
     click = view.click if view.query == "patch" else None
@@ -198,6 +228,7 @@ def layer_heads(analysis: Analysis, view: View):
     key = ("grid", view.query, click)
     maps, names = analysis.cached(key, lambda: tuple(
         ([a.astype(np.float16) for a in st[0]], st[1]) for st in [layer_head_stack(result, query)])[0])
-    qtext = "query " + ("clicked patch" if view.query == "patch" else query_label(view.query, result))
-    note = "" if view.query != "patch" else " (marked in the Attention tab)"
+    qtext = t("app.views.grid_query", lang, query=query_label("patch" if view.query == "patch" else view.query,
+                                                                result, lang))
+    note = "" if view.query != "patch" else t("app.views.grid_marked", lang)
     return [m.astype(np.float32) for m in maps], names, qtext, note

@@ -30,6 +30,7 @@ from .targets import Target, resolve_targets
 from .layers import grid_stride, resolve_layer, spatial_layers
 from .lrp_rules import check_covered, lrp_rules, model_lock
 from .plan import shared_lrp_pass
+from .words import phrase
 
 
 def attention_modules(model: nn.Module, result: CaptureResult) -> list[nn.Module]:
@@ -113,14 +114,18 @@ class AttnLRP(Method):
     order = 50
 
     def defined_for(self, result: CaptureResult) -> Optional[str]:
+        why = self.reason(result)
+        return None if why is None else why.text()
+
+    def reason(self, result: CaptureResult):
+        """Where the rules do not reach: no spatial layer, attention pooling, channel attention."""
         kinds = {m.kind for m in result.maps}
         if not spatial_layers(result):
-            return "the model has no spatial attention layer"
+            return phrase("method.why.attnlrp_no_spatial")
         if POOLING in kinds:
-            return ("no AttnLRP rule for attention pooling here: its softmax weights multiply the very features "
-                    "they are computed from, and the rules reach only separate query / key / value projections")
+            return phrase("method.why.attnlrp_pooling")
         if CHANNEL in kinds:
-            return "no AttnLRP rule for channel (cross-covariance) attention"
+            return phrase("method.why.attnlrp_channel")
         return None
 
     def compute(self, ctx: MethodContext) -> MapResult:
@@ -136,8 +141,7 @@ class AttnLRP(Method):
             return pool_to_grid(rel.to(torch.promote_types(rel.dtype, torch.float32)).sum(1), grid, stride)
         maps = ctx.memo(("attnlrp", ctx.class_key(targets)), run)
         return MapResult(maps, self.name, None, grid_stride(result, maps.shape[-2:]), None,
-                         "relevance per patch (signed; sums to the class logit up to bias relevance)",
-                         {"targets": targets.tolist()})
+                         details={"targets": targets.tolist()}, words=(phrase("method.attnlrp.what"),))
 
 
 register(AttnLRP())

@@ -26,11 +26,13 @@ from torch import nn
 
 from ..capture import CaptureResult
 from ..errors import MethodNotDefinedError
+from ..i18n import normalize_lang
 from ..layout import TokenLayout
 from ..registry import Registry
 from .needs import NOTHING
 from .queries import Query
 from .targets import Target, resolve_targets
+from .words import _field, describe
 
 Head = Union[str, int]
 Cache = Callable[[tuple, Callable[[], Any]], Any]     # (key, compute) -> value, e.g. Analysis.cached
@@ -118,8 +120,10 @@ class MapResult:
     is no token layout, e.g. Grad-CAM at a conv layer). ``stride``: model-input pixels per cell
     when the grid is the model's token grid (None: input size / grid). ``query_patch``: the
     (row, col) query the map was read from, to mark. ``description``: a short plain-text account
-    of what was computed (layer, range, heads, query, class), for captions. ``details``: facts
-    for programs (layer names, the range used, the classes explained).
+    of what was computed (layer, range, heads, query, class), for captions, in English. ``details``: facts
+    for programs (layer names, the range used, the classes explained). ``words``: the same account as
+    language-independent phrases (`attention.methods.words`): ``describe(lang)`` writes it in any language
+    (``description`` is its English text; a method that gives no words has only the English description).
     """
 
     maps: torch.Tensor
@@ -129,6 +133,15 @@ class MapResult:
     query_patch: Optional[tuple[int, int]] = None
     description: str = ""
     details: dict = field(default_factory=dict)
+    words: tuple = ()
+
+    def __post_init__(self):
+        if self.words and not self.description:
+            self.description = describe(self.words)
+
+    def describe(self, lang: str = "en") -> str:
+        """The account of what was computed in `lang` (the English ``description`` where there are no words)."""
+        return describe(self.words, lang) if self.words else self.description
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -148,6 +161,10 @@ class Method:
     ``uses_layer``: reads ``context.layer``; ``uses_layer_range``: reads ``start_layer`` /
     ``end_layer``; ``uses_heads``: accepts a single head index (otherwise only fusions, or
     nothing); ``uses_query``: reads ``context.query``. ``order``: position in menus.
+
+    The words in another language: ``label_in(lang)``, ``title_in(lang)``, ``summary_in(lang)`` (the
+    catalogue's ``method.<name>.label`` … , `attention.methods.words`; the attributes are the English
+    defaults), ``why_not(result, lang)`` (``defined_for`` in `lang`, from the phrase ``reason(result)``).
     """
 
     name: str = ""
@@ -166,6 +183,31 @@ class Method:
     def defined_for(self, result: CaptureResult) -> Optional[str]:
         """None when the method has a meaning for this capture, else the reason it has none."""
         return None
+
+    def reason(self, result: CaptureResult):
+        """`defined_for`'s reason as a `attention.methods.words.Phrase` (None: no phrase, the English reason
+        serves every language). Methods whose reason has catalogue entries override this."""
+        return None
+
+    def why_not(self, result: CaptureResult, lang: str = "en") -> Optional[str]:
+        """`defined_for` in `lang`: None when the method has a meaning for this capture, else the reason."""
+        why = self.defined_for(result)
+        if why is None or normalize_lang(lang) == "en":
+            return why
+        phrase = self.reason(result)
+        return why if phrase is None else phrase.text(lang)
+
+    def label_in(self, lang: str = "en") -> str:
+        """The name in menus, in `lang`."""
+        return _field(self, "label", lang)
+
+    def title_in(self, lang: str = "en") -> str:
+        """The name in captions (the label where there is no title), in `lang`."""
+        return _field(self, "title", lang)
+
+    def summary_in(self, lang: str = "en") -> str:
+        """One line, what the method shows, in `lang`."""
+        return _field(self, "summary", lang)
 
     def requirements(self, context: MethodContext):
         """What this method needs from the shared forward + backward (`attention.methods.plan.Needs`);
@@ -215,6 +257,21 @@ def get_method(name: Union[str, Method]) -> Method:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(method_names())}") from None
 
 
+def method_label(method: Union[str, Method], lang: str = "en") -> str:
+    """The method's name in menus, in `lang`."""
+    return get_method(method).label_in(lang)
+
+
+def method_title(method: Union[str, Method], lang: str = "en") -> str:
+    """The method's name in captions (its label where it has no title), in `lang`."""
+    return get_method(method).title_in(lang)
+
+
+def method_summary(method: Union[str, Method], lang: str = "en") -> str:
+    """One line, what the method shows, in `lang`."""
+    return get_method(method).summary_in(lang)
+
+
 def methods() -> list[Method]:
     """Every registered method, in menu order."""
     return sorted(METHODS, key=lambda m: (m.order, m.name))
@@ -251,4 +308,4 @@ def compute_map(method: Union[str, Method], result: CaptureResult, **kwargs) -> 
 
 
 __all__ = ["METHODS", "Method", "MethodContext", "MapResult", "register", "unregister", "get_method", "methods", "method_names",
-           "compute_map", "Target", "Head"]
+           "compute_map", "method_label", "method_title", "method_summary", "Target", "Head"]

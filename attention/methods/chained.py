@@ -16,8 +16,9 @@ from ..capture import CaptureResult
 from .base import MapResult, Method, MethodContext
 from .layers import grid_stride
 from .queries import Query, query_weights, resolve_query
-from .rollout import (chain_ops, chained_range, finish, joint_layout, layer_range_words, propagate, query_words,
-                      rollout_defined, rollout_layers)
+from .rollout import (chain_ops, chained_range, finish, joint_layout, propagate, rollout_defined, rollout_layers,
+                      rollout_reason)
+from .words import query_words, range_words
 
 
 def chain_weighted(result: CaptureResult, mats: list[torch.Tensor], query: Query = "auto", first: int = 0,
@@ -47,6 +48,9 @@ class ChainedGradientMethod(Method):
     def defined_for(self, result: CaptureResult) -> Optional[str]:
         return rollout_defined(result)
 
+    def reason(self, result: CaptureResult):
+        return rollout_reason(result)
+
     def layer_weights(self, ctx: MethodContext, targets: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
@@ -60,8 +64,8 @@ class ChainedGradientMethod(Method):
         q = ctx.query
         return MapResult(maps, self.name, joint_layout(layers), grid_stride(result, maps.shape[-2:]),
                          None if isinstance(q, str) else tuple(int(v) for v in q),
-                         f"{layer_range_words(first, last, len(layers))} · {query_words(q)}",
-                         {"targets": targets.tolist(), "start_layer": first, "end_layer": last})
+                         details={"targets": targets.tolist(), "start_layer": first, "end_layer": last},
+                         words=(range_words(first, last, len(layers)), query_words(q)))
 
 
 __all__ = ["ChainedGradientMethod", "chain_weighted"]

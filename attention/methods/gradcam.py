@@ -45,6 +45,7 @@ from .base import MapResult, Method, MethodContext, register
 from .targets import Target
 from .layers import grid_stride
 from .plan import Needs, shared_pass
+from .words import phrase
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
@@ -221,8 +222,8 @@ class GradCAMMethod(Method):
             return cam_from(act, grad, reshape), where
         heat, where = ctx.memo(("gradcam", ctx.class_key(targets), id(ctx.options.get("target_layer"))), run)
         return MapResult(heat, self.name, None, grid_stride(ctx.result, heat.shape[-2:]), None,
-                         f"at {where} ({heat.shape[-2]}x{heat.shape[-1]} grid)",
-                         {"targets": targets.tolist(), "target_layer": where})
+                         details={"targets": targets.tolist(), "target_layer": where},
+                         words=(phrase("method.gradcam.at", layer=where, h=heat.shape[-2], w=heat.shape[-1]),))
 
 
 register(GradCAMMethod())

@@ -27,10 +27,17 @@ def spatial_layers(result: CaptureResult) -> list[int]:
     return [i for i, m in enumerate(result.maps) if is_spatial(m)]
 
 
-def no_spatial_message(result: CaptureResult) -> str:
+def no_spatial_reason(result: CaptureResult):
+    """Why a capture has no map to show, as a `attention.methods.words.Phrase` (the kinds of layers it has)."""
+    from .words import phrase
     kinds = sorted({m.kind for m in result.maps}) or ["none"]
-    return (f"this model has no spatial attention to show (captured layers: {len(result.maps)}, kinds: "
-            f"{', '.join(kinds)})" + (" — XCiT's attention is channel x channel" if CHANNEL in kinds else ""))
+    return phrase("method.why.no_spatial_xcit" if CHANNEL in kinds else "method.why.no_spatial",
+                  n=len(result.maps), kinds=", ".join(kinds))
+
+
+def no_spatial_message(result: CaptureResult, lang: str = "en") -> str:
+    """`no_spatial_reason` in `lang`."""
+    return no_spatial_reason(result).text(lang)
 
 
 def resolve_layer(result: CaptureResult, layer: Union[int, str] = -1, clamp: bool = True
@@ -76,4 +83,5 @@ def grid_stride(result: CaptureResult, grid) -> Optional[tuple[float, float]]:
     return None
 
 
-__all__ = ["is_spatial", "spatial_layers", "resolve_layer", "query_grid", "grid_stride", "no_spatial_message"]
+__all__ = ["is_spatial", "spatial_layers", "resolve_layer", "query_grid", "grid_stride", "no_spatial_message",
+           "no_spatial_reason"]

@@ -4,6 +4,9 @@ The one place these decisions live; a UI only lays them out. A method is *offere
 when ``Method.defined_for(result)`` is None and, if it is class-specific, the model has a
 classifier (otherwise the reason is `NO_CLASSIFIER`). Methods that fuse the heads themselves
 (``Method.uses_heads`` false: rollout, gradient chains) offer one head entry, "mean".
+
+Every text here takes ``lang`` (default English, the words of the catalogue ``method.…``, `attention.i18n`):
+the reasons a method is not offered, the head and query menu entries, "fused by the method".
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from ..layout import POOLING
 from .base import get_method, methods
 from .fusion import FUSIONS
 from .layers import is_spatial, resolve_layer
+from .words import head_words, phrase
 
 NO_CLASSIFIER = "class-specific, and this model has no classifier"
 
@@ -26,19 +30,24 @@ QUERY_LABELS = {"cls": "CLS", "dist": "DIST", "cls+dist": "CLS+DIST (mean)", "pa
 
 # ---------------------------------------------------------------------------- methods
 
-def _why_not(method, result: CaptureResult, has_classifier: bool) -> Optional[str]:
-    why = method.defined_for(result)
+def no_classifier(lang: str = "en") -> str:
+    """`NO_CLASSIFIER` in `lang`."""
+    return phrase("method.why.no_classifier").text(lang)
+
+
+def _why_not(method, result: CaptureResult, has_classifier: bool, lang: str = "en") -> Optional[str]:
+    why = method.why_not(result, lang)
     if why is None and method.class_specific and not has_classifier:
-        why = NO_CLASSIFIER
+        why = no_classifier(lang)
     return why
 
 
-def offered_methods(result: CaptureResult, has_classifier: bool = True
+def offered_methods(result: CaptureResult, has_classifier: bool = True, lang: str = "en"
                     ) -> tuple[list[str], list[tuple[str, str]]]:
-    """(names offered for this capture, in registry order; (name, reason) of each method not offered)."""
+    """(names offered for this capture, in registry order; (name, reason in `lang`) of each method not offered)."""
     names, missing = [], []
     for m in methods():
-        why = _why_not(m, result, has_classifier)
+        why = _why_not(m, result, has_classifier, lang)
         if why is None:
             names.append(m.name)
         else:
@@ -101,10 +110,15 @@ def layer_position(result: CaptureResult, layer: Union[int, str]) -> int:
 
 # ---------------------------------------------------------------------------- heads
 
-def fuses_heads(method: str) -> str:
+def fuses_heads(method: str, lang: str = "en") -> str:
     """"" when `method` lets one choose a head; else the sentence saying it combines the heads itself."""
     m = get_method(method)
-    return "" if m.uses_heads else f"{m.title or m.label or m.name} combines every head itself: there is no head to choose"
+    return "" if m.uses_heads else phrase("method.menu.fuses_heads", title=m.title_in(lang)).text(lang)
+
+
+def fused_entry(lang: str = "en") -> str:
+    """The one head menu entry of a method that fuses the heads itself: "fused by the method"."""
+    return phrase("method.menu.fused_by_method").text(lang)
 
 
 def head_choices(layer_map, method: str = "raw") -> list[str]:
@@ -127,9 +141,9 @@ def parse_head(head: Union[str, int]) -> Union[str, int]:
         raise MethodNotDefinedError(f"unknown head {head!r}: use a head number or one of {', '.join(FUSIONS)}") from None
 
 
-def head_label(head) -> str:
-    h = parse_head(head)
-    return f"head {h}" if isinstance(h, int) else f"{h} over heads"
+def head_label(head, lang: str = "en") -> str:
+    """A head menu entry's text: "head 3", "mean over heads" (in `lang`)."""
+    return head_words(parse_head(head)).text(lang)
 
 
 # ---------------------------------------------------------------------------- queries
@@ -151,16 +165,16 @@ def query_choices(result: CaptureResult) -> list[str]:
     return out
 
 
-def query_label(q: str, result: Optional[CaptureResult] = None) -> str:
+def query_label(q: str, result: Optional[CaptureResult] = None, lang: str = "en") -> str:
+    """A query menu entry's text (in `lang`): "CLS (default)", "register 0", "all patches (mean)" …"""
     if q == "auto":
-        if result is not None and "cls" in result.tokens.prefix_names:
-            return "CLS (default)"
-        return "default"
+        cls = result is not None and "cls" in result.tokens.prefix_names
+        return phrase("method.menu.query.auto_cls" if cls else "method.menu.query.auto").text(lang)
     if q.startswith("reg"):
-        return f"register {q[3:]}"
-    return QUERY_LABELS.get(q, q)
+        return phrase("method.menu.query.register", n=q[3:]).text(lang)
+    return phrase(f"method.menu.query.{q}").text(lang) if q in QUERY_LABELS else q
 
 
-__all__ = ["NO_CLASSIFIER", "QUERY_LABELS", "offered_methods", "fallback_method", "is_class_specific", "needs_model",
+__all__ = ["NO_CLASSIFIER", "QUERY_LABELS", "no_classifier", "fused_entry", "offered_methods", "fallback_method", "is_class_specific", "needs_model",
            "class_method", "click_method", "layer_at", "layer_position", "fuses_heads", "head_choices", "parse_head",
            "head_label", "query_choices", "query_label"]

@@ -31,8 +31,9 @@ from ..errors import MethodNotDefinedError
 from ..layout import CHANNEL, CLASS, POOLING, REDUCED, SELF, WINDOW, TokenWindows, WindowInfo
 from .base import MapResult, Method, MethodContext, register
 from .fusion import FUSIONS, fuse_heads
-from .layers import grid_stride, no_spatial_message, resolve_layer, spatial_layers
+from .layers import grid_stride, no_spatial_message, no_spatial_reason, resolve_layer, spatial_layers
 from .queries import Query, query_indices
+from .words import head_words, layer_words, phrase, query_words
 
 Head = Union[str, int]
 
@@ -191,15 +192,14 @@ def raw_cls_maps(result: CaptureResult) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
-def query_text(query) -> str:
-    if isinstance(query, str):
-        return {"auto": "default query", "patch_mean": "mean over patch queries",
-                "prefix_mean": "mean over prefix queries"}.get(query, f"query {query.upper()}")
-    return f"query patch ({int(query[0])}, {int(query[1])})"
+def query_text(query, lang: str = "en") -> str:
+    """"default query", "query CLS", "query patch (3, 4)" … in `lang` (`attention.methods.words.query_words`)."""
+    return query_words(query).text(lang)
 
 
-def head_text(head) -> str:
-    return f"head {head}" if isinstance(head, int) else f"{head} over heads"
+def head_text(head, lang: str = "en") -> str:
+    """"head 3" or "mean over heads" in `lang`."""
+    return head_words(head).text(lang)
 
 
 class RawAttention(Method):
@@ -219,31 +219,34 @@ class RawAttention(Method):
     def defined_for(self, result: CaptureResult) -> Optional[str]:
         return None if spatial_layers(result) else no_spatial_message(result)
 
+    def reason(self, result: CaptureResult):
+        return None if spatial_layers(result) else no_spatial_reason(result)
+
     def compute(self, ctx: MethodContext) -> MapResult:
         from .received import received_heads, pick_head
         result = ctx.result
         pos, i, m = resolve_layer(result, ctx.layer)
         n = len(spatial_layers(result))
         query, head = ctx.query, ctx.head
-        where = f"layer {pos} of 0–{n - 1} ({m.name}) · {head_text(head)}"
+        where = (layer_words(pos, n, m.name), head_words(head))
         if m.kind == WINDOW and query in ("auto", "cls") and window_cls(m.window):
             maps = raw_attention(result, i, head, "cls")
             n_cls = sum(t.startswith("cls") for t in m.window.special[0])
-            desc = f"{where} · " + ("each window's CLS token over its window" if m.window.windows_per_image > 1
-                                    else f"the {n_cls} windows' CLS tokens (mean) over every patch")
+            what = (phrase("method.raw.window_cls_each") if m.window.windows_per_image > 1
+                    else phrase("method.raw.window_cls_all", n=n_cls))
             patch = None
         elif m.kind == WINDOW and isinstance(query, str):
             maps = pick_head(received_heads(m), head, m.name)
-            desc = f"{where} · attention each position receives (Swin has no CLS token; pick a patch for its own view)"
+            what = phrase("method.raw.window_received")
             patch = None
         else:
             if m.kind == POOLING:
                 query = "auto"
             maps = raw_attention(result, i, head, query)
-            desc = f"{where} · {query_text(query)}"
+            what = query_words(query)
             patch = None if isinstance(query, str) else tuple(int(v) for v in query)
-        return MapResult(maps, self.name, m.layout, grid_stride(result, maps.shape[-2:]), patch, desc,
-                         {"layer": pos, "layer_name": m.name})
+        return MapResult(maps, self.name, m.layout, grid_stride(result, maps.shape[-2:]), patch,
+                         details={"layer": pos, "layer_name": m.name}, words=where + (what,))
 
 
 register(RawAttention())

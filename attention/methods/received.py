@@ -22,7 +22,8 @@ from ..errors import MethodNotDefinedError
 from ..layout import CLASS, POOLING, REDUCED, SELF, WINDOW, TokenWindows
 from .base import MapResult, Method, MethodContext, register
 from .fusion import FUSIONS
-from .layers import grid_stride, no_spatial_message, resolve_layer, spatial_layers
+from .layers import grid_stride, no_spatial_message, no_spatial_reason, resolve_layer, spatial_layers
+from .words import head_words, layer_words, phrase
 
 
 def received_heads(m: AttentionMap) -> torch.Tensor:
@@ -95,14 +96,16 @@ class ReceivedAttention(Method):
     def defined_for(self, result: CaptureResult) -> Optional[str]:
         return None if spatial_layers(result) else no_spatial_message(result)
 
+    def reason(self, result: CaptureResult):
+        return None if spatial_layers(result) else no_spatial_reason(result)
+
     def compute(self, ctx: MethodContext) -> MapResult:
         pos, _, m = resolve_layer(ctx.result, ctx.layer)
         maps = received(m, ctx.head)
         n = len(spatial_layers(ctx.result))
-        head = f"head {ctx.head}" if isinstance(ctx.head, int) else f"{ctx.head} over heads"
         return MapResult(maps, self.name, m.layout, grid_stride(ctx.result, maps.shape[-2:]), None,
-                         f"layer {pos} of 0–{n - 1} ({m.name}) · {head} · attention each position receives",
-                         {"layer": pos, "layer_name": m.name})
+                         details={"layer": pos, "layer_name": m.name},
+                         words=(layer_words(pos, n, m.name), head_words(ctx.head), phrase("method.received.what")))
 
 
 register(ReceivedAttention())

@@ -39,42 +39,41 @@ from .base import MapResult, Method, MethodContext, register
 from .fusion import fuse_heads
 from .layers import grid_stride
 from .queries import Query, query_weights, resolve_query
+from .words import Phrase, phrase, range_words
+from .words import query_words as query_phrase
 
 
-def rollout_layers(result: CaptureResult) -> list[AttentionMap]:
-    """The layers rollout chains (forward order), or a clear error where rollout has no meaning."""
+def chained_or_reason(result: CaptureResult) -> tuple[Optional[list[AttentionMap]], Optional[Phrase]]:
+    """(the layers rollout chains, in forward order, None), or (None, the phrase saying why rollout has no
+    meaning for this capture: windowed, spatial-reduction or channel attention, fewer than two layers, token
+    grids that change, self-attention after class attention)."""
     kinds = {m.kind for m in result.maps}
     if WINDOW in kinds:
-        raise MethodNotDefinedError(
-            "rollout is not defined for windowed attention (Swin): each stage attends within local windows "
-            "and stages change the token grid, so the layers cannot be multiplied; use raw attention per "
-            "layer or Grad-CAM")
+        return None, phrase("method.why.rollout_window")
     if REDUCED in kinds:
-        raise MethodNotDefinedError(
-            "rollout is not defined for spatial-reduction attention (PVT, Twins): its keys sit on a coarser "
-            "grid than its queries, so the matrices are not square and cannot be multiplied; use the raw "
-            "per-query views")
+        return None, phrase("method.why.rollout_reduced")
     if CHANNEL in kinds:
-        raise MethodNotDefinedError(
-            "rollout is not defined for XCiT: its blocks mix channels (cross-covariance attention) and mix "
-            "tokens by convolutions, neither of which is a token-to-token attention matrix")
+        return None, phrase("method.why.rollout_channel")
     layers = [m for m in result.maps if m.kind in (SELF, CLASS) and m.layout is not None]
     if len(layers) < 2:
-        raise MethodNotDefinedError(
-            f"rollout needs a stack of at least two self-attention layers over the same tokens; this model "
-            f"has {len(layers)} (its default map is the attention received per position instead)")
+        return None, phrase("method.why.rollout_few", n=len(layers))
     grid = layers[-1].layout.grid
     if any(m.layout.grid != grid for m in layers):
-        raise MethodNotDefinedError(
-            "rollout needs every self-attention layer to share one token layout; this model changes the "
-            "token grid between stages (hierarchical model)")
+        return None, phrase("method.why.rollout_grids")
     seen_class = False
     for m in layers:
         if m.kind == CLASS:
             seen_class = True
         elif seen_class:
-            raise MethodNotDefinedError(
-                "rollout cannot chain self-attention that runs after class attention (unknown architecture)")
+            return None, phrase("method.why.rollout_after_class")
+    return layers, None
+
+
+def rollout_layers(result: CaptureResult) -> list[AttentionMap]:
+    """The layers rollout chains (forward order), or a clear error where rollout has no meaning."""
+    layers, why = chained_or_reason(result)
+    if why is not None:
+        raise MethodNotDefinedError(why.text())
     return layers
 
 
@@ -282,23 +281,25 @@ def chained_range(result: CaptureResult, layers: list[AttentionMap], start: Opti
     return first, last
 
 
-def rollout_defined(result: CaptureResult) -> Optional[str]:
-    try:
-        rollout_layers(result)
-    except MethodNotDefinedError as e:
-        return str(e)
-    return None
+def rollout_reason(result: CaptureResult) -> Optional[Phrase]:
+    """Why rollout has no meaning for this capture, as a phrase (None: it has one)."""
+    return chained_or_reason(result)[1]
 
 
-def layer_range_words(first: int, last: int, n: int) -> str:
-    return f"through layer {last} of 0–{n - 1}" + (f", from layer {first}" if first else "")
+def rollout_defined(result: CaptureResult, lang: str = "en") -> Optional[str]:
+    """None where rollout has a meaning for this capture, else the reason, in `lang`."""
+    why = rollout_reason(result)
+    return None if why is None else why.text(lang)
 
 
-def query_words(query) -> str:
-    if isinstance(query, str):
-        return {"auto": "default query", "patch_mean": "mean over patch queries",
-                "prefix_mean": "mean over prefix queries"}.get(query, f"query {query.upper()}")
-    return f"query patch ({int(query[0])}, {int(query[1])})"
+def layer_range_words(first: int, last: int, n: int, lang: str = "en") -> str:
+    """"through layer 11 of 0–11, from layer 3" in `lang` (`attention.methods.words.range_words`)."""
+    return range_words(first, last, n).text(lang)
+
+
+def query_words(query, lang: str = "en") -> str:
+    """"default query", "query CLS", "query patch (3, 4)" … in `lang`."""
+    return query_phrase(query).text(lang)
 
 
 class Rollout(Method):
@@ -316,6 +317,9 @@ class Rollout(Method):
     def defined_for(self, result: CaptureResult) -> Optional[str]:
         return rollout_defined(result)
 
+    def reason(self, result: CaptureResult) -> Optional[Phrase]:
+        return rollout_reason(result)
+
     def compute(self, ctx: MethodContext) -> MapResult:
         result = ctx.result
         layers = rollout_layers(result)
@@ -329,16 +333,19 @@ class Rollout(Method):
                         lambda: rollout(result, head_fusion=fusion, discard_ratio=ratio, start_layer=first,
                                         add_identity=identity, query=query, end_layer=last))
         full = joint_layout(layers)
-        note = "" if isinstance(ctx.head, str) else " (rollout fuses the heads: mean used)"
-        desc = (f"{layer_range_words(first, last, len(layers))} · {fusion} over heads{note} · {query_words(query)}"
-                + (f" · smallest {ratio:.0%} discarded" if ratio else ""))
+        fused = phrase("method.words.fused" if isinstance(ctx.head, str) else "method.words.fused_forced",
+                       fusion=phrase(f"method.fusion.{fusion}"))
+        words = (range_words(first, last, len(layers)), fused, query_phrase(query))
+        words += (phrase("method.rollout.discarded", ratio=ratio),) if ratio else ()
         return MapResult(maps, self.name, full, grid_stride(result, maps.shape[-2:]),
-                         None if isinstance(query, str) else qkey, desc,
-                         {"start_layer": first, "end_layer": last, "layers": [m.name for m in layers[first:last + 1]]})
+                         None if isinstance(query, str) else qkey,
+                         details={"start_layer": first, "end_layer": last,
+                                  "layers": [m.name for m in layers[first:last + 1]]},
+                         words=words)
 
 
 register(Rollout())
 
-__all__ = ["Rollout", "chained_range", "rollout_defined", "layer_range_words", "query_words", "rollout",
+__all__ = ["Rollout", "chained_range", "rollout_defined", "rollout_reason", "chained_or_reason", "layer_range_words", "query_words", "rollout",
            "rollout_tokens", "rollout_layers", "joint_layout", "discard_smallest", "propagate", "chain_ops",
            "ChainOp", "finish"]
