@@ -241,7 +241,8 @@ def test_english_menu_texts_are_the_ones_of_before():
 
 # ---------------------------------------------------------------------------- the app's captions
 
-APP_MODELS = ["demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attnpool"]
+#: the bundled demo models, and a random-init Swin through the app's own loader (windowed attention: no rollout)
+APP_MODELS = ["demo-vit", "demo-torch-vit", "demo-cnn-selfattn", "demo-cnn-attnpool", "swin_tiny_patch4_window7_224"]
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +258,7 @@ def callbacks():
     from viz_app.callbacks import Callbacks
     from viz_app.models import ModelManager
     from viz_app.state import SessionStore
-    return Callbacks(ModelManager(max_models=4), SessionStore())
+    return Callbacks(ModelManager(max_models=5, pretrained=False), SessionStore())
 
 
 def _app_views(n_layers):
@@ -299,6 +300,11 @@ def test_captions_in_both_languages_without_computing_the_map_again(callbacks, s
         if en.patch is not None:
             assert str(en.patch) in zh.caption
     assert shown >= 4
+    if model_name.startswith("swin"):           # no CLS: the raw view is the attention each position receives
+        raw = views.compute_map(analysis, views.View(method="raw"), lang=ZH).caption
+        assert "每个位置接收到的注意力（Swin 没有 CLS 词元" in raw
+        with pytest.raises(MethodNotDefinedError, match="^注意力展开：注意力展开不适用于窗口注意力（Swin）"):
+            views.compute_map(analysis, views.View(method="rollout"), lang=ZH)
 
 
 def test_the_grid_texts_and_the_not_offered_note(callbacks, star):
