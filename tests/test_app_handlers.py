@@ -86,7 +86,7 @@ def test_every_model_gets_valid_controls_and_a_captioned_picture(app, images, mo
         assert "rollout" not in methods and "Not offered" in out["notes_md"]
     heads = analysis.result.maps[-1].num_heads
     for side in ("a", "b"):                 # Compare offers this model's heads, no more
-        assert out[f"cmp_{side}_head"]["choices"] == ["mean", "max", "min"] + [str(i) for i in range(heads)]
+        assert [v for _, v in out[f"cmp_{side}_head"]["choices"]] == ["mean", "max", "min"] + [str(i) for i in range(heads)]
     labels = [label for label, _ in out["query"]["choices"]]
     assert len(labels) == len(set(labels)) and not ("CLS (default)" in labels and "CLS" in labels)
 

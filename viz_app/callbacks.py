@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from attention.errors import ImageError, MethodNotDefinedError, UserError
+from attention.i18n import t
 from attention.images import LoadedImage, open_image
 
 from .errors import user_facing
@@ -259,20 +260,19 @@ class Callbacks:
     # ------------------------------------------------------------------ layer x head grid
     @user_facing
     def grid(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
-             progress: Progress = None):
-        """(sheet picture, SheetLayout, caption): every layer x head for the current query."""
+             progress: Progress = None, lang: str = "en"):
+        """(sheet picture, SheetLayout, caption in `lang`): every layer x head for the current query."""
         from attention.render import grid_sheet
         from .views import layer_heads
         analysis = self.analysis_of(session, model_name, sha, image, progress)
-        maps, names, qtext, patch_note = layer_heads(analysis, view)
+        maps, names, qtext, patch_note = layer_heads(analysis, view, lang)
         heads = max(m.shape[0] for m in maps)
         cell = int(min(112, max(44, 1240 // (heads + 1))))
         sheet, layout = grid_sheet(analysis.display, maps, analysis.prepared.geometry, cell_size=cell,
                                    cmap=view.cmap, alpha=max(float(view.alpha), 0.5), mode=view.mode,
                                    norm=view.norm, return_layout=True)
-        caption = (f"**{len(maps)} layers × {heads} heads** of {analysis.model_key}, {qtext}{patch_note}. "
-                   f"Rows are layers (L0 = first), columns heads; the last column is the mean over heads. "
-                   f"Each cell is normalised on its own. Click a cell to open it.")
+        caption = t("app.grid.caption", lang, layers=len(maps), heads=heads, model=analysis.model_key, query=qtext,
+                    note=patch_note)
         return sheet, layout, caption
 
     @staticmethod
@@ -290,46 +290,84 @@ class Callbacks:
     # ------------------------------------------------------------------ compare
     @user_facing
     def compare(self, session: str, image, sha: Optional[str], model_a: str, view_a: View, model_b: str,
-                view_b: View, progress: Progress = None):
-        """Two settings (or two models) side by side on the same image: ((pic, caption), (pic, caption))."""
+                view_b: View, progress: Progress = None, lang: str = "en"):
+        """Two settings (or two models) side by side on the same image: ((pic, caption), (pic, caption)),
+        the captions in `lang`."""
         out = []
         for k, (model_name, view) in enumerate(((model_a, view_a), (model_b, view_b))):
             step = (lambda f, d, k=k: progress(0.5 * k + 0.5 * f, d)) if progress else None
             analysis = self.analysis_of(session, model_name, sha, image, step)
             view = self.default_view(analysis, view)
-            pic, caption = self._render(session, analysis, view)
+            pic, caption = self._render(session, analysis, view, lang)
             top = analysis.predictions[0] if analysis.predictions else None
-            said = f"predicts **{top['label']}** ({top['probability']:.1%})" if top else "has no classifier"
-            out.append((pic, f"{caption}  \n`{analysis.model_key}` {said}"))
+            said = t("app.compare.predicts", lang, model=analysis.model_key, label=top["label"],
+                     p=top["probability"]) if top else t("app.compare.no_classifier", lang, model=analysis.model_key)
+            out.append((pic, f"{caption}  \n{said}"))
         return out[0], out[1]
 
     # ------------------------------------------------------------------ diagnostics and faithfulness
     @user_facing
-    def diagnostics(self, session: str, model_name: str, sha: Optional[str], image=None, progress: Progress = None):
-        """(entropy fig, distance fig, prefix-mass fig, ranking rows, summary) for the image's heads."""
-        from .analysis_plots import diagnostics_figures
+    def diagnostics(self, session: str, model_name: str, sha: Optional[str], image=None, progress: Progress = None,
+                    lang: str = "en"):
+        """(entropy fig, distance fig, prefix-mass fig, ranking rows, summary) for the image's heads, in `lang`
+        (the statistics are computed once per analysis; each language only writes them out)."""
+        from .analysis_plots import diagnostics_figures, head_numbers
         analysis = self.analysis_of(session, model_name, sha, image, progress)
         if progress and ("diagnostics",) not in analysis.derived:
-            progress(0.3, "entropy, attention distance and prefix mass of every head")
-        return analysis.cached(("diagnostics",), lambda: diagnostics_figures(analysis))
+            progress(0.3, t("app.heads.progress", lang))
+        numbers = analysis.cached(("diagnostics",), lambda: head_numbers(analysis))
+        return diagnostics_figures(analysis, lang, numbers)
+
+    @staticmethod
+    def has_diagnostics(analysis: Analysis) -> bool:
+        """Whether the Heads tab's statistics were computed for this analysis (a redraw costs nothing)."""
+        return ("diagnostics",) in analysis.derived
 
     @user_facing
     def faithfulness(self, session: str, model_name: str, sha: Optional[str], view: View, steps: int = 20,
-                     image=None, progress: Progress = None, with_random: bool = True):
-        """(figure, markdown): deletion / insertion curves of the view's map and their AUCs."""
-        from .analysis_plots import faithfulness_figure
+                     image=None, progress: Progress = None, with_random: bool = True, lang: str = "en"):
+        """(figure, markdown) in `lang`: deletion / insertion curves of the view's map and their AUCs. The curves
+        are kept with the analysis (the same request, or the same one in another language, is drawn again
+        without a forward pass); the request is remembered as this analysis' last (`last_faithfulness`)."""
+        from .analysis_plots import faithfulness_run, faithfulness_text, method_table
         analysis = self.analysis_of(session, model_name, sha, image, progress)
-        mapped = self._map(analysis, view)
+        mapped = self._map(analysis, view, lang)
         loaded = self.manager.get(analysis.model_key)
-        return faithfulness_figure(analysis, loaded, mapped, view, int(steps), progress, with_random,
-                                   grad_lock=self.manager.grad_lock(analysis.model_key))
+        steps = int(steps)
+        target = None if not analysis.predictions else (analysis.top1 if view.target is None else int(view.target))
+        key = ("faithfulness", view.method, view.layer, view.start_layer, str(view.head), view.query, view.click,
+               target, steps, bool(with_random))
+        run = analysis.cached(key, lambda: faithfulness_run(analysis, loaded, mapped, view, steps, progress,
+                                                            with_random, lang))
+        _remember(analysis, "faithfulness", (view, steps, bool(with_random)))
+        fig, md = faithfulness_text(run, mapped.caption, lang)
+        md += "\n\n" + method_table(analysis, loaded, run.target, progress,
+                                     self.manager.grad_lock(analysis.model_key), lang)
+        self.store.touch(session, analysis)
+        return fig, md
+
+    @staticmethod
+    def remember(analysis: Analysis, what: str, value) -> None:
+        """Keep `value` as the analysis' last `what` request (a tab redraws it in another language)."""
+        _remember(analysis, what, value)
+
+    @staticmethod
+    def recall(analysis: Analysis, what: str):
+        """The analysis' last `what` request kept by `remember`, or None."""
+        return _recalled(analysis, what)
+
+    @staticmethod
+    def last_faithfulness(analysis: Analysis):
+        """(view, steps, with_random) of the last faithfulness run on this analysis, or None."""
+        return _recalled(analysis, "faithfulness")
 
     # ------------------------------------------------------------------ downloads
     @user_facing
     def export(self, session: str, model_name: str, sha: Optional[str], view: View, image=None,
-               progress: Progress = None, image_name: Optional[str] = None) -> list[str]:
+               progress: Progress = None, image_name: Optional[str] = None, lang: str = "en") -> list[str]:
         """Write the overlay PNG, the grid sheet PNG, and the npz + json of the CLI's export contract, named
-        after the uploaded file (``<file stem>_<model>``; the JSON's "image" is the file name)."""
+        after the uploaded file (``<file stem>_<model>``; the JSON's "image" is the file name); the progress
+        is said in `lang`. The files are remembered as this analysis' last export (`last_export`)."""
         from attention.export import export_arrays, export_metadata, write_export
         from attention.render.files import save_png
         progress = progress or _noop
@@ -341,7 +379,7 @@ class Callbacks:
         file_stem = os.path.splitext(os.path.basename(image_name or ""))[0]
         file_stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", file_stem).strip("._") or f"image_{analysis.image_sha[:10]}"
         stem = f"{file_stem}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', analysis.model_key)}"
-        progress(0.2, "writing the npz (every attention tensor)")
+        progress(0.2, t("app.export.progress_npz", lang))
         arrays, skipped = export_arrays(loaded, analysis.prepared, analysis.result)
         meta = export_metadata(loaded, analysis.prepared, analysis.result, image_name, analysis.notes,
                                skipped)
@@ -350,12 +388,21 @@ class Callbacks:
             if analysis.result.maps else None
         meta["view"] = {k: v for k, v in asdict(view).items()}
         npz, js = write_export(folder, stem, arrays, meta)
-        progress(0.6, "drawing the overlay and the grid sheet")
+        progress(0.6, t("app.export.progress_pictures", lang))
         picture, _ = self._render(session, analysis, view)
         overlay_png = save_png(os.path.join(folder, f"{stem}_overlay.png"), picture)
         sheet, _, _ = self.grid(session, model_name, analysis.image_sha, view)
         grid_png = save_png(os.path.join(folder, f"{stem}_grid.png"), sheet)
-        return [overlay_png, grid_png, npz, js]
+        files = [overlay_png, grid_png, npz, js]
+        _remember(analysis, "export", tuple(files))
+        return files
+
+    @staticmethod
+    def last_export(analysis: Analysis) -> Optional[list[str]]:
+        """The files of the last export of this analysis while they are all still on disk (exports older than
+        an hour are removed), else None."""
+        files = _recalled(analysis, "export")
+        return list(files) if files and all(os.path.isfile(f) for f in files) else None
 
     # ------------------------------------------------------------------ API endpoints
     def _api_meta(self, analysis: Analysis, view: View, caption: str, cached: bool, t0: float) -> dict:
@@ -440,6 +487,17 @@ class Callbacks:
                     alpha=opacity, mode=mode, mass=mass or None)
         picture, caption = self._render(session, analysis, view)
         return picture, self._api_meta(analysis, view, caption, self.forwards == before, t0)
+
+
+def _remember(analysis: Analysis, what: str, value) -> None:
+    """Keep `value` as the analysis' last `what` (a tab's last request: redrawn in another language)."""
+    with analysis.lock:
+        analysis.derived[("last", what)] = value
+
+
+def _recalled(analysis: Analysis, what: str):
+    with analysis.lock:
+        return analysis.derived.get(("last", what))
 
 
 def upload_folder() -> str:

@@ -13,6 +13,7 @@ import threading
 from typing import Optional
 
 from attention.errors import UserError
+from attention.i18n import t
 from attention.lesson.learning import LESSON_ARCH, LESSON_RECIPE, TrainingRun, TrainingState
 
 from .models import ModelManager
@@ -27,26 +28,27 @@ def _clock(seconds: Optional[float]) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-def describe(state: Optional[TrainingState]) -> str:
-    """One Markdown paragraph: where the run is."""
+def describe(state: Optional[TrainingState], lang: str = "en") -> str:
+    """One Markdown paragraph in `lang`: where the run is (catalogue keys ``app.learn.train_*``)."""
     if state is None:
-        return (f"No run yet. **Start** trains `{LESSON_ARCH}` from scratch (random weights) on freshly generated "
-                f"shapes: {LESSON_RECIPE['steps']} steps of {LESSON_RECIPE['batch_size']} images by default, about 2–3 "
-                f"minutes on a laptop CPU.")
-    text = (f"**{state.status}** · step {state.step} / {state.total_steps} · {_clock(state.elapsed)} elapsed"
-            + (f" · about {_clock(state.eta)} left" if state.active else ""))
+        return t("app.learn.train_none", lang, arch=LESSON_ARCH, steps=LESSON_RECIPE["steps"],
+                 batch=LESSON_RECIPE["batch_size"])
+    text = t("app.learn.train_status", lang, status=t(f"app.learn.status_{state.status}", lang), step=state.step,
+             total=state.total_steps, elapsed=_clock(state.elapsed))
+    if state.active:
+        text += t("app.learn.train_left", lang, eta=_clock(state.eta))
     if state.history.step:
         n = min(20, len(state.history.loss))
         loss = sum(state.history.loss[-n:]) / n
         acc = sum(state.history.acc[-n:]) / n
-        text += f"  \nlast {n} batches: loss **{loss:.3f}**, accuracy **{100 * acc:.0f}%**"
+        text += "  \n" + t("app.learn.train_loss", lang, n=n, loss=loss, acc=100 * acc)
     if state.snapshots:
         first, last = state.snapshots[0], state.snapshots[-1]
-        text += (f"  \nprobe maps on the object: **{100 * first.pointing_game:.0f}%** at step {first.step} → "
-                 f"**{100 * last.pointing_game:.0f}%** at step {last.step} (object mass {100 * first.object_mass:.0f}% → "
-                 f"{100 * last.object_mass:.0f}%)")
+        text += "  \n" + t("app.learn.train_probes", lang, first=100 * first.pointing_game, s0=first.step,
+                           last=100 * last.pointing_game, s1=last.step, m0=100 * first.object_mass,
+                           m1=100 * last.object_mass)
     if state.error:
-        text += f"  \nError: {state.error}"
+        text += "  \n" + t("app.learn.train_error", lang, error=state.error)
     return text
 
 
@@ -78,15 +80,14 @@ class TrainingRoom:
     def start(self, session: str, steps: int, seed: int = 0) -> TrainingState:
         steps = int(steps)
         if not MIN_STEPS <= steps <= MAX_STEPS:
-            raise UserError(f"steps must be between {MIN_STEPS} and {MAX_STEPS}, got {steps}")
+            raise _said_error("app.learn.train_range", lo=MIN_STEPS, hi=MAX_STEPS, n=steps)
         with self._lock:
             other = self._busy_elsewhere(session)
             if other is not None:
-                raise UserError(f"another browser tab is training a model (step {other.step} of {other.total_steps}, "
-                                f"about {_clock(other.eta)} left); one run at a time on this computer — try again "
-                                f"when it ends")
+                raise _said_error("app.training.busy", step=other.step, total=other.total_steps,
+                                  eta=_clock(other.eta))
             if self._run is not None and self._owner == session and self._run.state().active:
-                raise UserError("your run is still training: stop it first")
+                raise _said_error("app.learn.train_own_active")
             self._run = TrainingRun(seed=int(seed), steps=steps)
             self._owner = session
             self._run.start()
@@ -107,11 +108,12 @@ class TrainingRoom:
         run = self.run_of(session)
         return None if run is None else run.state()
 
-    def save(self, session: str) -> str:
-        """Save the session's model and add it to the model picker; returns its name there."""
+    def save(self, session: str, lang: str = "en") -> str:
+        """Save the session's model and add it to the model picker; returns its name there (named in `lang`, the
+        language of the page that saved it: a name, it stays as it was given)."""
         run = self.run_of(session)
         if run is None:
-            raise UserError("nothing to save: start a training run first")
+            raise _said_error("app.learn.train_nothing")
         with self._lock:
             self._saved += 1
             k = self._saved
@@ -122,8 +124,16 @@ class TrainingRoom:
             weights, _ = run.save(folder, name)
         except RuntimeError as e:
             raise UserError(str(e)) from None
-        label = f"{LESSON_ARCH} trained here #{k} ({st.step} steps)"
+        label = t("app.training.saved_name", lang, arch=LESSON_ARCH, k=k, steps=st.step)
         return self.manager.register(LESSON_ARCH, weights, name=label)
+
+
+def _said_error(key: str, **fmt) -> UserError:
+    """A `UserError` in English that says which catalogue text it is (``i18n``): the page shows it in its own
+    language (`viz_app.events.message_of`)."""
+    e = UserError(t(key, "en", **fmt))
+    e.i18n = (key, fmt)
+    return e
 
 
 def _ensure(path: str) -> str:

@@ -5,14 +5,14 @@ import gradio as gr
 
 from .. import main_view
 from ..events import handler
+from ..words import said
 from . import Tab
 
 
 def build(ui, services) -> None:
-    gr.Markdown("The current overlay (PNG), the layer × head sheet (PNG), and every attention tensor as `.npz` + "
-                "`.json` in the format of `python -m attention export`, named after the uploaded file.")
-    ui.dl_btn = gr.Button("Prepare downloads", variant="primary", elem_id="prepare-downloads")
-    ui.dl_files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="downloads")
+    said(gr.Markdown(), value="app.export.intro")
+    ui.dl_btn = said(gr.Button(variant="primary", elem_id="prepare-downloads"), value="app.export.button")
+    ui.dl_files = said(gr.File(file_count="multiple", interactive=False, elem_id="downloads"), label="app.export.files")
 
 
 @handler(outputs=("dl_files",), needs_image=True)
@@ -20,12 +20,16 @@ def on_export(ctx) -> dict:
     page = ctx.page
     view = main_view.resolve_view(page, ctx.analysis())
     return {"dl_files": ctx.app.cb.export(ctx.session, page.model, page.sha, view, page.image, ctx.progress,
-                                          image_name=page.image_name)}
+                                          image_name=page.image_name, lang=page.lang)}
 
 
 @handler(outputs=("dl_files",))
 def on_key(ctx) -> dict:
-    return {"dl_files": None}
+    """The image, model or language changed: the files of the last export of the page's (model, image) while
+    they are on disk (the files are the same in every language), else none."""
+    page = ctx.page
+    analysis = ctx.app.cb.find(ctx.session, page.model, page.sha) if page.sha else None
+    return {"dl_files": ctx.app.cb.last_export(analysis) if analysis is not None else None}
 
 
 def wire(events, ui) -> None:

@@ -5,15 +5,22 @@ import gradio as gr
 
 from .. import main_view
 from ..events import handler
+from ..words import said, tr
 from . import Tab
 
-STALE = "*Out of date: the image or model changed. Press the button above to compute it for the current one.*"
+#: what a tab's computed view says once the image or model changed (the catalogue's ``app.tabs.stale``)
+STALE_KEY = "app.tabs.stale"
+STALE = tr("en", STALE_KEY)
+
+
+def stale(lang: str = "en") -> str:
+    """`STALE` in `lang`."""
+    return tr(lang, STALE_KEY)
 
 
 def build(ui, services) -> None:
-    ui.grid_btn = gr.Button("Show the layer × head grid for this image", variant="primary", elem_id="grid-btn")
-    gr.Markdown("Every layer (rows) × head (columns) for the current query — **click a cell to open that layer "
-                "and head**.")
+    ui.grid_btn = said(gr.Button(variant="primary", elem_id="grid-btn"), value="app.grid.button")
+    said(gr.Markdown(), value="app.grid.intro")
     ui.grid_img = gr.Image(show_label=False, interactive=False, format="png", elem_id="grid",
                            buttons=["download", "fullscreen"])
     ui.grid_md = gr.Markdown("", elem_classes=["caption"], elem_id="grid-md")
@@ -23,7 +30,8 @@ def _sheet(ctx):
     analysis = ctx.analysis()
     view = main_view.resolve_view(ctx.page, analysis)
     page = ctx.page
-    sheet, layout, caption = ctx.app.cb.grid(ctx.session, page.model, page.sha, view, page.image, ctx.progress)
+    sheet, layout, caption = ctx.app.cb.grid(ctx.session, page.model, page.sha, view, page.image, ctx.progress,
+                                             lang=page.lang)
     return analysis, sheet, layout, caption
 
 
@@ -59,10 +67,11 @@ def on_grid_click(ctx) -> dict:
 
 @handler(outputs=("grid_img", "grid_md"))
 def on_key(ctx) -> dict:
-    """The image or model changed: the grid is redrawn if it is on screen, else cleared as out of date."""
+    """The image, model or language changed: the grid is redrawn if it is on screen, else cleared as out of date
+    (opening the tab draws it, `on_select`)."""
     if ctx.page.tab == "grid" and ctx.page.sha:
         return _grid_values(ctx)
-    return {"grid_img": None, "grid_md": STALE}
+    return {"grid_img": None, "grid_md": stale(ctx.lang)}
 
 
 def wire(events, ui) -> None:

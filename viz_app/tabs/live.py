@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..analysis_plots import method_label
 from ..events import handler, message_of
-from ..views import METHODS
+from ..words import said, tr
 from . import Tab
 
 #: the camera resolution the Live tab asks for (the browser gives the nearest it has)
@@ -12,16 +13,15 @@ LIVE_SIZE = (320, 240)
 
 
 def build(ui, services) -> None:
-    gr.Markdown("The camera, live: the heatmap follows what it sees (the model and view of the Attention tab; a "
-                "class-specific method falls back to rollout). Allow the camera, then press **Record**; press "
-                "again to stop. Frames stay in this tab: nothing is stored.")
+    said(gr.Markdown(), value="app.live.intro")
     with gr.Row():
-        ui.live_cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="live-cam",
-                               height=360, webcam_options=gr.WebcamOptions(
-                                   constraints={"video": {"width": {"ideal": LIVE_SIZE[0]},
-                                                          "height": {"ideal": LIVE_SIZE[1]}}}))
-        ui.live_img = gr.Image(label="Attention, live", interactive=False, format="jpeg", elem_id="live-heatmap",
-                               height=360)
+        ui.live_cam = said(gr.Image(sources=["webcam"], streaming=True, type="numpy", elem_id="live-cam",
+                                    height=360, webcam_options=gr.WebcamOptions(
+                                        constraints={"video": {"width": {"ideal": LIVE_SIZE[0]},
+                                                               "height": {"ideal": LIVE_SIZE[1]}}})),
+                           label="app.live.camera")
+        ui.live_img = said(gr.Image(interactive=False, format="jpeg", elem_id="live-heatmap", height=360),
+                           label="app.live.heatmap")
     ui.live_md = gr.Markdown("", elem_classes=["caption"], elem_id="live-md")
 
 
@@ -29,17 +29,20 @@ def build(ui, services) -> None:
 def on_live(ctx) -> dict:
     """A streamed camera frame: its heatmap, and the frame rate this session's stream gets. A failure is said
     in the caption (no toast per frame)."""
-    frame = ctx.values.live_cam
+    frame, lang = ctx.values.live_cam, ctx.lang
+    if frame is None:
+        return {"live_md": tr(lang, "app.live.not_here", why=tr(lang, "app.live.no_frame"))}
     try:
         picture, analysis, shown = ctx.app.cb.live(ctx.page.model, frame, ctx.page.view)
     except Exception as e:  # noqa: BLE001 - the stream goes on; the caption says why
-        return {"live_md": f"**Not available here.** {message_of(e)}"}
+        return {"live_md": tr(lang, "app.live.not_here", why=message_of(e, lang))}
     fps = ctx.app.live_rate.tick(ctx.session)
     top = analysis.predictions[0] if analysis.predictions else None
-    said = f" · top-1 **{top['label']}** ({top['probability']:.0%})" if top else ""
+    said_top = tr(lang, "app.live.top1", label=top["label"], p=top["probability"]) if top else ""
     return {"live_img": picture,
-            "live_md": f"{METHODS[shown.method]}{said} · {fps:.1f} frames/s (server side)  \n"
-                       f"camera frame {frame.shape[1]}×{frame.shape[0]} · model `{analysis.model_key}`"}
+            "live_md": tr(lang, "app.live.caption", method=method_label(shown.method, lang),
+                          top=said_top, fps=fps, width=frame.shape[1], height=frame.shape[0],
+                          model=analysis.model_key)}
 
 
 def wire(events, ui) -> None:
