@@ -248,3 +248,18 @@ def test_siglip2_wrapper_refuses_what_is_no_patch_grid(siglip2_folder):
         lm.model(torch.zeros(1, 3, 20, 24))
     with pytest.raises(ValueError, match="max_num_patches=64"):
         lm.model(torch.zeros(1, 3, 8 * 9, 8 * 9))
+
+
+def test_siglip2_token_norms_leave_the_padding_out():
+    """The lesson's token norms: per block, the real patches on the photo's grid (the padding is no patch)."""
+    from attention.families.hf_siglip2 import NaFlexImageModel
+    from attention.lesson.special_tokens import token_norms
+    from tests.hf_sweep import naflex_reference_inputs
+    model, _ = build_tiny("siglip2")
+    wrapped = NaFlexImageModel(model, 8, 16)
+    x = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(3))      # 3 x 5 patches + 1 padding
+    norms = token_norms(wrapped, x)
+    with torch.no_grad():
+        hidden = model(**naflex_reference_inputs(x, 8, 16), output_hidden_states=True).hidden_states[1:]
+    want = torch.stack([h[0, :15].norm(dim=-1) for h in hidden]).view(len(hidden), 3, 5)
+    assert torch.allclose(torch.from_numpy(norms.patch_maps()), want, atol=1e-5)

@@ -290,8 +290,7 @@ class TokenNorms:
 
     def patch_maps(self, image: int = 0) -> np.ndarray:
         """(L, gh, gw) norms of the patch tokens."""
-        P = self.layout.num_prefix
-        return self.norms[image, :, P:].reshape(self.norms.shape[1], *self.layout.grid)
+        return self.norms[image, :, self.layout.patch_slice].reshape(self.norms.shape[1], *self.layout.grid)
 
     def prefix_norms(self, image: int = 0) -> np.ndarray:
         """(L, P) norms of the prefix tokens."""
