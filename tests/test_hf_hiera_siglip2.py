@@ -263,3 +263,12 @@ def test_siglip2_token_norms_leave_the_padding_out():
         hidden = model(**naflex_reference_inputs(x, 8, 16), output_hidden_states=True).hidden_states[1:]
     want = torch.stack([h[0, :15].norm(dim=-1) for h in hidden]).view(len(hidden), 3, 5)
     assert torch.allclose(torch.from_numpy(norms.patch_maps()), want, atol=1e-5)
+
+
+def test_siglip2_bare_model_capture_says_how():
+    from attention import capture
+    model, _ = build_tiny("siglip2")
+    model.train()
+    with pytest.raises(ValueError, match=r"NaFlexImageModel\(model, patch_size=8"):
+        capture(model, torch.zeros(1, 3, 24, 40))
+    assert all(m.training for m in model.modules())       # left as found

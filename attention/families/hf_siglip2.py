@@ -124,4 +124,26 @@ class HFSiglip2NaFlex(HuggingFace):
         return out
 
 
-__all__ = ["HFSiglip2NaFlex", "NaFlexImageModel", "naflex_patches", "naflex_image", "is_naflex"]
+@register_family
+class HFSiglip2Bare(HuggingFace):
+    """A SigLIP 2 model not wrapped: its forward needs the processor's patches, mask and spatial_shapes, which
+    ``capture(model, x)`` (one image tensor) does not give; say how instead of failing inside the forward."""
+
+    name = "huggingface-siglip2"
+    priority = 45
+
+    def matches(self, model: nn.Module) -> bool:
+        from .huggingface import is_hf, vision_config
+        return is_hf(model) and getattr(vision_config(model), "model_type", "").startswith("siglip2")
+
+    def instrument(self, model: nn.Module):
+        p = int(model.config.vision_config.patch_size if hasattr(model.config, "vision_config")
+                else model.config.patch_size)
+        raise ValueError(
+            f"{type(model).__name__} takes NaFlex inputs (the processor's patches, pixel_attention_mask and "
+            f"spatial_shapes), not an image tensor: capture NaFlexImageModel(model, patch_size={p}, "
+            f"max_num_patches=<the processor's>) with the image its patches tile (attention.families.hf_siglip2), "
+            f"or load the folder with load_model, which does this")
+
+
+__all__ = ["HFSiglip2NaFlex", "HFSiglip2Bare", "NaFlexImageModel", "naflex_patches", "naflex_image", "is_naflex"]
