@@ -6,6 +6,11 @@ the image model, the backbone, or (two-tower and mask-generation models) the vis
 is the type's default one shrunk by `tiny_config` (hidden 32, 2 layers, 32-64 px; hierarchical types
 take `OVERRIDES`), random init. A type the sweep does not build is in `NOT_SWEPT` with the reason.
 
+Two types need more than an image tensor and a row-major grid: Hiera's tokens are in its unrolled order
+(checked against the unroll written out here, `hiera_sequence_cells`), and SigLIP 2 takes NaFlex inputs
+(swept through the library's `NaFlexImageModel` on a non-square grid with padding, its reference the
+bare model fed transformers' own patchify, `naflex_reference_inputs`).
+
 ``python -m tests.hf_sweep`` prints the table (type -> exact / refused with the reason).
 """
 from __future__ import annotations

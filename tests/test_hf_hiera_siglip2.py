@@ -4,6 +4,11 @@ Hiera: every view of every layer (the raw map from each query cell, per head; th
 position receives; the layer x head stack) equals the model's own ``output_attentions`` tensors
 (B, heads, windows, Nq, Nk) placed on the photo by the unroll written out in `tests.hf_sweep`
 (`hiera_sequence_cells`, from the paper), not by the family's mapping.
+
+SigLIP 2: a tiny classifier saved with its NaFlex processor, loaded by `load_model`, fed non-square
+photos: the prepared image is the processor's grid for that photo, the maps over the real patches are
+the model's own ``output_attentions`` (fed the processor's three inputs directly) with the padding
+keys exactly zero, and no view draws or averages the padding.
 """
 from __future__ import annotations
 
