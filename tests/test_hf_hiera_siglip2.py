@@ -130,6 +130,24 @@ def test_hiera_received_and_head_stack_place_the_windows(hiera):
         assert torch.allclose(torch.from_numpy(stack[0][h]).double(), _placed(geo, theirs[0], (2, 3), h), atol=1e-6)
 
 
+def test_hiera_at_the_released_geometry():
+    """HieraConfig's own geometry (224 px, stride 4, 8 x 8 mask units, mask units in stages 0-1, three
+    pooling stages), narrow: 7 x 7 windows of 8 x 8 and 7 x 7 of 4 x 4, pooled and global layers; every map
+    passes the sweep's probe and raw-view check against the unroll written out."""
+    import transformers
+    from tests.hf_sweep import Row, check_model
+    cfg = transformers.HieraConfig(embed_dim=16, depths=[1, 2, 2, 1], num_heads=[1, 1, 2, 2])
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.HieraForImageClassification(cfg).eval()
+    row = Row("hiera")
+    problems, res = check_model(row, model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(4)))
+    assert problems == [] and row.probes == 6 and row.max_err == 0.0
+    assert [(m.kind, m.window.window if m.window else None) for m in res.maps] == [
+        ("window", (8, 8)), ("reduced", None), ("window", (4, 4)), ("reduced", None), ("self", None), ("reduced", None)]
+    assert res.maps[0].window.windows_per_image == 49 and res.maps[2].window.grid == (28, 28)
+
+
 def test_hiera_backbone_without_unroll_is_placed_as_it_computes():
     """HieraBackbone's forward (transformers 5) does not unroll: its stage-0 "mask units" are then the
     sequence indices w, w + 16, ... of the row-major grid, i.e. grid columns; its pooling layers pool rows
