@@ -123,7 +123,7 @@ def test_picker_click_maps_to_the_patch_under_it():
 def test_lesson_steps_for_other_models(app, photos):
     page = shown(app, photos["cross"], "demo-torch-vit", session="tab-c").with_lesson(token="cls")
     out = open_step(app, page, "query", "tab-c")
-    assert "query $i$ = CLS" in out["learn_step1_md"]
+    assert "query i = CLS" in out["learn_step1_md"]
     page = shown(app, photos["cross"], "demo-cnn-selfattn", session="tab-c")
     out = open_step(app, page, "query", "tab-c")
     assert "Not available here" in out["learn_step1_md"] and "covers plain" in out["learn_step1_md"]

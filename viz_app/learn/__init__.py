@@ -9,17 +9,24 @@ state (`Page.lesson`, `Page.presenter`).
 Made for a projector: each step fits one 1280×720 screen, every picture is drawn at the size it is shown
 (text >= 14 px; >= 20 px in presenter mode), and presenter mode keeps a way to change the image and the model
 (the ☰ drawer: the input column over the lesson).
+
+Every word of it is the page's language (`Page.lang`): fixed texts are `said` components (relabelled by the
+language switch), the steps draw their pictures and explanations in ``ctx.lang``, and after a switch `on_key`
+(a follower) redraws the step on screen in the new language at the same place (step, part, layer, head, query).
+The whole lesson can be downloaded as slides (`viz_app.learn.deck`).
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from ..events import handler
+from ..words import said, tr
+from . import deck
 from .step import STALE, Step, text_box
 from .steps import step_named
 from .steps import steps as lesson_steps     # (the name `steps` stays the subpackage's)
 
-INTRO = "**A lesson on attention** on this image and model: every number is the model's own."
+INTRO = "app.learn.intro"
 
 
 def _names(step: Step) -> tuple[str, ...]:
@@ -86,13 +93,13 @@ def on_presenter(ctx) -> dict:
     return {"page": ctx.page, **out}
 
 
-@handler(outputs=all_outputs() + all_controls())
+@handler(outputs=all_outputs() + all_controls() + deck.DECK_OUT)
 def on_key(ctx) -> dict:
-    """A new image or model: every step's controls fitted to it, the step on screen redrawn (when the Learn tab
-    is open), every other step cleared."""
-    out = {}
+    """A new image, model or language: every step's controls fitted to it, the step on screen redrawn (when the
+    Learn tab is open) at the lesson's place, every other step cleared, no deck of the old one offered."""
+    out = deck.cleared()
     for s in lesson_steps():
-        out.update(s.cleared(STALE))
+        out.update(s.cleared(tr(ctx, STALE)))
     if ctx.page.key is None:
         return out
     try:
@@ -110,21 +117,29 @@ def on_key(ctx) -> dict:
 
 def build_learn_tab(ui, events) -> gr.Tab:
     """The Learn tab's components and wiring (inside the page's `gr.Tabs`); returns the tab."""
-    with gr.Tab("Learn", id="learn") as learn_tab:
+    with said(gr.Tab("Learn", id="learn", elem_id="learn-tab"), label="app.tab.learn") as learn_tab:
         with gr.Row(equal_height=False, elem_id="learn-nav"):
-            ui.learn_prev = gr.Button("◀ Previous", elem_id="learn-prev", size="sm", scale=0, min_width=110)
-            ui.learn_next = gr.Button("Next ▶", elem_id="learn-next", size="sm", variant="primary", scale=0,
-                                      min_width=90)
-            text_box(INTRO)
+            ui.learn_prev = said(gr.Button(elem_id="learn-prev", size="sm", scale=0, min_width=110),
+                                 value="app.learn.previous")
+            ui.learn_next = said(gr.Button(elem_id="learn-next", size="sm", variant="primary", scale=0,
+                                           min_width=90), value="app.learn.next")
+            said(text_box(elem_id="learn-intro"), value=INTRO)
+            ui.learn_deck_btn = said(gr.Button(elem_id="learn-deck-btn", size="sm", scale=0, min_width=200),
+                                     value="app.learn.deck_btn")
             # presenter mode hides the input column; this opens it as a drawer over the lesson
             # (an icon: the step tabs keep the header line in presenter mode)
             ui.learn_inputs_btn = gr.Button("☰", elem_id="learn-inputs-btn", size="sm", scale=0, min_width=48)
-            ui.presenter = gr.Checkbox(False, label="Presenter mode", elem_id="presenter", scale=0,
-                                       min_width=160, container=False)
+            ui.presenter = said(gr.Checkbox(False, elem_id="presenter", scale=0, min_width=160, container=False),
+                                label="app.learn.presenter")
+        with gr.Row(equal_height=False, elem_id="learn-deck-row"):
+            ui.learn_deck_md = gr.Markdown(elem_id="learn-deck-md", visible=False)
+            ui.learn_deck_files = said(gr.File(file_count="multiple", interactive=False, visible=False,
+                                               elem_id="learn-deck-files"), label="app.learn.deck_files")
         with gr.Tabs(elem_id="learn-tabs") as ui.learn_tabs:
             tabs = {}
             for step in lesson_steps():
-                with gr.Tab(step.title, id=step.tab_id, elem_id=f"{step.tab_id}-tab") as tabs[step.id]:
+                with said(gr.Tab(step.title, id=step.tab_id, elem_id=f"{step.tab_id}-tab"),
+                          label=step.title_key) as tabs[step.id]:
                     step.build(ui)
 
     private = dict(api_visibility="private")
@@ -133,6 +148,7 @@ def build_learn_tab(ui, events) -> gr.Tab:
     events.bind(ui.presenter.change, on_presenter)
     events.bind(ui.learn_prev.click, navigator(-1))
     events.bind(ui.learn_next.click, navigator(+1))
+    events.bind(ui.learn_deck_btn.click, deck.on_deck)
     events.follow_key(on_key)
     for step in lesson_steps():
         open_step = opener(step)

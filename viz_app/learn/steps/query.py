@@ -11,17 +11,21 @@ import gradio as gr
 import numpy as np
 
 from attention.errors import MethodNotDefinedError
-from attention.lesson.query import QueryStep, entropy_bits, layer_projections
+from attention.lesson.query import QueryStep, layer_projections
 from attention.lesson.query_pictures import (output_picture, query_steps_picture, scores_picture, softmax_picture,
                                              weights_picture)
 
 from ...events import handler
 from ...main_view import slider_range
+from ...words import said, tr
 from ..step import (Step, analysis_and_model, cached, layer_index, model_view, picture_box, scale_of,
                     self_attention, signed, text_box)
 
 PICK_SIZE = 384          # long side of the clickable patch picker
-PARTS = (("1 scores", "1"), ("2 softmax", "2"), ("3 weights", "3"), ("4 output", "4"), ("slide", "slide"))
+#: step 2's parts: (catalogue key of the label, value); handlers and the page's script use the values
+PARTS = (("app.learn.part_1", "1"), ("app.learn.part_2", "2"), ("app.learn.part_3", "3"), ("app.learn.part_4", "4"),
+         ("app.learn.part_slide", "slide"))
+PICTURE_LABELS = ("app.learn.fig_scores", "app.learn.fig_softmax", "app.learn.fig_weights", "app.learn.fig_output")
 STEP_PICTURES = ("learn_step1_img", "learn_step2_img", "learn_step3_img", "learn_step4_img")
 STEP_TEXTS = ("learn_step1_md", "learn_step2_md", "learn_step3_md", "learn_step4_md")
 CONTROLS = ("learn_layer", "learn_head", "learn_token", "learn_row", "learn_col", "learn_temperature")
@@ -64,44 +68,29 @@ def picker_cell(shape: tuple[int, int], grid: tuple[int, int], x: float, y: floa
 
 
 # ---------------------------------------------------------------------- the texts
-def explain_scores(step: QueryStep) -> str:
-    s = step.scores
-    j = int(np.argmax(s))
-    return (f"**Step 1 — scores.** Each token is projected to a query, a key and a value by the layer's own weights: "
-            f"$$q_i = W_Q x_i,\\quad k_j = W_K x_j,\\quad v_j = W_V x_j \\quad (d = {step.head_dim} \\text{{ per head}})$$ "
-            f"The score of key $j$ for query $i$ = {step.token_name(step.query)} is the dot product "
-            f"$$s_j = q_i \\cdot k_j = \\sum_{{c=1}}^{{{step.head_dim}}} q_{{i,c}}\\, k_{{j,c}}$$ "
-            f"Here the scores run from **{s.min():.2f}** to **{s.max():.2f}** (highest: {step.token_name(j)}). "
-            f"High score = this key matches what the query is looking for.")
+# (the library's explanations, in the page's language: the same words as the deck's slides)
+def explain_scores(step: QueryStep, lang: str = "en") -> str:
+    """``s_j = q_i · k_j``, with this query's numbers."""
+    from attention.lesson.explain import explain_scores as explanation
+    return explanation(step, lang).markdown()
 
 
-def explain_softmax(step: QueryStep, temperature: float) -> str:
-    w = step.weights_at(temperature)
-    w1 = step.weights_at(1.0)
-    return (f"**Step 2 — scale and softmax.** Scores are divided by $\\sqrt{{d}} = {step.sqrt_d:.3g}$ (so they do not "
-            f"grow with $d$) and by a temperature $T$, then turned into weights that are positive and sum to 1: "
-            f"$$a_j(T) = \\frac{{\\exp\\big(s_j / (\\sqrt{{d}}\\,T)\\big)}}{{\\sum_k \\exp\\big(s_k / (\\sqrt{{d}}\\,T)\\big)}}$$ "
-            f"The model uses $T = 1$: top weight **{w1.max():.3f}**, entropy **{entropy_bits(w1):.2f}** bits. "
-            f"At $T = {temperature:g}$: top weight **{w.max():.3f}**, entropy **{entropy_bits(w):.2f}** bits "
-            f"(uniform over {len(w)} keys: {np.log2(len(w)):.2f} bits). Small $T$ sharpens, large $T$ flattens.")
+def explain_softmax(step: QueryStep, temperature: float, lang: str = "en") -> str:
+    """``a_j(T) = exp(s_j / (√d T)) / Σ_k exp(s_k / (√d T))``, at T = 1 and at `temperature`."""
+    from attention.lesson.explain import explain_softmax as explanation
+    return explanation(step, temperature, lang).markdown()
 
 
-def explain_weights(step: QueryStep, temperature: float) -> str:
-    err = float(np.abs(step.weights - step.captured).max())
-    # the weights of the picture beside it: at this temperature
-    top = ", ".join(f"{step.token_name(j)} {100 * a:.1f}%" for j, a in step.top_contributors(3, temperature))
-    head = ("These are exactly the model's attention weights" if abs(temperature - 1.0) < 1e-9 else
-            f"At $T = {temperature:g}$ these are *not* the model's weights (set $T = 1$ to see those)")
-    return (f"**Step 3 — attention weights.** {head}. Most weight: {top}.  \n"
-            f"Check: softmax of the scores at $T = 1$ vs. the attention captured from the model's forward pass: "
-            f"max difference **{err:.1e}**.")
+def explain_weights(step: QueryStep, temperature: float, lang: str = "en") -> str:
+    """The top weights at `temperature` (those of the picture beside it) and the check against the capture."""
+    from attention.lesson.explain import explain_weights as explanation
+    return explanation(step, temperature, lang).markdown()
 
 
-def explain_output(step: QueryStep) -> str:
-    return (f"**Step 4 — weighted sum of values.** The head's output for this query mixes the values of all "
-            f"tokens with those weights: $$z_i = \\sum_j a_j\\, v_j \\in \\mathbb{{R}}^{{{step.head_dim}}}$$ "
-            f"The heads' outputs are concatenated and projected back, $\\text{{out}}_i = W_O\\,[z_i^1; \\dots; z_i^H]$, "
-            f"and added to $x_i$ (the residual). ‖z‖ = {np.linalg.norm(step.output):.3f}.")
+def explain_output(step: QueryStep, lang: str = "en") -> str:
+    """``z_i = Σ_j a_j v_j``."""
+    from attention.lesson.explain import explain_output as explanation
+    return explanation(step, lang).markdown()
 
 
 # ---------------------------------------------------------------------- the computation
@@ -113,24 +102,25 @@ def query_step(ctx, analysis, loaded, place) -> QueryStep:
     """The lesson's query at the page's place: q, k, v of its layer recomputed (cached per layer)."""
     layers = self_attention(analysis)
     if not layers:
-        raise MethodNotDefinedError("this model has no self-attention over patch tokens to query")
+        raise MethodNotDefinedError(tr(ctx, "app.learn.no_query"))
     k = layer_index(place, len(layers))
+    # (the projections hold no words: one entry for every language; an error is raised in the page's)
     proj = cached(ctx, analysis, ("projections", k),
-                  lambda: layer_projections(loaded.model, analysis.prepared.tensor, k))
+                  lambda: layer_projections(loaded.model, analysis.prepared.tensor, k, ctx.lang))
     head = min(max(0, int(place.head)), proj.num_heads - 1)
     return proj.step(head, query_of(place))
 
 
 def _pictures(ctx, analysis, step: QueryStep, place, which=(0, 1, 2, 3)) -> list:
-    """The parts' pictures (cached with the analysis: a revisit costs nothing)."""
+    """The parts' pictures (cached with the analysis, per language: a revisit costs nothing)."""
     view = model_view(ctx, analysis)
-    T, scale = float(place.temperature), scale_of(ctx)
+    T, scale, lang = float(place.temperature), scale_of(ctx), ctx.lang
     layer = layer_index(place, len(self_attention(analysis)))     # None and the last layer: one entry
-    key = ("query", layer, step.head, str(query_of(place)), scale)
-    draw = {0: (("scores",), lambda: scores_picture(step, view, scale)),
-            1: (("softmax", T), lambda: softmax_picture(step, T, scale)),
-            2: (("weights", T), lambda: weights_picture(step, view, T, scale)),
-            3: (("output",), lambda: output_picture(step, scale=scale))}
+    key = ("query", layer, step.head, str(query_of(place)), scale, lang)
+    draw = {0: (("scores",), lambda: scores_picture(step, view, scale, lang)),
+            1: (("softmax", T), lambda: softmax_picture(step, T, scale, lang)),
+            2: (("weights", T), lambda: weights_picture(step, view, T, scale, lang)),
+            3: (("output",), lambda: output_picture(step, scale=scale, lang=lang))}
     return [cached(ctx, analysis, key + draw[k][0], draw[k][1]) for k in which]
 
 
@@ -145,13 +135,14 @@ def the_parts(ctx, temperature_only: bool = False) -> dict:
     a, loaded = analysis_and_model(ctx)
     place = ctx.page.lesson
     step = query_step(ctx, a, loaded, place)
-    T = float(place.temperature)
+    T, lang = float(place.temperature), ctx.lang
     if temperature_only:
         pics = _pictures(ctx, a, step, place, which=(1, 2))
-        return {"learn_step2_img": pics[0], "learn_step2_md": signed(explain_softmax(step, T), ctx, a),
-                "learn_step3_img": pics[1], "learn_step3_md": signed(explain_weights(step, T), ctx, a)}
+        return {"learn_step2_img": pics[0], "learn_step2_md": signed(explain_softmax(step, T, lang), ctx, a),
+                "learn_step3_img": pics[1], "learn_step3_md": signed(explain_weights(step, T, lang), ctx, a)}
     pics = _pictures(ctx, a, step, place)
-    texts = [explain_scores(step), explain_softmax(step, T), explain_weights(step, T), explain_output(step)]
+    texts = [explain_scores(step, lang), explain_softmax(step, T, lang), explain_weights(step, T, lang),
+             explain_output(step, lang)]
     return {"learn_pick": picker(ctx, a, place), **dict(zip(STEP_PICTURES, pics)),
             **{name: signed(md, ctx, a) for name, md in zip(STEP_TEXTS, texts)}}
 
@@ -163,39 +154,40 @@ class QueryStepPage(Step):
     parts = ("1", "2", "3", "4")
     extra = ("learn_pick", "learn_slide")
     controls = CONTROLS
+    why = "deck.why_query"
 
     def build(self, ui) -> None:
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=200, elem_id="learn-query-controls"):
-                ui.learn_pick = gr.Image(label="The query patch (click another one)", interactive=False,
-                                         format="png", elem_id="learn-pick", height=210, buttons=["fullscreen"])
-                ui.learn_token = gr.Radio([("a patch (click it)", "patch")], value="patch", label="Query token",
-                                          elem_id="learn-token")
+                ui.learn_pick = said(gr.Image(interactive=False, format="png", elem_id="learn-pick", height=210,
+                                              buttons=["fullscreen"]), label="app.learn.pick")
+                # its entries depend on the model's prefix tokens: `fit` gives them in the page's language
+                ui.learn_token = said(gr.Radio([(tr(None, "app.learn.token_patch"), "patch")], value="patch",
+                                               elem_id="learn-token"), label="app.learn.token")
                 with gr.Row():
-                    ui.learn_row = gr.Slider(0, 7, value=0, step=1, label="Patch row", elem_id="learn-row",
-                                             min_width=100)
-                    ui.learn_col = gr.Slider(0, 7, value=0, step=1, label="Patch column", elem_id="learn-col",
-                                             min_width=100)
+                    ui.learn_row = said(gr.Slider(0, 7, value=0, step=1, elem_id="learn-row", min_width=100),
+                                        label="app.learn.row")
+                    ui.learn_col = said(gr.Slider(0, 7, value=0, step=1, elem_id="learn-col", min_width=100),
+                                        label="app.learn.col")
                 with gr.Row():
-                    ui.learn_layer = gr.Slider(0, 3, value=3, step=1, label="Layer", elem_id="learn-layer",
-                                               min_width=100)
-                    ui.learn_head = gr.Slider(0, 3, value=0, step=1, label="Head", elem_id="learn-head",
-                                              min_width=100)
+                    ui.learn_layer = said(gr.Slider(0, 3, value=3, step=1, elem_id="learn-layer", min_width=100),
+                                          label="app.learn.layer")
+                    ui.learn_head = said(gr.Slider(0, 3, value=0, step=1, elem_id="learn-head", min_width=100),
+                                         label="app.learn.head")
                 with gr.Row(elem_classes=["kbd-hidden"]):
                     for k in ("up", "down", "left", "right"):
-                        ui[f"learn_{k}"] = gr.Button(k, elem_id=f"learn-{k}")
+                        ui[f"learn_{k}"] = said(gr.Button(elem_id=f"learn-{k}"), value=f"app.learn.{k}")
             with gr.Column(scale=7, elem_id="learn-query-pane"):
                 with gr.Row(equal_height=True, elem_id="learn-part-row"):
-                    ui.learn_part = gr.Radio(list(PARTS), value="1", label="Part", show_label=False,
-                                             elem_id="learn-part", scale=4, container=False)
-                    ui.learn_temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.05, label="Temperature T",
-                                                     info="1 = the model", elem_id="learn-temperature", scale=2,
-                                                     min_width=160)
+                    ui.learn_part = said(gr.Radio([v for _, v in PARTS], value="1", show_label=False,
+                                                  elem_id="learn-part", scale=4, container=False),
+                                         choices=list(PARTS), label="app.learn.part")
+                    ui.learn_temperature = said(gr.Slider(0.1, 5.0, value=1.0, step=0.05,
+                                                          elem_id="learn-temperature", scale=2, min_width=160),
+                                                label="app.learn.temperature", info="app.learn.temperature_info")
                 with gr.Row(elem_classes=["kbd-hidden"]):
-                    ui.learn_run = gr.Button("Show the steps", elem_id="learn-run")
-                labels = ["1 · scores q·k", "2 · scale, temperature, softmax", "3 · attention weights",
-                          "4 · weighted sum of values"]
-                for k, label in enumerate(labels):
+                    ui.learn_run = said(gr.Button(elem_id="learn-run"), value="app.learn.run")
+                for k, label in enumerate(PICTURE_LABELS):
                     with gr.Row(equal_height=False, elem_classes=["substep", f"s{k + 1}"]):
                         with gr.Column(scale=3, min_width=300, elem_classes=["learn-step-fig"]):
                             ui[STEP_PICTURES[k]] = picture_box(label, f"learn-step{k + 1}-img", height=400)
@@ -203,13 +195,12 @@ class QueryStepPage(Step):
                             ui[STEP_TEXTS[k]] = text_box(elem_id=f"learn-step{k + 1}-md")
                 with gr.Row(elem_classes=["substep", "s5"]):
                     with gr.Column():
-                        ui.learn_slide_btn = gr.Button("Draw the slide: all four steps in one picture",
-                                                       elem_id="learn-slide-btn", size="sm")
+                        ui.learn_slide_btn = said(gr.Button(elem_id="learn-slide-btn", size="sm"),
+                                                  value="app.learn.slide_btn")
                         # shown at the size it is drawn (the box scrolls): its text stays >= 14 / 20 px
-                        ui.learn_slide = gr.Image(label="All four steps", show_label=False, interactive=False,
-                                                  format="png", elem_id="learn-slide",
-                                                  buttons=["download", "fullscreen"],
-                                                  elem_classes=["learn-slide"])
+                        ui.learn_slide = said(gr.Image(show_label=False, interactive=False, format="png",
+                                                       elem_id="learn-slide", buttons=["download", "fullscreen"],
+                                                       elem_classes=["learn-slide"]), label="app.learn.slide")
 
     def compute(self, ctx) -> dict:
         return the_parts(ctx)
@@ -217,8 +208,8 @@ class QueryStepPage(Step):
     def cleared(self, text: str = "") -> dict:
         return {**super().cleared(text), "learn_slide": None}
 
-    def failed(self, e: BaseException) -> dict:
-        out = super().failed(e)
+    def failed(self, e: BaseException, lang: str = "en") -> dict:
+        out = super().failed(e, lang)
         pic = out.get(self.pictures[0])
         for name in self.pictures[1:]:
             out[name] = pic
@@ -237,7 +228,7 @@ class QueryStepPage(Step):
                             head=min(int(place.head), n_heads - 1),
                             token=place.token if place.token in ["patch"] + prefix else "patch",
                             row=min(int(place.row), gh - 1), col=min(int(place.col), gw - 1))
-        tokens = [("a patch (click it)", "patch")] + [(p.upper(), p) for p in prefix]
+        tokens = [(tr(ctx, "app.learn.token_patch"), "patch")] + [(p.upper(), p) for p in prefix]
         return {"learn_layer": slider_range(n_layers, layer_index(place, n_layers)),
                 "learn_head": slider_range(n_heads, place.head),
                 "learn_token": gr.update(choices=tokens, value=place.token),
@@ -281,7 +272,7 @@ def on_temperature(ctx) -> dict:
     try:
         return {"page": ctx.page, **the_parts(ctx, temperature_only=True)}
     except Exception as e:  # noqa: BLE001
-        return {"page": ctx.page, **STEP.failed(e)}
+        return {"page": ctx.page, **STEP.failed(e, ctx.lang)}
 
 
 @handler(outputs=("learn_token", "learn_row", "learn_col") + QUERY_OUT, needs_image=True, select=True)
@@ -290,7 +281,7 @@ def on_pick(ctx) -> dict:
     a = ctx.analysis()
     layers = self_attention(a)
     if not layers:
-        raise MethodNotDefinedError("this model has no self-attention over patch tokens to query")
+        raise MethodNotDefinedError(tr(ctx, "app.learn.no_query"))
     x, y = ctx.event.index
     row, col = picker_cell(picker_size(model_view(ctx, a)), layers[0].layout.grid, x, y)
     ctx.page = ctx.page.with_lesson(token="patch", row=row, col=col)
@@ -304,7 +295,7 @@ def mover(dr: int, dc: int):
         """A keyboard move of the query patch, kept inside the grid, drawn in the same answer."""
         layers = self_attention(ctx.analysis())
         if not layers:
-            raise MethodNotDefinedError("this model has no self-attention over patch tokens to query")
+            raise MethodNotDefinedError(tr(ctx, "app.learn.no_query"))
         gh, gw = layers[0].layout.grid
         place = ctx.page.lesson
         r, c = min(max(place.row + dr, 0), gh - 1), min(max(place.col + dc, 0), gw - 1)
@@ -320,7 +311,7 @@ def on_slide(ctx) -> dict:
     a, loaded = analysis_and_model(ctx)
     place = ctx.page.lesson
     step = query_step(ctx, a, loaded, place)
-    pic = query_steps_picture(step, model_view(ctx, a), float(place.temperature), scale_of(ctx))
+    pic = query_steps_picture(step, model_view(ctx, a), float(place.temperature), scale_of(ctx), ctx.lang)
     return {"page": ctx.page.with_lesson(part="slide"), "learn_slide": pic, "learn_part": "slide"}
 
 

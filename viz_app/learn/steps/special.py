@@ -4,7 +4,7 @@ from __future__ import annotations
 from attention.errors import MethodNotDefinedError
 from attention.lesson.figure import message_picture
 
-from ..step import Step, analysis_and_model, cached, pictures_beside_text, scale_of, signed
+from ..step import Step, analysis_and_model, cached, pictures_beside_text, reason_of, scale_of, signed
 
 
 class SpecialTokensStep(Step):
@@ -13,34 +13,32 @@ class SpecialTokensStep(Step):
     texts = ("learn_special_md",)
 
     def build(self, ui) -> None:
-        pictures_beside_text(ui, self, [("learn_prefix_img", "CLS / DIST / register tokens", "learn-prefix-img"),
-                                        ("learn_norms_img", "Token norms: high-norm tokens", "learn-norms-img")],
-                             "Show the special tokens", height=520)
+        pictures_beside_text(ui, self, [("learn_prefix_img", "app.learn.prefix_pic", "learn-prefix-img"),
+                                        ("learn_norms_img", "app.learn.norms_pic", "learn-norms-img")],
+                             "app.learn.special_btn", height=520)
 
     def compute(self, ctx) -> dict:
+        """Left: what the prefix tokens attend to and receive; right: the patch tokens whose output norm is far
+        above the layer's median (``‖x_i‖ > factor · median_j ‖x_j‖``)."""
+        from attention.lesson.explain import explain_special
         from attention.lesson.special_tokens import (high_norm_tokens, norms_picture, prefix_attention,
                                                      special_tokens_picture, token_norms)
         a, loaded = analysis_and_model(ctx)
-        scale, parts = scale_of(ctx), []
+        scale, lang, notes = scale_of(ctx), ctx.lang, []
         try:
-            prefix_pic = special_tokens_picture(prefix_attention(a.result), scale=scale)
+            prefix_pic = special_tokens_picture(prefix_attention(a.result, lang=lang), scale=scale, lang=lang)
         except MethodNotDefinedError as e:
-            prefix_pic = message_picture(str(e), scale=scale)
-            parts.append(str(e))
+            notes.append(reason_of(e, lang, "deck.why_prefix"))
+            prefix_pic = message_picture(notes[-1], scale=scale)
         try:
             tn = cached(ctx, a, ("token_norms",), lambda: token_norms(loaded.model, a.prepared.tensor))
             flags = high_norm_tokens(tn)
-            norm_pic = norms_picture(tn, flags, scale=scale)
-            parts.append(flags.describe().replace("\n", "  \n"))
+            norm_pic = norms_picture(tn, flags, scale=scale, lang=lang)
+            notes.append(flags.describe(lang=lang).replace("\n", "  \n"))
         except MethodNotDefinedError as e:
-            norm_pic = message_picture(str(e), scale=scale)
-            parts.append(str(e))
-        md = ("**Special tokens.** CLS (and DIST, registers) are learned tokens with no patch of their own: they "
-              "gather information from the patches (left: what they attend to per layer, and how much attention the "
-              "patches give them). **High-norm tokens** (right; Darcet et al. 2023, *Vision Transformers Need "
-              "Registers*): large ViTs recycle a few background patches as scratch space; their output norm is far "
-              "above the rest, and they soak up attention. Register tokens give the model that space instead.  \n"
-              + "  \n".join(p for p in parts if p))
+            notes.append(reason_of(e, lang, "deck.why_norms"))
+            norm_pic = message_picture(notes[-1], scale=scale)
+        md = explain_special(notes, lang).markdown()
         return {"learn_prefix_img": prefix_pic, "learn_norms_img": norm_pic, "learn_special_md": signed(md, ctx, a)}
 
 

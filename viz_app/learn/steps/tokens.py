@@ -4,7 +4,8 @@ from __future__ import annotations
 from attention.errors import MethodNotDefinedError
 from attention.lesson.figure import message_picture
 
-from ..step import Step, analysis_and_model, pictures_beside_text, scale_of, signed
+from ...words import tr
+from ..step import Step, analysis_and_model, pictures_beside_text, reason_of, scale_of, signed
 
 
 class TokensStep(Step):
@@ -13,34 +14,28 @@ class TokensStep(Step):
     texts = ("learn_tokens_md",)
 
     def build(self, ui) -> None:
-        pictures_beside_text(ui, self, [("learn_tokens_img", "Patches and the token sequence", "learn-tokens-img"),
-                                        ("learn_pos_img", "Position embeddings: similarity of each patch's to all "
-                                                          "others", "learn-pos-img")],
-                             "Show how this image becomes tokens", height=520)
+        pictures_beside_text(ui, self, [("learn_tokens_img", "app.learn.tokens_pic", "learn-tokens-img"),
+                                        ("learn_pos_img", "app.learn.pos_pic", "learn-pos-img")],
+                             "app.learn.tokens_btn", height=520)
 
     def compute(self, ctx) -> dict:
+        from attention.lesson.explain import explain_tokens
         from attention.lesson.tokens import position_picture, position_similarity, token_sequence, tokens_picture
         a, loaded = analysis_and_model(ctx)
-        scale = scale_of(ctx)
+        scale, lang = scale_of(ctx), ctx.lang
         try:
-            seq = token_sequence(loaded.model, a.prepared)
+            seq = token_sequence(loaded.model, a.prepared, lang)
         except MethodNotDefinedError as e:
-            return {"learn_tokens_img": message_picture(str(e), scale=scale), "learn_pos_img": None,
-                    "learn_tokens_md": signed(f"**Not defined for this model.** {e}", ctx, a)}
+            why = reason_of(e, lang)
+            return {"learn_tokens_img": message_picture(why, scale=scale), "learn_pos_img": None,
+                    "learn_tokens_md": signed(tr(lang, "app.learn.not_defined", reason=why), ctx, a)}
         config = getattr(loaded.preprocess, "config", {})     # de-normalise: the exact pixels fed to the model
-        pic = tokens_picture(a.prepared, seq, config.get("mean"), config.get("std"), scale=scale)
+        pic = tokens_picture(a.prepared, seq, config.get("mean"), config.get("std"), scale=scale, lang=lang)
         try:
-            pos = position_picture(position_similarity(loaded.model, seq.grid), scale=scale)
+            pos = position_picture(position_similarity(loaded.model, seq.grid, lang), scale=scale, lang=lang)
         except MethodNotDefinedError as e:
-            pos = message_picture(str(e), scale=scale)
-        gh, gw = seq.grid
-        sy, sx = seq.layout.stride
-        md = (f"**From image to tokens.** The {seq.input_hw[1]}×{seq.input_hw[0]} input is cut into {gh}×{gw} "
-              f"patches of {sx:g}×{sy:g} pixels; each patch becomes one token (a vector of the model's width). "
-              f"{seq.summary()}.  \n{seq.position}  \n"
-              f"**Position embeddings** (right): each small square is one patch; its colours show how similar that "
-              f"patch's position embedding is to every other patch's (cosine similarity, as in the ViT paper's "
-              f"Fig. 7). Nearby patches have similar embeddings: this is how the model knows where a patch is.")
+            pos = message_picture(reason_of(e, lang), scale=scale)
+        md = explain_tokens(seq, lang).markdown()
         return {"learn_tokens_img": pic, "learn_pos_img": pos, "learn_tokens_md": signed(md, ctx, a)}
 
 
