@@ -271,3 +271,62 @@ def test_a_new_image_clears_what_was_computed_on_the_old_one(app, star, tmp_path
     stale = grid.stale("zh-CN")
     assert out["cmp_a_md"] == out["diag_md"] == out["f_md"] == stale and out["dl_files"] is None
     assert out["rank_df"] == {"headers": heads.rank_columns("zh-CN"), "data": []}
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+def _panel(pg, selector: str) -> str:
+    """The text a reader reads in an element, without its code spans (commands and names, as in the catalogue's
+    backticks)."""
+    return pg.eval_on_selector(selector, "e => { const c = e.cloneNode(true); c.querySelectorAll('code')"
+                                         ".forEach(x => x.remove()); document.body.appendChild(c);"
+                                         " const text = c.innerText; c.remove(); return text; }")
+
+
+def _chinese_only(text: str, where: str) -> None:
+    assert needs_cjk(text), (where, text)
+    assert english_left(text) == set(), (where, english_left(text), text)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not __import__("os").path.exists("/usr/bin/chromium"), reason="/usr/bin/chromium is absent")
+def test_in_chromium_the_tabs_speak_chinese_and_the_switch_redraws_them(star):
+    """The page opened with ?lang=zh-CN: each tab's fixed texts and computed panels are Chinese; the switch to
+    English redraws every computed panel in English (the followers of the switch), with the same numbers."""
+    from tests.browser_support import app_page, wait_idle
+    from viz_app.testing import served_app
+    with served_app("--model", MODEL) as url, app_page(url + "?lang=zh-CN", star, height=1150, timeout_ms=60_000) as pg:
+        pg.get_by_role("tab", name="导出", exact=True).click()
+        assert _panel(pg, "#prepare-downloads") == "准备下载文件"
+        pg.get_by_role("tab", name="网格", exact=True).click()
+        assert _panel(pg, "#grid-btn") == "显示这张图像的“层 × 头”网格"
+        pg.wait_for_function("() => document.querySelector('#grid-md').innerText.includes('层 ×')")
+        pg.get_by_role("tab", name="对比", exact=True).click()
+        assert _panel(pg, "#compare-btn") == "对比"
+        pg.locator("#compare-btn").click()
+        pg.wait_for_function("() => document.querySelector('#compare-b-md').innerText.includes('预测为')")
+        pg.get_by_role("tab", name="各头", exact=True).click()
+        assert _panel(pg, "#diag-btn") == "计算各头的统计量"
+        pg.locator("#diag-btn").click()
+        pg.wait_for_function("() => document.querySelector('#diag-md').innerText.includes('空间注意力')")
+        pg.wait_for_function("() => document.querySelector('#rank-df').innerText.includes('不适用')")
+        pg.get_by_role("tab", name="忠实度", exact=True).click()
+        assert _panel(pg, "#faith-btn") == "运行删除 / 插入"
+        pg.locator("#faith-btn").click()
+        pg.wait_for_function("() => document.querySelector('#faith-md').innerText.includes('删除 AUC')")
+        wait_idle(pg)
+        panels = ("#grid-md", "#compare-a-md", "#compare-b-md", "#diag-md", "#faith-md")
+        chinese = {sel: _panel(pg, sel) for sel in panels}
+        for sel, text in chinese.items():
+            _chinese_only(text, sel)
+        table = _panel(pg, "#rank-df")
+        assert "熵（归一化）" in table and english_left(table) == set()
+        pg.locator("#lang-switch label", has_text="English").click()
+        pg.wait_for_function("() => document.querySelector('#faith-md').innerText.includes('Deletion AUC')")
+        pg.wait_for_function("() => document.querySelector('#diag-md').innerText.includes('layers with spatial')")
+        pg.wait_for_function("() => document.querySelector('#compare-b-md').innerText.includes('predicts')")
+        pg.wait_for_function("() => document.querySelector('#rank-df').innerText.includes('entropy (norm.)')")
+        wait_idle(pg)
+        assert _panel(pg, "#diag-btn") == "Compute head statistics"
+        for sel in ("#compare-a-md", "#compare-b-md", "#diag-md", "#faith-md"):
+            assert numbers(_panel(pg, sel)) == numbers(chinese[sel]), sel
