@@ -208,7 +208,8 @@ def test_training_status_in_both_languages():
     from attention.lesson.learning import History, ProbeSnapshot, TrainingState
     from viz_app.training import describe
     assert describe(None) == ("No run yet. **Start** trains `demo-vit` from scratch (random weights) on freshly "
-                              "generated shapes: 600 steps of 64 images by default, about 2–3 minutes on a laptop CPU.")
+                              "generated shapes: 600 steps of 64 images by default, about 2–3 minutes on a "
+                              "laptop CPU.")
     zero = np.zeros((1, 2, 2), np.float32)
     snap = lambda step, pg, mass: ProbeSnapshot(step, zero, zero, pg, (True,), mass, pg, (0,),  # noqa: E731
                                                 np.zeros((1, 3), np.float32), 1.0)
