@@ -272,3 +272,49 @@ def test_the_deck_of_each_tab_is_its_own(app, photo):
     # a new image or model: no deck of the old one stays offered
     cleared = ev.call(on_key, a, "deck-a")
     assert cleared["learn_deck_files"]["visible"] is False
+
+
+# ------------------------------------------------------------------------------------------- in the browser
+
+def _browser(test):
+    from browser_support import MARKS
+    for mark in MARKS:
+        test = mark(test)
+    return test
+
+
+@_browser
+def test_in_chromium_the_chinese_lesson_and_its_slides(photo, tmp_path):
+    """Served as a user serves it, opened with ``?lang=zh-CN``: the Learn tab's texts (formulas aside) hold no
+    English word, step 2 moves by the keyboard in Chinese, and the slides button offers the HTML and PDF, served
+    by the page, the HTML in Chinese at the page's query."""
+    from browser_support import app_page, wait_idle
+    from viz_app.testing import served_app
+    with served_app("--model", "demo-vit") as url, app_page(url + "?lang=zh-CN", photo) as pg:
+        pg.get_by_role("tab", name=t("app.tab.learn", ZH), exact=True).click()
+        pg.wait_for_function("() => document.querySelector('#learn-tokens-md').innerText.includes('65 个词元')")
+        pg.get_by_role("tab", name=t("app.learn.step_query", ZH)).click()
+        pg.wait_for_function("() => document.querySelector('#learn-step1-md').innerText.includes('图块 (')")
+        wait_idle(pg)
+        shown = pg.evaluate("""() => {
+            const root = document.querySelector('#learn-tab');
+            const copy = root.cloneNode(true);
+            copy.querySelectorAll('.katex, .kbd-hidden, [style*="display: none"]').forEach(e => e.remove());
+            document.body.appendChild(copy);
+            const text = copy.innerText;
+            copy.remove();
+            return text; }""")
+        assert CJK.search(shown)
+        assert latin_words(shown) == set(), latin_words(shown)
+        pg.locator("#learn-deck-btn").click()
+        pg.wait_for_selector("#learn-deck-files a[href*='.html']", timeout=120_000)
+        wait_idle(pg)
+        href = pg.locator("#learn-deck-files a[href*='.html']").first.get_attribute("href")
+        deck = pg.request.get(href if href.startswith("http") else url.rstrip("/") + "/" + href.lstrip("/")).text()
+        assert '<html lang="zh-CN">' in deck and t("explain.scores_title", ZH) in deck
+        row, col = (int(pg.locator(f"#learn-{k} input[type=number]").input_value()) for k in ("row", "col"))
+        assert t("deck.footer_choice", ZH, layer=3, head=0, query=t("common.patch_rc", ZH, r=row, c=col)) in \
+            html_lib.unescape(deck)
+        assert_chinese(pg.locator("#learn-deck-md").inner_text(), "deck message")
+        if os.path.exists(CHROMIUM):
+            assert pg.locator("#learn-deck-files a[href*='.pdf']").count() == 1
