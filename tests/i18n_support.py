@@ -22,13 +22,14 @@ ALLOWED = {"ViT", "CLS", "DIST", "REG", "softmax", "Transformer", "Transformers"
            # the faithfulness scores (area under the curve; under the ROC curve)
            "AUC", "AUROC",
            # the example photos' names (people and a cat) and the colour maps' names
-           "Chelsea", "Eileen", "Collins", "Grace", "Hopper", "inferno", "viridis", "magma", "plasma", "jet",
+           "EXIF", "RGB", "uint8", "npz", "Chelsea", "Eileen", "Collins", "Grace", "Hopper", "inferno", "viridis", "magma", "plasma", "jet",
            "turbo", "gray"}
 
 
 def latin_words(text: str) -> set[str]:
     """The Latin words of `text` not in ALLOWED (code in backticks, token names such as REG3 / L0 / p(0,1),
     model names such as demo-vit or vit_small_patch16_224, and hex digests are notation)."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)         # fenced code
     text = re.sub(r"`[^`]*`", " ", text)
     text = re.sub(r"(?<![0-9A-Za-z_])(?:demo-[a-z0-9-]+|[A-Za-z0-9]+(?:[-_.:/][A-Za-z0-9]+)+)",
                   lambda m: " " if m.group(0).startswith("demo-") or re.search(r"[0-9_.:/]", m.group(0))

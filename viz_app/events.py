@@ -40,10 +40,6 @@ PICK_AN_IMAGE = t("app.pick_an_image", "en")
 def message_of(e: BaseException, lang: str = "en") -> str:
     """The one-line message a failure shows in the page, in `lang` where the error says which catalogue text
     it is (``e.i18n = (key, fmt)``); the library's other messages are English."""
-    said = getattr(e, "i18n", None)
-    if said is not None:
-        key, fmt = said
-        return t(key, lang, **fmt)
     err = as_gr_error(e, lang)
     return str(getattr(err, "message", err))
 
@@ -204,7 +200,7 @@ class Events:
 
     def call(self, fn, page: Page, session: str = "local", event=None, **values) -> dict:
         """Run handler `fn` as an event would, without a browser (scripts and tests): its inputs by name,
-        the followers after it when `fn` changed the page's key. Returns the new page and the updates by
+        the followers after it when `fn` changed the page's key or language. Returns the new page and the updates by
         name (``"page"`` always present; a refused event: ``{"page": page, "skipped": True}``)."""
         ui = self.ui
         data = {ui.page: page, **{ui[n]: values[n] for n in fn.page_inputs}}
@@ -217,10 +213,13 @@ class Events:
         result = {names[c]: v for c, v in out.items()}
         result.setdefault("page", page)
         new = result["page"]
-        if (new.model, new.sha, new.image) != (page.model, page.sha, page.image):
+        if (new.model, new.sha, new.image, new.lang) != (page.model, page.sha, page.image, page.lang):
             for follower in self.followers:
                 more = self.call(follower, result["page"], session)
-                result.update(more)
+                for name, value in more.items():     # as the browser applies them: later props win
+                    old = result.get(name)
+                    both = isinstance(old, dict) and isinstance(value, dict) and "__type__" in old and "__type__" in value
+                    result[name] = {**old, **value} if both else value
         return result
 
 

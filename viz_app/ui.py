@@ -4,6 +4,7 @@ computations in `viz_app.callbacks` and the library. The page's one state is a `
 `gr.State`; every event goes through `viz_app.events`."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -49,9 +50,18 @@ def _cjk_font_css() -> str:
             f".gradio-container code, .gradio-container pre {{ font-family: ui-monospace, monospace, 'Noto Sans SC'; }}")
 
 
+def _gradio_words_js() -> str:
+    """The table `assets/gradio_words.js` reads: Gradio's own English widget words -> their text per language
+    (catalogue keys ``gradio.*``; the English value is Gradio's literal)."""
+    from attention.i18n import LANGUAGES, catalogue
+    keys = [k for k in catalogue("en") if k.startswith("gradio.")]
+    table = {catalogue("en")[k]: {lang: catalogue(lang)[k] for lang in LANGUAGES} for k in keys}
+    return f"() => {{ window.vizGradioWords = {json.dumps(table, ensure_ascii=False)}; }}"
+
+
 #: every stylesheet of viz_app/assets (and the CJK font), and one script that runs each script there
 CSS = "\n".join(_assets(".css") + [_cjk_font_css()])
-JS = "() => {\n" + "\n".join(f"({src.strip()})();" for src in _assets(".js")) + "\n}"
+JS = "() => {\n" + "\n".join(f"({src.strip()})();" for src in [_gradio_words_js()] + _assets(".js")) + "\n}"
 
 
 def api_help(lang: str) -> str:
@@ -74,11 +84,12 @@ def _language_handlers(ui, said_names: list[str]):
     """(on the switch, after the page loaded): every said component relabelled in the page's language (the
     followers then redraw every view in it). On load the language comes from the URL, the browser or the
     server (`inputs.on_load`); on the switch it is the one chosen."""
-    outputs = tuple(said_names) + ("lang",)
+    outputs = tuple(dict.fromkeys([*said_names, "lang"]))
     built_in = words.build_language()
 
     def relabelled(page: Page) -> dict:
-        return {**words.relabel(ui, said_names, page.lang), "page": page, "lang": page.lang}
+        out = words.relabel(ui, said_names, page.lang)
+        return {**out, "page": page, "lang": {**out.get("lang", gr.update()), "value": page.lang}}
 
     @handler(inputs=("lang",), outputs=outputs)
     def on_language(ctx) -> dict:
@@ -185,7 +196,7 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
         inputs.wire(events, ui)
         on_language, relabel_page = _language_handlers(ui, said_names)
         events.bind(ui.lang.input, on_language, key_change=True, show_progress="hidden")
-        ui.lang.input(None, [ui.lang], None, js=words.SWITCH_JS, api_visibility="private")
+        ui.lang.change(None, [ui.lang], None, js=words.SWITCH_JS, api_visibility="private")   # also set on load
         events.then(events.bind(demo.load, inputs.on_load), relabel_page)
         events.finish()
 

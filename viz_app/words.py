@@ -142,8 +142,8 @@ def language_of(request, default: Optional[str] = None) -> str:
 
 def switch(initial: str) -> gr.Radio:
     """The visible language switch (each language named in itself)."""
-    return gr.Radio([(LANGUAGE_NAMES[code], code) for code in LANGUAGES], value=initial, show_label=False,
-                    container=False, elem_id="lang-switch")
+    return said(gr.Radio([(LANGUAGE_NAMES[code], code) for code in LANGUAGES], value=initial, show_label=False,
+                         container=False, elem_id="lang-switch"), label="app.lang.label")
 
 
 #: after a switch: the document's language and ``?lang=`` in the address (a reload keeps the language)
