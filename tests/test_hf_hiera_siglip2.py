@@ -295,3 +295,39 @@ def test_siglip2_bare_model_capture_says_how():
     with pytest.raises(ValueError, match=r"NaFlexImageModel\(model, patch_size=8"):
         capture(model, torch.zeros(1, 3, 24, 40))
     assert all(m.training for m in model.modules())       # left as found
+
+
+def test_siglip2_gradcam_on_a_padded_photo_uses_the_real_patches(siglip2_folder):
+    """Grad-CAM where padding tokens follow the patches: the map over the processor's (h, w) grid equals the
+    formula written out on the target layer's first h*w tokens (the real patches), the padding left out."""
+    from attention import capture
+    from attention.methods import compute_map
+    from attention.methods.gradcam import default_target_layer
+    from attention.models import load_model
+    lm = load_model(str(siglip2_folder))
+    photo = _photo(CHELSEA)
+    x = lm.prepare(photo).tensor
+    res = capture(lm.model, x)
+    h, w = res.tokens.grid
+    n = h * w
+    assert len(res.tokens.suffix_names) > 0                      # this photo is padded
+    target = int(res.logits.argmax())
+    got = compute_map("gradcam", res, model=lm.model, x=x, target=target).maps[0]
+    # the formula, by hand: activations and gradients of the target layer's real patch tokens
+    layer = default_target_layer(lm.model)
+    seen = {}
+    hook = layer.register_forward_hook(lambda mod, inp, out: seen.__setitem__("F", out[0] if isinstance(out, tuple)
+                                                                                else out))
+    try:
+        with torch.enable_grad():
+            logits = lm.model(x)
+            logits = getattr(logits, "logits", logits)
+            F = seen["F"]
+            grad, = torch.autograd.grad(logits[0, target], F)
+    finally:
+        hook.remove()
+    a, g = F[0, :n].detach(), grad[0, :n]                      # (n, C): the real patches, padding after them
+    alpha = g.mean(0)                                           # mean-pooled gradient per channel
+    want = (a * alpha).sum(-1).clamp_min(0).view(h, w)
+    assert got.shape == (h, w)
+    assert torch.allclose(got, want, atol=1e-6, rtol=1e-5), (got, want)

@@ -72,12 +72,14 @@ def token_reshape(tokens: ModelTokens, input_hw: tuple[int, int],
                   channels_last: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """``reshape_transform`` for pytorch-grad-cam: activations (or their gradients) -> (B, C, h, w).
 
-    (B, N, C) tokens: the last ``gh·gw`` tokens are the patches (prefix tokens dropped), reshaped to
+    (B, N, C) tokens: the last ``gh·gw`` tokens are the patches (prefix tokens dropped; with tokens after the
+    patches, ``ModelTokens.suffix_names``, the ``gh·gw`` tokens between), reshaped to
     the model's patch grid for this input size (or, for a stage with another token count, the
     grid of that count with the input's aspect ratio). (B, H, W, C) when ``channels_last``:
     permuted. (B, C, H, W): unchanged.
     """
     num_prefix = len(tokens.prefix_names)
+    num_suffix = len(getattr(tokens, "suffix_names", ()) or ())
     grid = tokens.grid
 
     def transform(t: torch.Tensor) -> torch.Tensor:
@@ -87,6 +89,10 @@ def token_reshape(tokens: ModelTokens, input_hw: tuple[int, int],
             raise ValueError(f"Grad-CAM: cannot lay out activations of shape {tuple(t.shape)} on a grid")
         B, N, C = t.shape
         g = None
+        if grid is not None and num_suffix and N == num_prefix + grid[0] * grid[1] + num_suffix:
+            # tokens after the patches (YOLOS's detection tokens, a NaFlex model's padding): the patches between
+            n = grid[0] * grid[1]
+            return t[:, num_prefix:num_prefix + n, :].reshape(B, grid[0], grid[1], C).permute(0, 3, 1, 2)
         if grid is not None and N - grid[0] * grid[1] in (num_prefix, 0):
             g = grid
         else:
