@@ -127,6 +127,8 @@ def test_failures_and_no_image_are_said_in_chinese(app, photo):
     assert all(t("app.pick_an_image", ZH) in v for v in texts(out).values())
     for v in texts(out).values():
         assert_chinese(v, "no image")
+    followed = ev.call(on_key, empty, "zh-empty")           # a switch before any image: the query menu too
+    assert followed["learn_token"]["choices"] == [(t("app.learn.token_patch", ZH), "patch")]
     page = shown(app, photo, "zh-cnn", "demo-cnn-selfattn").with_(tab="learn", lang=ZH)
     for step_id in ("tokens", "query", "heads", "layers", "special"):
         out = ev.call(opener(step_named(step_id)), page, "zh-cnn")

@@ -100,7 +100,8 @@ def on_key(ctx) -> dict:
     out = deck.cleared()
     for s in lesson_steps():
         out.update(s.cleared(tr(ctx, STALE)))
-    if ctx.page.key is None:
+    if ctx.page.key is None:        # no model's tokens to offer yet: the query menu's one entry, in the page's words
+        out["learn_token"] = gr.update(choices=[(tr(ctx, "app.learn.token_patch"), "patch")], value="patch")
         return out
     try:
         analysis = ctx.analysis()
