@@ -151,3 +151,24 @@ def test_a_message_that_names_its_text_is_said_in_the_pages_language():
     assert message_of(NoImage(), "zh-CN") == t("app.pick_an_image", "zh-CN")
     assert message_of(NoImage(), "en").startswith("Pick an image first")
     assert needs_cjk(message_of(MemoryError(), "zh-CN"))
+
+
+def test_every_catalogue_text_is_used_by_the_code():
+    """No dead entries: each key is written in the code, or begins with the fixed part of an f-string key
+    (``f"app.tab.{tab.id}"``, ``f"method.{name}.label"``)."""
+    import ast
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    literals, prefixes = set(), set()
+    for path in list((root / "attention").rglob("*.py")) + list((root / "viz_app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                literals.add(node.value)
+                if node.value.endswith(".") and node.value.count(".") == 1 and " " not in node.value:
+                    prefixes.add(node.value)          # a family read by prefix (the page script's "gradio.")
+            elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+                head = str(node.values[0].value)
+                if "." in head:
+                    prefixes.add(head)
+    unused = [k for k in catalogue("en") if k not in literals and not any(k.startswith(p) for p in prefixes)]
+    assert not unused, f"catalogue entries no code says: {unused}"

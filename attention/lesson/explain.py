@@ -33,7 +33,8 @@ class Explanation:
 
     def markdown(self) -> str:
         """One Markdown string: the title in bold, formulas as ``$$ … $$`` (KaTeX in the app)."""
-        parts = [f"**{self.title}.**"]
+        stop = "。" if self.title and ord(self.title[-1]) >= 0x2E80 else "."     # a Chinese title ends with 。
+        parts = [f"**{self.title}{stop}**"]
         for kind, body in self.blocks:
             parts.append(f"$${body}$$" if kind == MATH else body)
         return " ".join(parts)

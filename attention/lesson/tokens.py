@@ -158,7 +158,7 @@ class TokenSequence:
                           ("tokens.sum_other", lambda n: n.startswith("tok"))):
             k = sum(1 for n in pn if pred(n))
             if k:
-                kinds.append(tr(key + ("s" if k > 1 and key == "tokens.sum_reg" else ""), lang, k=k))
+                kinds.append(tr("tokens.sum_regs" if k > 1 and key == "tokens.sum_reg" else key, lang, k=k))
         gh, gw = self.grid
         kinds.append(tr("tokens.sum_patches", lang, n=self.num_patches, gh=gh, gw=gw))
         return tr("tokens.sum_total", lang, n=self.num_tokens, parts=" + ".join(kinds))
