@@ -50,7 +50,12 @@ def vision_types() -> dict[str, tuple[str, str]]:
 
 def _tower_config_class(config_cls):
     sub = getattr(config_cls, "sub_configs", None) or {}
-    return sub.get("vision_config")
+    cls = sub.get("vision_config")
+    if getattr(cls, "__name__", "") == "AutoConfig":   # SAM 2, EdgeTAM: the spec names the tower's model type
+        from transformers import CONFIG_MAPPING
+        spec = (getattr(config_cls, "sub_configs_defaults", None) or {}).get("vision_config")
+        cls = CONFIG_MAPPING[spec.model_type] if getattr(spec, "model_type", None) else None
+    return cls
 
 
 def model_class(model_type: str, class_name: str, mapping: str):
@@ -131,7 +136,23 @@ OVERRIDES: dict[str, dict] = {
     "timm_backbone": dict(staged=True, backbone="test_vit"),
     "siglip2.vision_config": dict(num_patches=16, patch_size=8),
     "swiftformer": dict(staged=True, image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 8, 16, 16]),
+    # SAM 2's image encoder as released (Hiera-Det, Ryali et al. / Ravi et al. 2024): stages of 1, 2, 3, 1 blocks,
+    # the first block of stages 1-3 pooling its queries, windows 4, 2, 4 per stage (stage 2's pad the 6 x 6 map to
+    # 8 x 8, as 14 pads SAM 2's 64 x 64), one global block in stage 2; 96 px: grids 24, 12, 6, 3
+    "sam2": dict(staged=True, backbone_config=dict(
+        model_type="sam2_hiera_det_model", hidden_size=8, image_size=[96, 96], embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 2, 2, 2], blocks_per_stage=[1, 2, 3, 1], window_size_per_stage=[4, 2, 4, 2],
+        global_attention_blocks=[4], mlp_ratio=2.0),
+        backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=[[24, 24], [12, 12], [6, 6]], fpn_hidden_size=16),
+    # EdgeTAM's image encoder is timm's RepViT-M1 (features only), shrunk
+    "edgetam": dict(staged=True, backbone_config=dict(
+        model_type="timm_wrapper", architecture="repvit_m1",
+        model_args=dict(in_chans=3, features_only=True, out_indices=[0, 1, 2, 3], embed_dim=(8, 16, 32, 64),
+                        depth=(1, 1, 1, 1))),
+        backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]], fpn_hidden_size=16),
 }
+#: sub-configs that transformers cannot build from a dict inside another config (timm_wrapper's num_labels)
+_SUBCONFIG_OBJECTS = ("timm_wrapper",)
 #: a tiny model has at most this many parameters (checked on the meta device before it is built)
 MAX_PARAMS = 3_000_000
 
@@ -153,6 +174,10 @@ def tiny_config(model_type: str, config_cls):
     for sub, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
         if isinstance(sub_cls, type) and sub not in kw and getattr(sub_cls, "model_type", ""):
             kw[sub] = {**_shrink(sub_cls), **OVERRIDES.get(f"{model_type}.{sub}", {})}
+    for k, v in kw.items():
+        if isinstance(v, dict) and v.get("model_type") in _SUBCONFIG_OBJECTS:
+            from transformers import CONFIG_MAPPING
+            kw[k] = CONFIG_MAPPING[v["model_type"]](**{a: b for a, b in v.items() if a != "model_type"})
     cfg = config_cls(**kw)
     cfg._attn_implementation = "eager"
     return cfg
@@ -173,7 +198,10 @@ def build_tiny(model_type: str):
 
 def input_size(cfg) -> tuple[int, int]:
     vc = getattr(cfg, "vision_config", None) or cfg
-    s = getattr(vc, "image_size", None) or 32
+    s = getattr(vc, "image_size", None)
+    if s is None and getattr(vc, "model_type", "") == "sam2_vision_model":   # the size is the backbone's
+        s = vc.backbone_config.image_size
+    s = s or 32
     s = s if isinstance(s, (list, tuple)) else (s, s)
     return int(s[0]), int(s[1])
 
@@ -421,6 +449,113 @@ def probe_hiera(model, x, m, geo: HieraGeometry, cell) -> Optional[str]:
     return f"cell {tuple(cell)}: the unrolled input changed most at token {u}, which the unroll puts at {got}"
 
 
+@dataclass
+class Sam2Geometry:
+    """One pooling block of SAM 2's Hiera-Det: its input grid, pooled query grid, window (0: global), stride."""
+
+    in_grid: tuple
+    q_grid: tuple
+    window: int
+    stride: tuple
+
+
+def sam2_geometry(model, name: str, hw: tuple[int, int]) -> Optional[Sam2Geometry]:
+    """What the sweep knows of a query-pooling block of SAM 2's image encoder, from the config alone (None: not
+    one): block i is in stage t (``blocks_per_stage``); its window is the previous stage's where it is the
+    first block of a stage (0 for the ``global_attention_blocks``); the first block of stages
+    1..num_query_pool_stages max-pools its queries by ``query_stride`` (floor); the stem grid is the patch
+    convolution's output ``(H + 2p - k) // s + 1``."""
+    cfg = getattr(getattr(model, "config", None), "backbone_config", None)
+    if getattr(cfg, "model_type", "") != "sam2_hiera_det_model" or ".blocks." not in f".{name}":
+        return None
+    parts = name.split(".")
+    i = int(parts[parts.index("blocks") + 1])
+    ends = [sum(cfg.blocks_per_stage[:t + 1]) for t in range(len(cfg.blocks_per_stage))]
+    t = next(t for t, e in enumerate(ends) if i < e)
+    first = i == (ends[t - 1] if t else 0)
+    pooled = first and 0 < t <= int(cfg.num_query_pool_stages)
+    if not pooled:
+        return None
+    window = 0 if i in cfg.global_attention_blocks else int(cfg.window_size_per_stage[t - 1])
+    k, st, pd = (list(v) if isinstance(v, (list, tuple)) else [v, v]
+                 for v in (cfg.patch_kernel_size, cfg.patch_stride, cfg.patch_padding))
+    qs = list(cfg.query_stride) if isinstance(cfg.query_stride, (list, tuple)) else [cfg.query_stride] * 2
+    g = [(hw[a] + 2 * pd[a] - k[a]) // st[a] + 1 for a in (0, 1)]
+    for _ in range(t - 1):   # the pooling blocks of the stages before
+        g = [g[0] // qs[0], g[1] // qs[1]]
+    return Sam2Geometry(tuple(g), (g[0] // qs[0], g[1] // qs[1]), window, (qs[0], qs[1]))
+
+
+def sam2_key_cell(geo: Sam2Geometry, w: int, p: int) -> Optional[tuple[int, int]]:
+    """Input-grid cell of key p of window w (windows row-major over the map padded bottom / right), or None
+    for a padding token."""
+    if not geo.window:
+        return divmod(p, geo.in_grid[1])
+    ws = geo.window
+    wy, wx = divmod(w, -(-geo.in_grid[1] // ws))
+    r, c = wy * ws + p // ws, wx * ws + p % ws
+    return (r, c) if r < geo.in_grid[0] and c < geo.in_grid[1] else None
+
+
+def sam2_query(geo: Sam2Geometry, cell) -> tuple[int, int]:
+    """(window, query index) of the recorded op for the pooled query at `cell` of the query grid: the pooled
+    window is ``window // stride`` queries a side, row-major, windows as on the input grid."""
+    if not geo.window:
+        return 0, cell[0] * geo.q_grid[1] + cell[1]
+    qh, qw = geo.window // geo.stride[0], geo.window // geo.stride[1]
+    n_wx = -(-geo.in_grid[1] // geo.window)
+    return (cell[0] // qh) * n_wx + cell[1] // qw, (cell[0] % qh) * qw + cell[1] % qw
+
+
+def sam2_reference_view(geo: Sam2Geometry, rec: torch.Tensor, heads: int, cell) -> torch.Tensor:
+    """The raw view (head mean, query at `cell`) from the reference record (B·nW, heads, nq, nk) of a SAM 2
+    pooling block, its keys put at their input-grid cells (zero outside the query's window, padding dropped)."""
+    nk = rec.shape[-1]
+    w, j = sam2_query(geo, cell)
+    if geo.window:
+        nq = (geo.window // geo.stride[0]) * (geo.window // geo.stride[1])
+    else:
+        nq = geo.q_grid[0] * geo.q_grid[1]
+    a = rec.reshape(-1, heads, nq, nk).mean(1)        # (B·nW, nq, nk), B = 1
+    out = torch.zeros(geo.in_grid, dtype=a.dtype)
+    for p in range(nk):
+        pos = sam2_key_cell(geo, w, p)
+        if pos is not None:
+            out[pos] = a[w, j, p]
+    return out
+
+
+def probe_sam2(model, x, m, geo: Sam2Geometry, cell) -> Optional[str]:
+    """SAM 2 pooling block's probe: perturb the pixels of one query-grid cell; the token of the module's input
+    (windows or the whole map) that changes most must lie, by the partition written out here, in that cell's
+    ``stride`` block of the input grid (a neighbour: the stem overlaps)."""
+    module = dict(model.named_modules())[m.name]
+    calls = []
+    hook = module.register_forward_pre_hook(lambda mod, a, kw: calls.append(kw.get("hidden_states", a[0] if a else None)),
+                                            with_kwargs=True)
+    H, W = x.shape[-2:]
+    gq = geo.q_grid
+    sy, sx = H / gq[0], W / gq[1]
+    x2 = x.clone()
+    x2[..., int(cell[0] * sy):int((cell[0] + 1) * sy), int(cell[1] * sx):int((cell[1] + 1) * sx)] += 3.0
+    try:
+        with torch.no_grad():
+            model(x)
+            model(x2)
+    finally:
+        hook.remove()
+    d = (calls[1] - calls[0]).abs().sum(-1)            # (B·nW, ws, ws) or (B, H, W)
+    u = int(d.reshape(-1).argmax())
+    per = d.shape[1] * d.shape[2]
+    pos = sam2_key_cell(geo, u // per, u % per)
+    if pos is None:
+        return f"cell {tuple(cell)}: the input changed most at a padding token ({u})"
+    got = (pos[0] // geo.stride[0], pos[1] // geo.stride[1])
+    if max(abs(got[0] - cell[0]), abs(got[1] - cell[1])) <= (1 if overlapping_stem(model) else 0):
+        return None
+    return f"cell {tuple(cell)}: the input changed most at token {u}, which the partition puts at {pos}"
+
+
 def forward_kwargs(model, x) -> dict:
     """What the plain forwards (reference, probe) pass so that they compute what a capture shows: ViTMAE
     unmasked and in order (its capture does the same, `attention.families.hf_masked`)."""
@@ -481,6 +616,19 @@ def check_model(row: Row, model, x) -> tuple:
     for i, m in enumerate(res.maps):
         key = f"{m.kind}:{m.layout_source}"
         row.layouts[key] = row.layouts.get(key, 0) + 1
+        sgeo = sam2_geometry(model, m.name, tuple(x.shape[-2:])) if m.is_spatial else None
+        if sgeo is not None:   # pooled queries of SAM 2: probe and raw view by the independent partition
+            cell = (sgeo.q_grid[0] // 2, sgeo.q_grid[1] // 2)
+            why = probe_sam2(model, x, m, sgeo, cell)
+            row.probes += 1
+            got = raw_attention(res, i, "mean", cell)[0].double()
+            record = [r for r in res.records if r.name == m.name][-1]   # after the unused heads x heads softmax
+            want = sam2_reference_view(sgeo, rec_of[id(record)], m.num_heads, cell)
+            if why is not None:
+                problems.append(f"{m.name} ({m.kind}): {why}")
+            elif got.shape != want.shape or float((got - want).abs().max()) > TOL:
+                problems.append(f"{m.name}: the raw view differs from the reference record placed by the partition")
+            continue
         geo = hiera_geometry(model, m.name, tuple(x.shape[-2:])) if m.is_spatial else None
         if geo is not None:   # unrolled tokens: probe and raw view by the independent unroll
             cell = (geo.q_grid[0] // 2, geo.q_grid[1] // 2)
@@ -532,8 +680,6 @@ for _t in ("cohere2_vision", "llama4", "mllama", "shieldgemma2"):
 NOT_SWEPT["deformable_detr"] = ("multi-scale deformable attention: its softmax is over sampling offsets per query, "
                                  "not over the positions of the image")
 NOT_SWEPT["sam3_tracker"] = "no image encoder of its own: the tracker takes a SAM 3 model's features"
-NOT_SWEPT["sam2"] = NOT_SWEPT["edgetam"] = ("SAM 2 / EdgeTAM image encoder: a Hiera / timm backbone given as a "
-                                            "backbone_config the sweep does not shrink yet")
 NOT_SWEPT["dinat"] = "needs the natten package (neighbourhood attention kernels), not installed"
 
 _ATTENTION_SOURCE = None
