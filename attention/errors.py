@@ -8,8 +8,21 @@ class UserError(Exception):
     ways out are the page's controls rather than flags (the same text unless a subclass says otherwise).
     """
 
+    #: (catalogue key, fields) when the message is a catalogue text (`said`): the app says it in the page's
+    #: language; None: the message is English only
+    i18n = None
+
     def in_app(self) -> str:
         return str(self)
+
+    @classmethod
+    def said(cls, key: str, **fmt):
+        """This error with the catalogue text `key` (`attention.i18n`) as its message: English in ``str(e)``,
+        and in any language through ``e.i18n``. ``raise ImageError.said("images.pdf", name=name)``."""
+        from .i18n import t
+        e = cls(t(key, "en", **fmt))
+        e.i18n = (key, fmt)
+        return e
 
 
 class ModelNotFoundError(UserError):
