@@ -63,34 +63,35 @@ def read_regular_file(path: str, name: str, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError.said("images.no_such_file", path=path) from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image file") from None
+        raise ImageError.said("images.directory", path=path) from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot be opened ({e.strerror or e})") from None
+        raise ImageError.said("images.cannot_open", path=path, why=e.strerror or e) from None
     st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
         os.close(fd)
-        raise ImageError(f"{path}: is a directory, not an image file")
+        raise ImageError.said("images.directory", path=path)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"{name}: not a regular file (a pipe, socket or device): only image files are read")
+            raise ImageError.said("images.not_regular", name=name)
         if st.st_size > limit:
-            raise ImageError(f"{name}: file is {st.st_size / 2**20:.0f} MB, over the {limit // 2**20} MB limit")
+            raise ImageError.said("images.file_over_limit", name=name, size_mb=st.st_size / 2**20,
+                                      limit_mb=limit // 2**20)
         data = f.read(limit + 1)      # never more than the limit, even if the file grew since fstat
     if len(data) > limit:
-        raise ImageError(f"{name}: file is over the {limit // 2**20} MB limit")
+        raise ImageError.said("images.grew_over_limit", name=name, limit_mb=limit // 2**20)
     return data
 
 
 def _refuse_bytes(data: bytes, name: str) -> None:
     head = data[:512].lstrip().lower()
     if head.startswith(b"%pdf"):
-        raise ImageError(f"{name}: this is a PDF document, not an image")
+        raise ImageError.said("images.pdf", name=name)
     if head.startswith(b"pk\x03\x04"):
-        raise ImageError(f"{name}: this is a zip archive, not an image")
+        raise ImageError.said("images.zip", name=name)
     if head.startswith(b"<?xml") or b"<svg" in head:
-        raise ImageError(f"{name}: SVG vector images are not supported; export it as PNG first")
+        raise ImageError.said("images.svg", name=name)
 
 
 def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | None = None) -> LoadedImage:
@@ -107,16 +108,17 @@ def open_image(source: Union[str, bytes, Image.Image, np.ndarray], name: str | N
     else:
         data, name = bytes(source), name or "upload"
         if len(data) > MAX_BYTES:
-            raise ImageError(f"{name}: {len(data) / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
+            raise ImageError.said("images.bytes_over_limit", name=name, size_mb=len(data) / 2**20,
+                                      limit_mb=MAX_BYTES // 2**20)
     if not data:
-        raise ImageError(f"{name}: the file is empty (0 bytes)")
+        raise ImageError.said("images.empty", name=name)
     _refuse_bytes(data, name)
     file_sha = hashlib.sha256(data).hexdigest()
     with _decode_errors(name):
         img = Image.open(io.BytesIO(data))      # the header only: no pixels yet
         if img.width * img.height > MAX_PIXELS:
-            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of "
-                             f"{MAX_PIXELS:,} pixels (possible decompression bomb)")
+            raise ImageError.said("images.too_many_pixels", name=name, width=img.width, height=img.height,
+                                  max_pixels=MAX_PIXELS)
         if img.format == "JPEG" and max(img.size) > 2 * MAX_SIDE:
             full = img.size
             scale = MAX_SIDE / max(full)
@@ -145,11 +147,11 @@ def _decode_errors(name: str):
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"{name}: over the limit of {MAX_PIXELS:,} pixels (possible decompression bomb)") from None
+        raise ImageError.said("images.bomb", name=name, max_pixels=MAX_PIXELS) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file that can be decoded (unknown or unsupported format)") from None
+        raise ImageError.said("images.undecodable", name=name) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{name}: the image data is damaged or truncated ({e})") from None
+        raise ImageError.said("images.damaged", name=name, error=e) from None
 
 
 def _normalise(img: Image.Image, name: str, notes: list[str], file_sha: str | None) -> LoadedImage:
@@ -171,8 +173,8 @@ def _normalise(img: Image.Image, name: str, notes: list[str], file_sha: str | No
     img = transposed if transposed is not None else img
     img = to_rgb(img, notes)
     if min(img.size) < MIN_SIDE:
-        raise ImageError(f"{name}: {img.width}x{img.height} pixels is too small; each side needs at least "
-                         f"{MIN_SIDE} pixels")
+        raise ImageError.said("images.too_small", name=name, width=img.width, height=img.height,
+                              min_side=MIN_SIDE)
     if max(img.size) > MAX_SIDE:
         scale = MAX_SIDE / max(img.size)
         new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
