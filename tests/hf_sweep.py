@@ -144,6 +144,11 @@ OVERRIDES: dict[str, dict] = {
         num_attention_heads_per_stage=[1, 2, 2, 2], blocks_per_stage=[1, 2, 3, 1], window_size_per_stage=[4, 2, 4, 2],
         global_attention_blocks=[4], mlp_ratio=2.0),
         backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=[[24, 24], [12, 12], [6, 6]], fpn_hidden_size=16),
+    # SAM 3 tracker's image encoder: SAM 3's ViT (windows of 4 on a 6 x 6 grid: padded to 8 x 8; layer 1 global)
+    "sam3_tracker": dict(staged=True, backbone_config=dict(
+        model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=48, patch_size=8, window_size=4, global_attn_indexes=[1], pretrain_image_size=32),
+        fpn_hidden_size=16, backbone_feature_sizes=[[24, 24], [12, 12], [6, 6]]),
     # EdgeTAM's image encoder is timm's RepViT-M1 (features only), shrunk
     "edgetam": dict(staged=True, backbone_config=dict(
         model_type="timm_wrapper", architecture="repvit_m1",
@@ -670,6 +675,7 @@ def check_model(row: Row, model, x) -> tuple:
 
 #: types the sweep does not build, each with the reason
 NOT_SWEPT: dict[str, str] = {}
+# each reason starts with the words the loader's refusal of such a folder names (tests/test_hf_not_swept.py)
 _VIDEO = "a video model: its input is frames (B, T, 3, H, W), not one image"
 _VLM = "a vision-language model: the image tower runs inside a language model with its own inputs"
 for _t in ("timesformer", "videomae", "vivit", "videoprism", "videoprism_vision_model", "sam2_video",
@@ -679,8 +685,7 @@ for _t in ("cohere2_vision", "llama4", "mllama", "shieldgemma2"):
     NOT_SWEPT[_t] = _VLM
 NOT_SWEPT["deformable_detr"] = ("multi-scale deformable attention: its softmax is over sampling offsets per query, "
                                  "not over the positions of the image")
-NOT_SWEPT["sam3_tracker"] = "no image encoder of its own: the tracker takes a SAM 3 model's features"
-NOT_SWEPT["dinat"] = "needs the natten package (neighbourhood attention kernels), not installed"
+NOT_SWEPT["dinat"] = "needs the natten package: neighbourhood attention kernels, not installed"
 
 _ATTENTION_SOURCE = None
 

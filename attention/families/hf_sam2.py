@@ -176,3 +176,48 @@ class HFSam2(HuggingFace):
 
 
 __all__ = ["HFSam2", "hiera_det", "stem_grid", "block_grids"]
+
+
+def sam3_vit(model: nn.Module) -> Optional[nn.Module]:
+    """The SAM 3 ViT backbone inside `model` (the image encoder of SAM 3 and its tracker), or None."""
+    for m in model.modules():
+        if getattr(getattr(m, "config", None), "model_type", "") == "sam3_vit_model" and hasattr(m, "embeddings"):
+            return m
+    return None
+
+
+@register_family
+class HFSam3ViT(HuggingFace):
+    """SAM 3's image encoder (``Sam3ViTModel`` inside ``Sam3VisionModel``): a plain ViT over the ``H/p x W/p``
+    patch grid, no prefix token (rotary positions), its windowed layers ViTDet's (pad bottom / right to whole
+    ``window_size`` windows, one batch row per window: `HuggingFace._plain_windows`), the
+    ``global_attn_indexes`` layers global over the grid."""
+
+    name = "huggingface-sam3-vit"
+    priority = 47
+
+    def matches(self, model: nn.Module) -> bool:
+        return is_hf(model) and sam3_vit(model) is not None
+
+    def tokens(self, model: nn.Module, hw) -> Optional[ModelTokens]:
+        p = _pair(sam3_vit(model).config.patch_size)
+        return ModelTokens((), (hw[0] // p[0], hw[1] // p[1]), (float(p[0]), float(p[1])))
+
+    def describe(self, session, module, weights, site):
+        vit = sam3_vit(session.model)
+        if site.enclosing(lambda m: m is vit) is None:   # the rest of a whole SAM 3 model: inferred as usual
+            return super(HuggingFace, self).describe(session, module, weights, site)
+        return super().describe(session, module, weights, site)
+
+    def blocks(self, model: nn.Module):
+        return super(HuggingFace, self).blocks(model)   # windowed layers keep one batch row per window
+
+    def gradcam_target(self, model: nn.Module) -> nn.Module:
+        return sam3_vit(model).encoder.layer[-1].layer_norm1 if hasattr(sam3_vit(model), "encoder") else \
+            super(HuggingFace, self).gradcam_target(model)
+
+    def position_embedding(self, model: nn.Module):
+        return None
+
+
+__all__ += ["HFSam3ViT", "sam3_vit"]

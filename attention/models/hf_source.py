@@ -112,6 +112,53 @@ def model_class(config):
     return transformers.AutoModel
 
 
+#: what a backend that transformers needs for a model does (named in the refusal)
+_BACKENDS = {"natten": "neighbourhood attention kernels"}
+
+
+def _missing_backends(cls) -> list[str]:
+    """The packages that `cls`'s module asks for (``requires_backends(self, [...])``) and that are not installed."""
+    import importlib
+    import inspect
+    import re
+    import transformers
+    try:
+        source = inspect.getsource(importlib.import_module(cls.__module__))
+    except (OSError, TypeError, ImportError):
+        return []
+    names = {n for group in re.findall(r"requires_backends\(\s*self\s*,\s*\[([^\]]*)\]", source)
+             for n in re.findall(r"[\"'](\w+)[\"']", group)}
+    return sorted(n for n in names if not getattr(transformers.utils, f"is_{n}_available", lambda: True)())
+
+
+def not_viewable(config, cls) -> str:
+    """Why a folder's model cannot be shown as attention over one image, from its config alone ("" if it can):
+    a video model, a vision-language model, multi-scale deformable attention, or a package it needs."""
+    from transformers.models.auto import modeling_auto as ma
+    model_type = str(getattr(config, "model_type", ""))
+    vision = getattr(config, "vision_config", None)
+    video_types = getattr(ma, "MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES", {})
+    if model_type.endswith("_video") or model_type in video_types or getattr(vision, "model_type", "") in video_types \
+            or str(getattr(cls, "main_input_name", "")).endswith("_videos"):
+        return ("a video model: its input is frames (B, T, 3, H, W) of a clip (or a stream of frames with a memory "
+                "of the earlier ones), not one image; the attention views take one image")
+    vlm = set(getattr(ma, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {})) | set(
+        getattr(ma, "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", {}))
+    if model_type in vlm and getattr(config, "text_config", None) is not None:
+        return ("a vision-language model: its image tower runs inside a language model that takes text tokens and "
+                "image features together (its own inputs, not one image tensor); save its vision tower on its own "
+                "to view the image encoder")
+    if getattr(config, "encoder_n_points", None):
+        return ("built on multi-scale deformable attention: its softmax is over a few sampling offsets per query "
+                "on each feature level, not over the positions of the image, so there is no attention map to place "
+                "on the photo")
+    missing = _missing_backends(cls)
+    if missing:
+        what = ", ".join(f"the {n} package" + (f" ({_BACKENDS[n]})" if n in _BACKENDS else "") for n in missing)
+        return f"not buildable here: it needs {what}, not installed (pip install {' '.join(missing)})"
+    return ""
+
+
 def _has_weights(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, f)) for f in
                ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"))
@@ -126,6 +173,9 @@ def build(folder: str, pretrained: bool = True):
         raise CheckpointError(f"{folder}: config.json cannot be read by transformers {transformers.__version__} "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     cls = model_class(config)
+    reason = not_viewable(config, cls)
+    if reason:   # from config.json alone: before any weights are read
+        raise CheckpointError(f"{folder}: {cls.__name__} ({getattr(config, 'model_type', '')}) is {reason}")
     notes = {"class": cls.__name__, "model_type": getattr(config, "model_type", "")}
     if not pretrained:
         if cls is transformers.AutoModel:
