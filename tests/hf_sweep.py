@@ -92,7 +92,8 @@ _DETR = dict(staged=True, use_timm_backbone=False, use_pretrained_backbone=False
 OVERRIDES: dict[str, dict] = {
     "groupvit": dict(depths=[1, 1, 1], num_hidden_layers=3, num_group_tokens=[4, 2, 0], num_output_groups=[4, 2, 2]),
     "detr": _DETR, "table-transformer": _DETR, "conditional_detr": _DETR, "dab-detr": _DETR,
-    "deformable_detr": dict(_DETR, num_feature_levels=1, backbone_config=dict(_RESNET, out_features=["stage4"])),
+    "deformable_detr": dict(_DETR, num_feature_levels=1, backbone_config=dict(_RESNET, out_features=["stage4"]),
+                            d_model=32),   # its input projection's GroupNorm has 32 groups
     "swin": _SWIN, "swinv2": _SWIN, "donut-swin": _SWIN, "maskformer-swin": _SWIN,
     "swin2sr": dict(staged=True, image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4,
                     upscale=1),

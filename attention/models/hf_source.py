@@ -140,8 +140,12 @@ def not_viewable(config, cls) -> str:
     video_types = getattr(ma, "MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES", {})
     if model_type.endswith("_video") or model_type in video_types or getattr(vision, "model_type", "") in video_types \
             or str(getattr(cls, "main_input_name", "")).endswith("_videos"):
-        return ("a video model: its input is frames (B, T, 3, H, W) of a clip (or a stream of frames with a memory "
-                "of the earlier ones), not one image; the attention views take one image")
+        if model_type.endswith("_video"):   # SAM 2 / EdgeTAM / SAM 3 video trackers
+            return ("a video model: it tracks objects through a stream of frames (B, T, 3, H, W) with a memory of "
+                    "the earlier frames, not one image; its image encoder, saved as its image-only type (e.g. "
+                    "sam2, sam3_tracker), can be viewed")
+        return ("a video model: its input is frames (B, T, 3, H, W) of a clip, not one image; the attention views "
+                "take one image")
     vlm = set(getattr(ma, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {})) | set(
         getattr(ma, "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", {}))
     if model_type in vlm and getattr(config, "text_config", None) is not None:
