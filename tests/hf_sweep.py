@@ -471,7 +471,8 @@ def sam2_geometry(model, name: str, hw: tuple[int, int]) -> Optional[Sam2Geometr
     first block of a stage (0 for the ``global_attention_blocks``); the first block of stages
     1..num_query_pool_stages max-pools its queries by ``query_stride`` (floor); the stem grid is the patch
     convolution's output ``(H + 2p - k) // s + 1``."""
-    cfg = getattr(getattr(model, "config", None), "backbone_config", None)
+    top = getattr(model, "config", None)
+    cfg = getattr(getattr(top, "vision_config", None) or top, "backbone_config", None)   # a whole Sam2Model too
     if getattr(cfg, "model_type", "") != "sam2_hiera_det_model" or ".blocks." not in f".{name}":
         return None
     parts = name.split(".")

@@ -73,3 +73,37 @@ def test_hf_type(model_type):
         pytest.xfail(f"{KNOWN_WRONG[model_type]} [{row.status}: {row.detail}]")
     assert row.status == "exact", f"{model_type} ({row.cls}): {row.status}: {row.detail}"
     assert row.ops == row.ref_ops > 0 and row.probes >= 1
+
+
+def test_a_whole_sam2_model_through_the_loader(tmp_path):
+    """What a SAM 2 checkpoint is (``Sam2Model``: image encoder + prompt encoder + mask decoder), saved with its
+    processor and loaded: every softmax of the forward equals the reference, the image encoder's maps are placed
+    as the bare encoder's (windows, global, pooled queries: probes and raw views by the independent partition),
+    the mask decoder's token -> image maps are pooling maps over the image embedding's grid (probed), its other
+    maps token matrices."""
+    from transformers import Sam2Config, Sam2Model
+    from attention.models import load_model
+    from tests.hf_sweep import OVERRIDES, Row, _photo, check_model, processor_for
+    vision = {k: v for k, v in OVERRIDES["sam2"].items() if k != "staged"}
+    cfg = Sam2Config(vision_config=dict(vision, model_type="sam2_vision_model"),
+                     prompt_encoder_config=dict(hidden_size=16, image_size=96, patch_size=16),
+                     mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_attention_heads=2, iou_head_hidden_dim=16))
+    torch.manual_seed(0)
+    Sam2Model(cfg).eval().save_pretrained(tmp_path)
+    proc = processor_for("sam2", (96, 96))
+    proc.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    x = lm.prepare(_photo()).tensor
+    assert torch.equal(x, proc(images=_photo(), return_tensors="pt")["pixel_values"].float())
+    row = Row("sam2 (Sam2Model)")
+    problems, res = check_model(row, lm.model, x)
+    assert not problems, problems
+    assert row.ops == row.ref_ops == 14 + 7 and row.max_err <= 1e-5
+    assert row.probes == 8   # 3 window geometries, the global grid, 3 pooling blocks, the token -> image grid
+    kinds = {}
+    for m in res.maps:
+        part = "encoder" if ".backbone." in m.name else "decoder"
+        kinds.setdefault(part, []).append(m.kind)
+    assert kinds["encoder"] == ["window", "reduced", "window", "reduced", "self", "window", "reduced"]
+    assert kinds["decoder"].count("pooling") == 3 and set(kinds["decoder"]) == {"pooling", "tokens"}
+    assert all(m.layout.grid == (6, 6) for m in res.maps if m.kind == "pooling")

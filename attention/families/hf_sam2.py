@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..layout import KNOWN, REDUCED, SELF, TOKENS, WINDOW, ModelTokens, TokenLayout, WindowInfo
+from ..layout import KNOWN, POOLING, REDUCED, SELF, TOKENS, WINDOW, ModelTokens, TokenLayout, WindowInfo
 from . import register_family
 from .base import MapSpec
 from .huggingface import HuggingFace, is_hf
@@ -91,7 +91,7 @@ class HFSam2(HuggingFace):
     def describe(self, session, module, weights, site):
         block = self._block(session.model, module)
         if block is None:   # the mask decoder of a whole Sam2Model: prompts and image tokens
-            return super().describe(session, module, weights, site)
+            return self._mask_decoder(session, module, weights, site)
         if site.frame.f_code.co_name == "forward":
             return MapSpec(TOKENS, None, source=KNOWN)    # the unused heads x heads softmax: dropped in finish
         grid, q_grid = block_grids(hiera_det(session.model), session.input_hw)[id(module)]
@@ -111,6 +111,23 @@ class HFSam2(HuggingFace):
         if not pooled:
             return MapSpec(WINDOW, k_layout, window=info, source=KNOWN)
         return MapSpec(WINDOW, None, source=KNOWN)        # placed in `finish` (fewer queries than keys)
+
+    def _mask_decoder(self, session, module, weights, site) -> Optional[MapSpec]:
+        """A whole ``Sam2Model``'s mask decoder (two-way transformer): its output and prompt tokens attend among
+        themselves (a token matrix), each token reads the image embedding (a ``pooling`` map per token over the
+        embedding grid, ``backbone_feature_sizes[-1]``, row-major), and the image embedding attends to the tokens
+        (queries on the grid, keys no positions: shown as a token matrix)."""
+        if site.enclosing(lambda m: type(m).__name__.endswith("MaskDecoder")) is None:
+            return super().describe(session, module, weights, site)
+        X, heads, nq, nk = weights.shape
+        sizes = getattr(getattr(session.model.config, "vision_config", None), "backbone_feature_sizes", None)
+        grid = tuple(int(v) for v in sizes[-1]) if sizes else None
+        n_grid = grid[0] * grid[1] if grid else -1
+        if nk == n_grid and nq != n_grid:
+            layout = TokenLayout((), grid, session.stride_for(grid))
+            names = tuple(f"token{i}" for i in range(nq))
+            return MapSpec(POOLING, layout, TokenLayout(names, (0, 0), layout.stride), source=KNOWN)
+        return MapSpec(TOKENS, None, source=KNOWN)
 
     def place_pooled_windows(self, session, m):
         """A pooling window layer's (B·nW, heads, nq, nk) record as the full reduced matrix (module docstring)."""
