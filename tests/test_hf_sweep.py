@@ -107,3 +107,32 @@ def test_a_whole_sam2_model_through_the_loader(tmp_path):
     assert kinds["encoder"] == ["window", "reduced", "window", "reduced", "self", "window", "reduced"]
     assert kinds["decoder"].count("pooling") == 3 and set(kinds["decoder"]) == {"pooling", "tokens"}
     assert all(m.layout.grid == (6, 6) for m in res.maps if m.kind == "pooling")
+
+
+def test_a_whole_edgetam_model_through_the_loader(tmp_path):
+    """EdgeTAM (SAM 2's prompt encoder and mask decoder on a RepViT image encoder, which has no attention): its
+    attention is the mask decoder's. Every softmax equals the reference; the token -> image maps are pooling maps
+    over the image embedding's grid (``backbone_feature_sizes[-1]``), the rest token matrices. (No pixel probe:
+    the random-init RepViT's last feature map changes by ~1e-9 for a perturbed cell, below float noise.)"""
+    from transformers import EdgeTamConfig, EdgeTamModel, EdgeTamVisionConfig
+    from attention import capture
+    from attention.layout import POOLING, TOKENS
+    from attention.models import load_model
+    from tests.attention_reference import reference_attention
+    from tests.hf_sweep import _photo, processor_for, tiny_config
+    cfg = EdgeTamConfig(vision_config=tiny_config("edgetam", EdgeTamVisionConfig),
+                        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=16),
+                        mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_attention_heads=2,
+                                                 iou_head_hidden_dim=16))
+    torch.manual_seed(0)
+    EdgeTamModel(cfg).eval().save_pretrained(tmp_path)
+    processor_for("edgetam", (64, 64)).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    model, x = lm.model, lm.prepare(_photo()).tensor
+    res = capture(model, x)
+    _, ref = reference_attention(model, x)
+    assert len(res.records) == len(ref.records) == 7
+    for got, want in zip(res.records, ref.records):
+        assert float((got.weights.double().reshape(-1, got.weights.shape[-1]) - want).abs().max()) <= 1e-5
+    assert [m.kind for m in res.maps] == [TOKENS, POOLING, TOKENS] * 2 + [POOLING]
+    assert all(m.layout.grid == (4, 4) and m.layout_source == "known" for m in res.maps if m.kind == POOLING)

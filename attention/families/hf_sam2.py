@@ -15,6 +15,9 @@ Its backbone (``Sam2HieraDetModel``) keeps the tokens as a (B, H, W, C) map, ste
   between a query and the keys of other windows (and without the padding keys, which take weight but
   are no position).
 
+A whole ``Sam2Model`` (or ``EdgeTamModel``: the same prompt encoder and mask decoder on a convolutional
+RepViT image encoder) also runs its mask decoder: see `HFSam2._mask_decoder`.
+
 The windowed records of a pooling block have fewer queries than keys per window, which no window
 view shows, so `finish` writes them out as that full matrix, up to `MAX_DENSE` entries (at 1024 px
 the first pooling block of SAM 2 would need ~2·10⁹: left as its per-window record, unplaced).
@@ -72,16 +75,24 @@ def block_grids(backbone: nn.Module, hw) -> dict[int, tuple[tuple[int, int], tup
     return out
 
 
+def _edgetam(model: nn.Module) -> bool:
+    """A whole EdgeTAM model: SAM 2's prompt encoder and mask decoder on a RepViT (convolutional) image encoder."""
+    return getattr(getattr(model, "config", None), "model_type", "") == "edgetam" and hasattr(model, "mask_decoder")
+
+
 @register_family
 class HFSam2(HuggingFace):
     name = "huggingface-sam2"
     priority = 47
 
     def matches(self, model: nn.Module) -> bool:
-        return is_hf(model) and hiera_det(model) is not None
+        return is_hf(model) and (hiera_det(model) is not None or _edgetam(model))
 
     def tokens(self, model: nn.Module, hw) -> Optional[ModelTokens]:
-        grid, stride = stem_grid(hiera_det(model), hw)
+        bb = hiera_det(model)
+        if bb is None:   # EdgeTAM: a convolutional image encoder, no token grid of its own
+            return ModelTokens()
+        grid, stride = stem_grid(bb, hw)
         return ModelTokens((), grid, (float(stride[0]), float(stride[1])))
 
     def _block(self, model, module):
@@ -186,7 +197,8 @@ class HFSam2(HuggingFace):
         return super(HuggingFace, self).blocks(model)   # stages pool tokens: no flat stack
 
     def gradcam_target(self, model: nn.Module) -> nn.Module:
-        return hiera_det(model).blocks[-1].layer_norm1
+        bb = hiera_det(model)
+        return bb.blocks[-1].layer_norm1 if bb is not None else super(HuggingFace, self).gradcam_target(model)
 
     def position_embedding(self, model: nn.Module):
         return None
