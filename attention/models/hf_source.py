@@ -18,6 +18,10 @@ folder written by ``save_pretrained`` (``hf:PATH`` or the plain folder path).
   ``spatial_shapes``: the photo is prepared as the image those patches tile (`NaFlexPreprocessor`) and the
   model wrapped (`attention.families.hf_siglip2.NaFlexImageModel`) to take that image and give the model
   exactly the processor's three inputs.
+- Refused from config.json alone, before any weights are read, each naming its reason (`not_viewable`): a
+  video model (frames in), a vision-language model (text and image features in), multi-scale deformable
+  attention (a softmax over sampling offsets, not positions), a class whose module needs a package that is
+  not installed (DiNAT: natten).
 - Weights are never partially loaded: missing or mismatched keys are refused with a listing. No
   code is imported from the folder or the hub (``trust_remote_code`` stays off).
 """
