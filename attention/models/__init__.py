@@ -205,10 +205,7 @@ def checkpoint_architecture(checkpoint: str, ema: Optional[bool] = None) -> tupl
     ck = read_checkpoint(checkpoint, ema=ema)
     name, how = proposal(ck)
     if not name:
-        raise ModelNotFoundError(
-            f"{ck.name} does not say which architecture it was trained with (no timm 'arch' / 'args.model', no "
-            f"Lightning hyper_parameters naming a model) and no timm architecture fits its weight shapes: give the "
-            f"architecture name (e.g. --model vit_small_patch16_224)")
+        raise ModelNotFoundError.said("checkpoint.no_architecture", name=ck.name)
     return name, how
 
 

@@ -117,15 +117,15 @@ def read_checkpoint(path: str, ema: Optional[bool] = None) -> Checkpoint:
     ``ema``: None (default) takes the EMA weights where the file has them and says so; False the live
     weights; True requires EMA weights."""
     if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+        raise CheckpointError.said("checkpoint.no_such_file", path=repr(path))
     if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
+        raise CheckpointError.said("checkpoint.directory", path=repr(path))
     ext = os.path.splitext(path)[1].lower()
     kind = sniff(path)
     base = os.path.basename(path)
     problem = _not_weights(kind, base, ext)
-    if problem:
-        raise CheckpointError(problem)
+    if problem is not None:
+        raise problem
     try:
         if kind == "safetensors":
             from safetensors.torch import load_file
@@ -139,9 +139,8 @@ def read_checkpoint(path: str, ema: Optional[bool] = None) -> Checkpoint:
     except Exception as e:  # noqa: BLE001 - report any decode failure as the user's file problem
         said = clean_text(str(e)).splitlines()[0].split(". ")[0][:200] if str(e) else ""
         if kind in ("zip", "pickle", "safetensors"):
-            raise CheckpointError(f"cannot read checkpoint {base}: it is truncated or corrupt "
-                                  f"({type(e).__name__}: {said}) — an incomplete upload or download?") from None
-        raise CheckpointError(f"cannot read checkpoint {base}: {type(e).__name__}: {said}") from None
+            raise CheckpointError.said("checkpoint.truncated", base=base, error=f"{type(e).__name__}: {said}") from None
+        raise CheckpointError.said("checkpoint.unreadable", base=base, error=f"{type(e).__name__}: {said}") from None
     return unwrap_checkpoint(raw, path, ema=ema)
 
 
@@ -309,26 +308,19 @@ def sniff(path: str) -> str:
     return "unknown"
 
 
-def _not_weights(kind: str, base: str, ext: str) -> str:
-    """A specific message for files that cannot be a checkpoint, else ''."""
-    if kind == "empty":
-        return f"{base} is empty (0 bytes): the upload or download did not finish"
-    if kind == "text":
-        return f"{base} is a text file, not a checkpoint (weights are binary: .safetensors, .pth, .pt, .bin)"
-    if kind == "html":
-        return (f"{base} is a web page (HTML), not a checkpoint — probably a download that saved an error or "
-                f"login page instead of the file")
-    if kind == "lfs":
-        return (f"{base} is a Git LFS pointer, not the weights: fetch the real file (`git lfs pull`) and "
-                f"load that")
+def _not_weights(kind: str, base: str, ext: str) -> Optional[CheckpointError]:
+    """A specific error (a catalogue text) for files that cannot be a checkpoint, else None."""
+    key = {"empty": "checkpoint.empty", "text": "checkpoint.text", "html": "checkpoint.html",
+           "lfs": "checkpoint.lfs"}.get(kind)
+    if key:
+        return CheckpointError.said(key, base=base)
     if kind == "onnx" or ext == ".onnx":
-        return f"{base} is an ONNX model, not a PyTorch checkpoint: load it as a model with --model onnx:PATH"
+        return CheckpointError.said("checkpoint.onnx", base=base)
     if ext == ".safetensors" and kind != "safetensors":
-        return f"{base} is not a safetensors file (its header is not a safetensors header)"
+        return CheckpointError.said("checkpoint.not_safetensors", base=base)
     if kind == "unknown":
-        return (f"{base} is not a checkpoint this tool can read: neither safetensors nor a torch.save file "
-                f"(.pth / .pt / .bin / .ckpt / .pth.tar)")
-    return ""
+        return CheckpointError.said("checkpoint.unknown", base=base)
+    return None
 
 
 def _is_weights(d) -> bool:
@@ -341,11 +333,10 @@ def unwrap_checkpoint(raw, path: str = "checkpoint", ema: Optional[bool] = None)
     base = os.path.basename(path)
     if _is_weights(raw) and all(isinstance(v, torch.Tensor) for v in raw.values()):
         if ema:
-            raise CheckpointError(f"{base} holds one set of weights, no EMA weights")
+            raise CheckpointError.said("checkpoint.no_ema_one_set", base=base)
         return Checkpoint(path, strip_wrappers(dict(raw)))
     if not isinstance(raw, Mapping):
-        raise CheckpointError(f"{base} holds no state dict (a mapping of names to tensors) but a "
-                              f"{type(raw).__name__}")
+        raise CheckpointError.said("checkpoint.no_state_dict", base=base, type=type(raw).__name__)
     live = [k for k in LIVE_KEYS if _is_weights(raw.get(k))]
     emas = [k for k in EMA_KEYS if _is_weights(raw.get(k))]
     nested = None
@@ -362,20 +353,19 @@ def unwrap_checkpoint(raw, path: str = "checkpoint", ema: Optional[bool] = None)
             if len(others) == 1:
                 live = others
             else:
-                raise CheckpointError(
-                    f"{base} holds no weights entry this tool knows ({', '.join(LIVE_KEYS + EMA_KEYS)}); its entries: "
-                    f"{', '.join(map(str, list(raw)[:12]))}")
+                raise CheckpointError.said("checkpoint.no_weights_entry", base=base, known=", ".join(LIVE_KEYS + EMA_KEYS),
+                                               entries=", ".join(map(str, list(raw)[:12])))
     if nested is not None:
         nested.meta = {**_meta(raw), **nested.meta}
         return nested
     notes = []
     if ema is False or (ema is None and not emas):
         if not live:
-            raise CheckpointError(f"{base} holds only EMA weights ({emas[0]}); load them with the EMA option")
+            raise CheckpointError.said("checkpoint.only_ema", base=base, entry=emas[0])
         chosen = live[0]
     else:
         if not emas:
-            raise CheckpointError(f"{base} has no EMA weights (entries: {', '.join(map(str, list(raw)[:12]))})")
+            raise CheckpointError.said("checkpoint.no_ema", base=base, entries=", ".join(map(str, list(raw)[:12])))
         chosen = emas[0]
         if live:
             notes.append(f"using the EMA weights of {base} ('{chosen}'), as timm does; the live weights "

@@ -11,18 +11,18 @@ from ..errors import LabelsError
 def read_labels(path: str) -> list[str]:
     """A JSON list, or a text file with one name per line (blank lines at the end ignored)."""
     if not os.path.isfile(path):
-        raise LabelsError(f"labels file {path!r} does not exist")
+        raise LabelsError.said("labels.no_such_file", path=repr(path))
     try:
         text = open(path, encoding="utf-8").read()
     except UnicodeDecodeError:
-        raise LabelsError(f"labels file {os.path.basename(path)} is not UTF-8 text") from None
+        raise LabelsError.said("labels.not_utf8", name=os.path.basename(path)) from None
     if path.lower().endswith(".json") or text.lstrip().startswith("["):
         try:
             names = json.loads(text)
         except json.JSONDecodeError as e:
-            raise LabelsError(f"labels file {os.path.basename(path)} is not valid JSON: {e}") from None
+            raise LabelsError.said("labels.bad_json", name=os.path.basename(path), error=e) from None
         if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
-            raise LabelsError(f"labels file {os.path.basename(path)} must hold a JSON list of names")
+            raise LabelsError.said("labels.not_a_list", name=os.path.basename(path))
         return [str(n) for n in names]
     names = text.splitlines()
     while names and not names[-1].strip():
@@ -43,14 +43,16 @@ def class_names_for(num_classes: int, labels_path: Optional[str] = None, stored:
     classifier's is an error naming both."""
     if not labels_path and stored:
         if len(stored) != num_classes:
-            raise LabelsError(f"the checkpoint's {stored_where or 'class names'} lists {len(stored)} names but its "
-                              f"classifier has {num_classes} classes: give a labels file with {num_classes} names")
+            counts = {"stored": len(stored), "classes": num_classes}
+            if stored_where:
+                raise LabelsError.said("labels.stored_count", where=stored_where, **counts)
+            raise LabelsError.said("labels.stored_count_unnamed", **counts)
         return list(stored)
     if labels_path:
         names = read_labels(labels_path)
         if len(names) != num_classes:
-            raise LabelsError(f"labels file {os.path.basename(labels_path)} has {len(names)} names but the "
-                              f"model has {num_classes} classes")
+            raise LabelsError.said("labels.count", name=os.path.basename(labels_path), names=len(names),
+                                   classes=num_classes)
         return names
     if num_classes == 1000:
         return imagenet_names()
