@@ -538,8 +538,8 @@ def probe_sam2(model, x, m, geo: Sam2Geometry, cell) -> Optional[str]:
     ``stride`` block of the input grid (a neighbour: the stem overlaps)."""
     module = dict(model.named_modules())[m.name]
     calls = []
-    hook = module.register_forward_pre_hook(lambda mod, a, kw: calls.append(kw.get("hidden_states", a[0] if a else None)),
-                                            with_kwargs=True)
+    hook = module.register_forward_pre_hook(
+        lambda mod, a, kw: calls.append(kw.get("hidden_states", a[0] if a else None)), with_kwargs=True)
     H, W = x.shape[-2:]
     gq = geo.q_grid
     sy, sx = H / gq[0], W / gq[1]

@@ -87,7 +87,8 @@ def test_a_whole_sam2_model_through_the_loader(tmp_path):
     vision = {k: v for k, v in OVERRIDES["sam2"].items() if k != "staged"}
     cfg = Sam2Config(vision_config=dict(vision, model_type="sam2_vision_model"),
                      prompt_encoder_config=dict(hidden_size=16, image_size=96, patch_size=16),
-                     mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_attention_heads=2, iou_head_hidden_dim=16))
+                     mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_attention_heads=2,
+                                              iou_head_hidden_dim=16))
     torch.manual_seed(0)
     Sam2Model(cfg).eval().save_pretrained(tmp_path)
     proc = processor_for("sam2", (96, 96))
