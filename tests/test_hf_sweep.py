@@ -137,3 +137,54 @@ def test_a_whole_edgetam_model_through_the_loader(tmp_path):
         assert float((got.weights.double().reshape(-1, got.weights.shape[-1]) - want).abs().max()) <= 1e-5
     assert [m.kind for m in res.maps] == [TOKENS, POOLING, TOKENS] * 2 + [POOLING]
     assert all(m.layout.grid == (4, 4) and m.layout_source == "known" for m in res.maps if m.kind == POOLING)
+
+
+def test_a_whole_sam3_tracker_model_through_the_loader(tmp_path):
+    """SAM 3's tracker as saved (``Sam3TrackerModel``: SAM 3's ViT + SAM 2's prompt encoder and mask decoder): every
+    softmax equals the reference; the ViT's maps as in the sweep; the decoder's token -> image maps pool over the
+    image embedding's 6 x 6 grid, which is the ViT's patch grid: perturbing a patch's pixels changes the keys the
+    decoder reads around that cell (the FPN's 3 x 3 convolution spreads it over the neighbours: the change's
+    centre of mass is within half a cell of it), the rest token matrices."""
+    from transformers import Sam3TrackerConfig, Sam3TrackerModel
+    from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig
+    from attention import capture
+    from attention.layout import POOLING, SELF, TOKENS, WINDOW
+    from attention.models import load_model
+    from tests.attention_reference import reference_attention
+    from tests.hf_sweep import _photo, processor_for, tiny_config
+    cfg = Sam3TrackerConfig(vision_config=tiny_config("sam3_tracker", Sam3VisionConfig),
+                            prompt_encoder_config=dict(hidden_size=16, image_size=48, patch_size=8),
+                            mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_attention_heads=2,
+                                                     iou_head_hidden_dim=16))
+    torch.manual_seed(0)
+    Sam3TrackerModel(cfg).eval().save_pretrained(tmp_path)
+    processor_for("sam3_tracker", (48, 48)).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    model, x = lm.model, lm.prepare(_photo()).tensor
+    res = capture(model, x)
+    _, ref = reference_attention(model, x)
+    assert len(res.records) == len(ref.records) == 9
+    for got, want in zip(res.records, ref.records):
+        assert float((got.weights.double().reshape(-1, got.weights.shape[-1]) - want).abs().max()) <= 1e-5
+    assert [m.kind for m in res.maps] == [WINDOW, SELF] + [TOKENS, POOLING, TOKENS] * 2 + [POOLING]
+    pooling = [m for m in res.maps if m.kind == POOLING]
+    assert all(m.layout.grid == (6, 6) and m.layout_source == "known" for m in pooling)
+    module = dict(model.named_modules())[pooling[0].name]
+    seen = []
+    hook = module.register_forward_pre_hook(lambda mod, a, kw: seen.append(kw["value"]), with_kwargs=True)
+    try:
+        for cell in [(3, 3), (1, 4), (4, 1)]:
+            seen.clear()
+            x2 = x.clone()
+            x2[..., cell[0] * 8:(cell[0] + 1) * 8, cell[1] * 8:(cell[1] + 1) * 8] += 3.0
+            with torch.no_grad():
+                model(x)
+                model(x2)
+            d = (seen[1] - seen[0]).abs().sum(-1).reshape(-1).double()    # change per key token
+            cells = [(r, c) for r in range(6) for c in range(6)]
+            w = torch.stack([d[pooling[0].layout.patch_index(r, c)] for r, c in cells])   # at the cell it says
+            rows, cols = (torch.tensor([rc[k] for rc in cells], dtype=torch.float64) for k in (0, 1))
+            centre = (float((w * rows).sum() / w.sum()), float((w * cols).sum() / w.sum()))
+            assert abs(centre[0] - cell[0]) < 0.5 and abs(centre[1] - cell[1]) < 0.5, (cell, centre)
+    finally:
+        hook.remove()

@@ -16,7 +16,7 @@ Its backbone (``Sam2HieraDetModel``) keeps the tokens as a (B, H, W, C) map, ste
   are no position).
 
 A whole ``Sam2Model`` (or ``EdgeTamModel``: the same prompt encoder and mask decoder on a convolutional
-RepViT image encoder) also runs its mask decoder: see `HFSam2._mask_decoder`.
+RepViT image encoder; or SAM 3's tracker) also runs its mask decoder: see `mask_decoder_spec`.
 
 The windowed records of a pooling block have fewer queries than keys per window, which no window
 view shows, so `finish` writes them out as that full matrix, up to `MAX_DENSE` entries (at 1024 px
@@ -75,6 +75,25 @@ def block_grids(backbone: nn.Module, hw) -> dict[int, tuple[tuple[int, int], tup
     return out
 
 
+def mask_decoder_spec(session, weights, site) -> Optional[MapSpec]:
+    """What one attention of a whole SAM 2 / EdgeTAM / SAM 3 tracker model's mask decoder (two-way transformer) is,
+    None outside a mask decoder: its output and prompt tokens attend among themselves (a token matrix), each token
+    reads the image embedding (a ``pooling`` map per token over the embedding grid, the config's
+    ``backbone_feature_sizes[-1]``, row-major: the model views its last feature map to that size and flattens
+    it), and the image embedding attends to the tokens (queries on the grid, keys no positions: a token matrix)."""
+    if site.enclosing(lambda m: type(m).__name__.endswith("MaskDecoder")) is None:
+        return None
+    X, heads, nq, nk = weights.shape
+    sizes = getattr(getattr(session.model.config, "vision_config", None), "backbone_feature_sizes", None)
+    grid = tuple(int(v) for v in sizes[-1]) if sizes else None
+    n_grid = grid[0] * grid[1] if grid else -1
+    if nk == n_grid and nq != n_grid:
+        layout = TokenLayout((), grid, session.stride_for(grid))
+        names = tuple(f"token{i}" for i in range(nq))
+        return MapSpec(POOLING, layout, TokenLayout(names, (0, 0), layout.stride), source=KNOWN)
+    return MapSpec(TOKENS, None, source=KNOWN)
+
+
 def _edgetam(model: nn.Module) -> bool:
     """A whole EdgeTAM model: SAM 2's prompt encoder and mask decoder on a RepViT (convolutional) image encoder."""
     return getattr(getattr(model, "config", None), "model_type", "") == "edgetam" and hasattr(model, "mask_decoder")
@@ -102,7 +121,8 @@ class HFSam2(HuggingFace):
     def describe(self, session, module, weights, site):
         block = self._block(session.model, module)
         if block is None:   # the mask decoder of a whole Sam2Model: prompts and image tokens
-            return self._mask_decoder(session, module, weights, site)
+            spec = mask_decoder_spec(session, weights, site)
+            return spec if spec is not None else super().describe(session, module, weights, site)
         if site.frame.f_code.co_name == "forward":
             return MapSpec(TOKENS, None, source=KNOWN)    # the unused heads x heads softmax: dropped in finish
         grid, q_grid = block_grids(hiera_det(session.model), session.input_hw)[id(module)]
@@ -122,23 +142,6 @@ class HFSam2(HuggingFace):
         if not pooled:
             return MapSpec(WINDOW, k_layout, window=info, source=KNOWN)
         return MapSpec(WINDOW, None, source=KNOWN)        # placed in `finish` (fewer queries than keys)
-
-    def _mask_decoder(self, session, module, weights, site) -> Optional[MapSpec]:
-        """A whole ``Sam2Model``'s mask decoder (two-way transformer): its output and prompt tokens attend among
-        themselves (a token matrix), each token reads the image embedding (a ``pooling`` map per token over the
-        embedding grid, ``backbone_feature_sizes[-1]``, row-major), and the image embedding attends to the tokens
-        (queries on the grid, keys no positions: shown as a token matrix)."""
-        if site.enclosing(lambda m: type(m).__name__.endswith("MaskDecoder")) is None:
-            return super().describe(session, module, weights, site)
-        X, heads, nq, nk = weights.shape
-        sizes = getattr(getattr(session.model.config, "vision_config", None), "backbone_feature_sizes", None)
-        grid = tuple(int(v) for v in sizes[-1]) if sizes else None
-        n_grid = grid[0] * grid[1] if grid else -1
-        if nk == n_grid and nq != n_grid:
-            layout = TokenLayout((), grid, session.stride_for(grid))
-            names = tuple(f"token{i}" for i in range(nq))
-            return MapSpec(POOLING, layout, TokenLayout(names, (0, 0), layout.stride), source=KNOWN)
-        return MapSpec(TOKENS, None, source=KNOWN)
 
     def place_pooled_windows(self, session, m):
         """A pooling window layer's (B·nW, heads, nq, nk) record as the full reduced matrix (module docstring)."""
@@ -204,7 +207,7 @@ class HFSam2(HuggingFace):
         return None
 
 
-__all__ = ["HFSam2", "hiera_det", "stem_grid", "block_grids"]
+__all__ = ["HFSam2", "hiera_det", "stem_grid", "block_grids", "mask_decoder_spec"]
 
 
 def sam3_vit(model: nn.Module) -> Optional[nn.Module]:
@@ -234,8 +237,9 @@ class HFSam3ViT(HuggingFace):
 
     def describe(self, session, module, weights, site):
         vit = sam3_vit(session.model)
-        if site.enclosing(lambda m: m is vit) is None:   # the rest of a whole SAM 3 model: inferred as usual
-            return super(HuggingFace, self).describe(session, module, weights, site)
+        if site.enclosing(lambda m: m is vit) is None:   # the rest of a whole SAM 3 tracker: its mask decoder
+            spec = mask_decoder_spec(session, weights, site)
+            return spec if spec is not None else super(HuggingFace, self).describe(session, module, weights, site)
         return super().describe(session, module, weights, site)
 
     def blocks(self, model: nn.Module):
