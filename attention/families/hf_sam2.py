@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..layout import KNOWN, POOLING, REDUCED, SELF, TOKENS, WINDOW, ModelTokens, TokenLayout, WindowInfo
+from ..layout import KNOWN, POOLING, REDUCED, SELF, TOKENS, UNKNOWN, WINDOW, ModelTokens, TokenLayout, WindowInfo
 from . import register_family
 from .base import MapSpec
 from .huggingface import HuggingFace, is_hf
@@ -130,15 +130,15 @@ class HFSam2(HuggingFace):
         X, heads, nq, nk = weights.shape
         k_layout = TokenLayout((), grid, session.stride_for(grid))
         if ws <= 0:
-            if nk != grid[0] * grid[1] or nq != q_grid[0] * q_grid[1]:
-                return None
+            if nk != grid[0] * grid[1] or nq != q_grid[0] * q_grid[1]:   # unforeseen: kept, as an unknown layout
+                return MapSpec(SELF if nq == nk else REDUCED, None, source=UNKNOWN)
             if not pooled:
                 return MapSpec(SELF, k_layout, source=KNOWN)
             return MapSpec(REDUCED, k_layout, TokenLayout((), q_grid, session.stride_for(q_grid)), source=KNOWN)
         padded = (-(-grid[0] // ws) * ws, -(-grid[1] // ws) * ws)
         info = WindowInfo((ws, ws), (0, 0), grid, padded)
         if X != session.batch * info.windows_per_image or nk != ws * ws:
-            return None
+            return MapSpec(WINDOW, None, source=UNKNOWN)
         if not pooled:
             return MapSpec(WINDOW, k_layout, window=info, source=KNOWN)
         return MapSpec(WINDOW, None, source=KNOWN)        # placed in `finish` (fewer queries than keys)
