@@ -7,6 +7,7 @@ Also: every ``*.said("key", ...)`` in the code names a key every catalogue has, 
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
 import re
 import struct
@@ -272,6 +273,38 @@ def test_bad_labels_files_are_refused_in_the_pages_language(app, tmp_path, demo_
     en, zh = custom(app, "utf8", ckpt_file=weights, labels_file=str(latin1), arch="demo-vit")
     assert en == "labels file labels_3.txt is not UTF-8 text"
     assert zh == "类别名文件 `labels_3.txt` 不是 UTF-8 文本"
+
+
+def test_weights_of_another_shape_name_what_does_not_fit(app, tmp_path, demo_weights):
+    weights, _ = demo_weights
+    sd = torch.load(weights, weights_only=True)
+    first = next(iter(sd))
+    sd["extra_head.weight"] = sd.pop(first)
+    other = tmp_path / "other_1.pth"
+    torch.save(sd, other)
+    en, zh = custom(app, "fit", ckpt_file=str(other), arch="demo-vit")
+    assert en == f"checkpoint does not fit demo-vit: 1 missing keys: {first}; 1 unexpected keys: extra_head.weight"
+    assert zh == (f"检查点与 `demo-vit` 不匹配（缺少的键、多出的键或形状不符的权重）："
+                  f"`1 missing keys: {first}; 1 unexpected keys: extra_head.weight`")
+
+
+def test_a_pickle_that_would_run_code_is_refused_with_its_way_out_in_chinese(app, tmp_path):
+    marker = tmp_path / "ran_1"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "trained_1.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "payload": Payload()}, evil)
+    en, zh = custom(app, "pickle", ckpt_file=str(evil))
+    assert not marker.exists()
+    assert en.startswith("refused to load trained_1.pth: it holds objects of type ") and "system" in en
+    assert "'state_dict' (1 tensors)" in en and en.endswith("load weights.pth")
+    command = ("python -c \"import torch; c = torch.load('trained_1.pth', weights_only=False); "
+               "torch.save(c['state_dict'], 'weights.pth')\"")
+    assert command in en and f"`{command}`" in zh          # the same way out, word for word, in both
+    assert "拒绝加载 `trained_1.pth`" in zh and "`'state_dict' (1 tensors)`" in zh
 
 
 # --------------------------------------------------------------------------- every said() names a real text

@@ -133,7 +133,7 @@ def read_checkpoint(path: str, ema: Optional[bool] = None) -> Checkpoint:
         else:
             raw = _weights_only_load(path)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(_refusal(path, e)) from None
+        raise _refusal(path, e) from None
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - report any decode failure as the user's file problem
@@ -246,7 +246,9 @@ def _describe(obj) -> tuple[list[str], bool]:
     return [f"'{w}' ({n} tensors)" if w else f"the top level ({n} tensors)" for w, n in found], False
 
 
-def _refusal(path: str, e: Exception) -> str:
+def _refusal(path: str, e: Exception) -> CheckpointError:
+    """The refusal of a pickle that would build objects of its own types: what it met, where its weights are,
+    and the one command that saves them as plain weights (a catalogue text per case)."""
     base = os.path.basename(path)
     said = clean_text(str(e))
     unsafe = _unsafe_globals(path)
@@ -255,25 +257,18 @@ def _refusal(path: str, e: Exception) -> str:
         unsafe = [m.group(1)] if m else []
     if not unsafe:
         first = next((ln.strip() for ln in said.splitlines() if ln.strip() and "Weights only load failed" not in ln), "")
-        return (f"refused to load {base}: it is not a file of tensors and plain values that can be read without "
-                f"running code ({first[:300] or type(e).__name__})")
+        return CheckpointError.said("checkpoint.refused_unreadable", base=base, why=first[:300] or type(e).__name__)
     met = ", ".join(unsafe[:6]) + (f" and {len(unsafe) - 6} more" if len(unsafe) > 6 else "")
     entries, one_object = _weights_entries(path)
-    where = f" Its weights are in {', '.join(entries)}." if entries else ""
+    listed = ", ".join(entries)
     if one_object:
-        what = "c.state_dict()"
-        met = entries[0]
-        where = " It is a whole pickled model object, not a checkpoint of weights."
-    elif entries and entries[0].startswith("'") and "." not in entries[0].split("'")[1]:
-        what = f"c[{entries[0].split(chr(39))[1]!r}]"
-    else:
-        what = "c[KEY]"
-        where += " (KEY below: the entry that holds the weights)"
-    return (f"refused to load {base}: it holds objects of type {met}, which is not plain data — building it could "
-            f"run code, so only tensors and plain values (numbers, strings, containers, argparse.Namespace, "
-            f"paths, numpy values) are read.{where} If you trust the file, save its weights once with: "
-            f"python -c \"import torch; c = torch.load('{base}', weights_only=False); "
-            f"torch.save({what}, 'weights.pth')\" and load weights.pth")
+        return CheckpointError.said("checkpoint.refused_object", base=base, met=entries[0], what="c.state_dict()")
+    if entries and entries[0].startswith("'") and "." not in entries[0].split("'")[1]:
+        return CheckpointError.said("checkpoint.refused_in", base=base, met=met, entries=listed,
+                                    what=f"c[{entries[0].split(chr(39))[1]!r}]")
+    if entries:
+        return CheckpointError.said("checkpoint.refused_in_key", base=base, met=met, entries=listed, what="c[KEY]")
+    return CheckpointError.said("checkpoint.refused_key", base=base, met=met, what="c[KEY]")
 
 
 def sniff(path: str) -> str:
@@ -439,7 +434,9 @@ def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], what: str, hint: 
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
                 parts.append(f"{len(items)} {label}: {shown}")
-        raise CheckpointError(f"checkpoint does not fit {what}: " + "; ".join(parts) + (f". {hint}" if hint else ""))
+        if hint:
+            raise CheckpointError(f"checkpoint does not fit {what}: " + "; ".join(parts) + f". {hint}")
+        raise CheckpointError.said("checkpoint.does_not_fit", what=what, details="; ".join(parts))
     model.load_state_dict(sd, strict=True)
 
 
