@@ -307,6 +307,32 @@ def test_a_pickle_that_would_run_code_is_refused_with_its_way_out_in_chinese(app
     assert "拒绝加载 `trained_1.pth`" in zh and "`'state_dict' (1 tensors)`" in zh
 
 
+# --------------------------------------------------------------------------- the model menu
+
+def test_a_name_typed_in_the_model_menu_that_is_no_model(app):
+    """The menu takes a typed name: an unknown one is named, and the name forms (each source's own notation,
+    the command line's --model help) follow word for word in both languages."""
+    from attention.models import name_syntax
+    page = Page("demo-vit", lang="zh-CN")
+    with pytest.warns(UserWarning) as rec:
+        out = app.viz_events.call(inputs.on_model, page, "menu-zh", model_dd="no_such_model_1")
+    zh = [str(w.message) for w in rec if issubclass(w.category, UserWarning)][-1]
+    assert out["model_dd"]["value"] == "demo-vit"
+    head, forms = zh.split("\n", 1)
+    assert head == "未知模型 `'no_such_model_1'`；模型名称须为以下写法之一："
+    assert forms == name_syntax("  - ") + STILL_USING["zh-CN"]
+    with pytest.warns(UserWarning) as rec:
+        app.viz_events.call(inputs.on_model, Page("demo-vit"), "menu-en", model_dd="no_such_model_1")
+    en = [str(w.message) for w in rec if issubclass(w.category, UserWarning)][-1]
+    assert en == f"unknown model 'no_such_model_1'; a model name is one of:\n{name_syntax('  - ')}" + STILL_USING["en"]
+
+
+def test_an_overlong_name_in_the_model_menu(app):
+    en, zh = both(app, inputs.on_model, "long", model_dd="x" * 400)
+    assert en == "a model name of 400 characters: pick one in the model list" + STILL_USING["en"]
+    assert zh == "模型名称长达 400 个字符：请在模型列表中选择一个" + STILL_USING["zh-CN"]
+
+
 # --------------------------------------------------------------------------- every said() names a real text
 
 def said_calls():
@@ -321,7 +347,7 @@ def said_calls():
 
 
 def test_every_said_error_names_a_text_of_every_catalogue_with_its_fields():
-    calls = [c for c in said_calls() if c[2].split(".")[0] in ("images", "checkpoint", "labels", "app")]
+    calls = [c for c in said_calls() if c[2].split(".")[0] in ("images", "checkpoint", "labels", "models", "app")]
     keys = {c[2] for c in calls}
     assert {"images.pdf", "checkpoint.onnx", "labels.count", "app.models.path_refused"} <= keys
     for lang in LANGUAGES:
@@ -339,7 +365,7 @@ ERROR_FILES = ("attention/images.py", "attention/models/checkpoint.py", "attenti
 
 def error_keys_written() -> set[str]:
     """The catalogue keys the input errors' modules write (in a said() call or chosen before it)."""
-    key = re.compile(r"(?:images|checkpoint|labels|app\.models|app\.callbacks)\.[a-z_]+")
+    key = re.compile(r"(?:images|checkpoint|labels|models|app\.models|app\.callbacks)\.[a-z_]+")
     written = set()
     for name in ERROR_FILES:
         for node in ast.walk(ast.parse((ROOT / name).read_text(encoding="utf-8"))):
@@ -359,9 +385,9 @@ def test_every_error_key_written_in_the_code_is_in_every_catalogue():
 def test_the_catalogues_error_texts_have_no_english_in_chinese():
     """Every error text the input modules say: Chinese, with no Latin word but the fields (``{name}``)."""
     zh = catalogue("zh-CN")
-    keys = [k for k in error_keys_written() if k.startswith(("images.", "checkpoint.", "labels.", "app.models.",
-                                                             "app.callbacks."))]
-    assert len(keys) >= 55
+    keys = [k for k in error_keys_written() if k.startswith(("images.", "checkpoint.", "labels.", "models.",
+                                                             "app.models.", "app.callbacks."))]
+    assert len(keys) >= 60
     for key in keys:
         text = re.sub(r"\{[^{}]*\}", "0", zh[key])
         assert needs_cjk(text) and latin_words(text) == set(), (key, zh[key], latin_words(text))

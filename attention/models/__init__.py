@@ -77,7 +77,7 @@ class LoadedModel:
         Returns a new `LoadedModel` sharing the image tower; the original is unchanged, so two
         users with different classes never see each other's."""
         if self.zero_shot is None:
-            raise ModelNotFoundError(f"{self.name} is not a zero-shot model: its classes come from its classifier")
+            raise ModelNotFoundError.said("models.not_zero_shot", name=self.name)
         return self.zero_shot.with_classes(self, classes)
 
     def prepare(self, image: Image.Image) -> PreparedImage:
@@ -175,7 +175,7 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, lab
     if name.lower() in ("", "auto") and checkpoint:
         name, note = checkpoint_architecture(checkpoint, ema)
     if not name:
-        raise ModelNotFoundError("no model name given")
+        raise ModelNotFoundError.said("models.no_name")
     options = {}
     if img_size is not None:
         options["img_size"] = int(img_size)
@@ -184,8 +184,7 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, lab
     for src in _SOURCES:
         if src.claims(name):
             if "ema" in options and src.name not in ("timm", "torchvision"):
-                raise ModelNotFoundError(f"the EMA / live weights choice applies to timm and torchvision "
-                                         f"checkpoints, not to {src.name} models")
+                raise ModelNotFoundError.said("models.ema_not_applicable", source=src.name)
             loaded = src.load(name, checkpoint=checkpoint, labels=labels, pretrained=pretrained, **options)
             if note:
                 loaded.info["architecture_from"] = note
@@ -194,7 +193,8 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, lab
             if target_device is not None and target_device.type != "cpu":
                 loaded.model.to(target_device)
             return loaded
-    raise ModelNotFoundError(f"unknown model {name!r}; a model name is one of:\n{name_syntax('  - ')}")
+    # the list of name forms is each source's own `syntax` (notation and examples), the same in every language
+    raise ModelNotFoundError.said("models.unknown_name", name=repr(name), syntax=name_syntax("  - "))
 
 
 def checkpoint_architecture(checkpoint: str, ema: Optional[bool] = None) -> tuple[str, str]:
