@@ -333,6 +333,23 @@ def test_an_overlong_name_in_the_model_menu(app):
     assert zh == "模型名称长达 400 个字符：请在模型列表中选择一个" + STILL_USING["zh-CN"]
 
 
+def test_a_camera_frame_on_a_model_that_cannot_be_had_says_why_in_the_caption(app):
+    """The live tab's caption says a failure (no toast per frame); the error came through a `user_facing`
+    method as a gr.Error, which keeps its catalogue text and is said in the page's language."""
+    from attention.i18n import t
+    from viz_app.tabs import live
+    frame = np.zeros((64, 64, 3), np.uint8)
+    name = "y" * 301
+    said = {}
+    for lang in ("en", "zh-CN"):
+        out = app.viz_events.call(live.on_live, Page(name, lang=lang), f"live-{lang}", live_cam=frame)
+        said[lang] = out["live_md"]
+    why = {lang: t("app.models.name_too_long", lang, length=301) for lang in said}
+    assert why["en"] == "a model name of 301 characters: pick one in the model list"
+    assert why["en"] in said["en"] and why["zh-CN"] in said["zh-CN"]
+    assert needs_cjk(said["zh-CN"]) and latin_words(said["zh-CN"]) == set(), said["zh-CN"]
+
+
 # --------------------------------------------------------------------------- every said() names a real text
 
 def said_calls():

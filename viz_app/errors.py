@@ -18,11 +18,13 @@ log = logging.getLogger("viz_app")
 
 
 def as_gr_error(e: BaseException, lang: str = "en") -> gr.Error:
-    if isinstance(e, gr.Error):
-        return e
     said = getattr(e, "i18n", None)
-    if said is not None:                                   # the error names its catalogue text
-        return gr.Error(t(said[0], lang, **said[1]), print_exception=False)
+    if isinstance(e, gr.Error) and said is None:
+        return e
+    if said is not None:      # the error names its catalogue text; its gr.Error keeps it (said again in another lang)
+        err = gr.Error(t(said[0], lang, **said[1]), print_exception=False)
+        err.i18n = said
+        return err
     if isinstance(e, UserError):
         return gr.Error(e.in_app(), print_exception=False)   # worded for the page (its controls, not flags)
     if isinstance(e, MemoryError):
