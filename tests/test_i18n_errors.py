@@ -75,6 +75,8 @@ def both(app, handler, session: str, **values) -> tuple[str, str]:
     assert needs_cjk(zh), zh
     assert latin_words(zh) == set(), (zh, latin_words(zh))
     assert numbers(zh) == numbers(en), (en, zh)          # the same sizes, counts and limits in both languages
+    for field in re.findall(r"`([^`]+)`", zh):           # names, paths, commands: word for word as in English
+        assert field in en, (field, en)
     return en, zh
 
 
