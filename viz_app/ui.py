@@ -158,13 +158,14 @@ def build_demo(callbacks: Optional[Callbacks] = None, default_model: Optional[st
     with gr.Blocks(title="Attention explorer", fill_width=True, delete_cache=(3600, 4 * 3600)) as demo:
         events.demo = demo
         ui.page = gr.State(Page(initial_model, lang=words.build_language()))
-        with gr.Row(elem_id="header"):
-            said(gr.Markdown(elem_id="intro"), value="app.intro")
-            ui.lang = words.switch(words.build_language())
+        said(gr.Markdown(elem_id="intro"), value="app.intro")
         ui.notice_md = gr.Markdown(words.in_language(notice, words.build_language()), visible=bool(notice),
                                    elem_id="notice")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300, elem_id="input-column"):
+                # first in the input column: on every tab, and in presenter mode's drawer, without taking a
+                # line from the pictures' column
+                ui.lang = words.switch(words.build_language())
                 inputs.build(ui, services, initial_model)
             with gr.Column(scale=7, min_width=480):
                 # short tab names: all of them fit at 1024 px, the lesson is never behind an overflow menu

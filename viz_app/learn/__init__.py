@@ -125,7 +125,7 @@ def build_learn_tab(ui, events) -> gr.Tab:
             ui.learn_next = said(gr.Button(elem_id="learn-next", size="sm", variant="primary", scale=0,
                                            min_width=90), value="app.learn.next")
             said(text_box(elem_id="learn-intro"), value=INTRO)
-            ui.learn_deck_btn = said(gr.Button(elem_id="learn-deck-btn", size="sm", scale=0, min_width=200),
+            ui.learn_deck_btn = said(gr.Button(elem_id="learn-deck-btn", size="sm", scale=0, min_width=130),
                                      value="app.learn.deck_btn")
             # presenter mode hides the input column; this opens it as a drawer over the lesson
             # (an icon: the step tabs keep the header line in presenter mode)
