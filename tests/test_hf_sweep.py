@@ -32,7 +32,7 @@ KNOWN_WRONG: dict[str, str] = {
 LOADER_REFUSES: dict[str, str] = {
     "sam": "longest edge", "sam_hq": "longest edge",   # resize the longest edge, then pad: no one fixed crop
     "swin2sr": "input size is not fixed",              # pads each photo to whole windows
-    "timm_backbone": "could not be loaded",            # transformers reads the folder path as a timm model name
+    "timm_backbone": "reading the folder's path as that name",   # transformers: the path as a timm model name
 }
 
 

@@ -160,6 +160,11 @@ def not_viewable(config, cls) -> str:
         return ("built on multi-scale deformable attention: its softmax is over a few sampling offsets per query "
                 "on each feature level, not over the positions of the image, so there is no attention map to place "
                 "on the photo")
+    if model_type == "timm_backbone":
+        name = getattr(config, "backbone", None) or "its timm model"
+        return (f"a wrapper that transformers rebuilds from the timm model name in its config ({name}), reading "
+                f"the folder's path as that name, so it cannot load from a folder (and a backbone keeps no classifier "
+                f"or image processor to view it with); view the timm model {name} itself")
     missing = _missing_backends(cls)
     if missing:
         what = ", ".join(f"the {n} package" + (f" ({_BACKENDS[n]})" if n in _BACKENDS else "") for n in missing)
