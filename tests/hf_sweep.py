@@ -906,3 +906,16 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def quiet_two_threads():
+    """A module fixture body for the transformers tests: two torch threads, transformers' logging quiet;
+    both restored after the module (``_quiet = pytest.fixture(autouse=True, scope="module")(quiet_two_threads)``)."""
+    import transformers
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    yield
+    transformers.logging.set_verbosity(level)
+    torch.set_num_threads(old)

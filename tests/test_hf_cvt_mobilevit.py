@@ -16,18 +16,9 @@ pytest.importorskip("transformers")
 from attention import capture  # noqa: E402
 from attention.layout import KNOWN, POOLING, REDUCED  # noqa: E402
 from attention.methods.raw import raw_attention  # noqa: E402
+from tests.hf_sweep import quiet_two_threads  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_two_threads():
-    import transformers
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(level)
-    torch.set_num_threads(old)
+_quiet_two_threads = pytest.fixture(autouse=True, scope="module")(quiet_two_threads)
 
 
 def _inputs_of(model, module_type: str, x, **kw) -> list:

@@ -27,18 +27,9 @@ from attention.methods.received import received_heads  # noqa: E402
 from tests.attention_reference import reference_attention  # noqa: E402
 
 H, W, P = 32, 48, 4          # input and patch size: an 8 x 12 patch grid, 2 x 2 windows of 4 x 6
+from tests.hf_sweep import quiet_two_threads  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_two_threads():
-    import transformers
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(level)
-    torch.set_num_threads(old)
+_quiet_two_threads = pytest.fixture(autouse=True, scope="module")(quiet_two_threads)
 
 
 def windowed_model(kind: str, first_windowed: bool):

@@ -18,19 +18,10 @@ import torch
 pytest.importorskip("transformers")
 
 from tests.hf_sweep import (build_tiny, hiera_geometry, hiera_query, hiera_sequence_cells,  # noqa: E402
-                            input_size)
+                            input_size, quiet_two_threads)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_two_threads():
-    import transformers
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(level)
-    torch.set_num_threads(old)
+_quiet_two_threads = pytest.fixture(autouse=True, scope="module")(quiet_two_threads)
 
 
 # ------------------------------------------------------------------------------------------- Hiera

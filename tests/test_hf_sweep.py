@@ -21,7 +21,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tests.hf_sweep import sweep_type, vision_types  # noqa: E402
+from tests.hf_sweep import quiet_two_threads, sweep_type, vision_types  # noqa: E402
 
 #: types whose capture is exact but whose geometry is not yet right, each with what is wrong
 KNOWN_WRONG: dict[str, str] = {
@@ -36,16 +36,7 @@ LOADER_REFUSES: dict[str, str] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_two_threads():
-    import transformers
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(level)
-    torch.set_num_threads(old)
+_quiet_two_threads = pytest.fixture(autouse=True, scope="module")(quiet_two_threads)
 
 
 def test_the_sweep_enumerates_the_installed_types():
