@@ -53,6 +53,8 @@ class AttentionMap:
     module_type: str = ""
     layout_source: str = KNOWN
     op: str = ""
+    #: why the family left this layer off the image, when it knows (None: the generic reason below)
+    unplaced_reason: Optional[str] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -80,6 +82,8 @@ class AttentionMap:
         if self.kind == TOKENS:
             return (f"layer {self.name} attends among tokens that are no image positions (GroupViT's group tokens, "
                     f"Perceiver's latents), so it can only be shown as a token x token matrix")
+        if self.unplaced_reason and (self.layout is None or (self.kind == WINDOW and self.window is None)):
+            return f"layer {self.name}: {self.unplaced_reason}, so it can only be shown as a token x token matrix"
         if self.layout is None or (self.kind == WINDOW and self.window is None):
             return (f"layer {self.name}: the token layout of its {tuple(self.weights.shape)} attention is unknown "
                     "(no family descriptor, and the shapes fit no patch grid), so it can only be shown as a "

@@ -179,3 +179,25 @@ def test_a_whole_sam3_tracker_model_through_the_loader(tmp_path):
             assert abs(centre[0] - cell[0]) < 0.5 and abs(centre[1] - cell[1]) < 0.5, (cell, centre)
     finally:
         hook.remove()
+
+
+def test_a_sam2_pooling_layer_too_large_to_write_out_says_so(monkeypatch):
+    """At SAM 2's real size the first pooling blocks' full matrices would be billions of entries: such a layer stays
+    a per-window record and its refusal says why, with the count (here forced by a small cap on the tiny model)."""
+    from attention import capture
+    from attention.families import hf_sam2
+    from tests.hf_sweep import build_tiny, input_size
+    model, cfg = build_tiny("sam2")
+    x = torch.randn(1, 3, *input_size(cfg))
+    placed = capture(model, x)
+    pooled = [m for m in placed.maps if m.kind == "reduced"]
+    assert pooled, [m.kind for m in placed.maps]
+    monkeypatch.setattr(hf_sam2, "MAX_DENSE", 10)
+    res = capture(model, x)
+    for m in pooled:
+        left = next(r for r in res.maps if r.name == m.name)
+        B, heads, nq, nk = m.weights.shape            # the full matrix it would have been
+        reason = left.not_spatial_reason()
+        assert left.kind == "window" and left.window is None
+        assert "pooled inside each window" in reason and f"{B * heads * nq * nk:,} entries" in reason, reason
+        assert "no family descriptor" not in reason

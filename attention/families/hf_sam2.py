@@ -144,7 +144,8 @@ class HFSam2(HuggingFace):
         return MapSpec(WINDOW, None, source=KNOWN)        # placed in `finish` (fewer queries than keys)
 
     def place_pooled_windows(self, session, m):
-        """A pooling window layer's (B·nW, heads, nq, nk) record as the full reduced matrix (module docstring)."""
+        """A pooling window layer's (B·nW, heads, nq, nk) record as the full reduced matrix (module docstring);
+        the reason as a string when that matrix would be over `MAX_DENSE`; None for an unforeseen shape."""
         model = session.model
         module = dict(model.named_modules()).get(m.name)
         block = self._block(model, module)
@@ -159,8 +160,11 @@ class HFSam2(HuggingFace):
         B = session.batch
         nW = X // B
         Nq, Nk = q_grid[0] * q_grid[1], grid[0] * grid[1]
-        if nq != qw[0] * qw[1] or nk != ws * ws or B * heads * Nq * Nk > MAX_DENSE:
+        if nq != qw[0] * qw[1] or nk != ws * ws:
             return None
+        if B * heads * Nq * Nk > MAX_DENSE:
+            return (f"its queries are pooled inside each window (fewer queries than keys); written out over the "
+                    f"image it would hold {B * heads * Nq * Nk:,} entries, over the {MAX_DENSE:,} kept per layer")
         w = torch.arange(nW)
         wy, wx = w // n_wx, w % n_wx
         p = torch.arange(nk)
@@ -192,7 +196,10 @@ class HFSam2(HuggingFace):
                     placed = self.place_pooled_windows(session, m)
                 except Exception:  # noqa: BLE001 - an unexpected variant: keep the record, unplaced
                     placed = None
-                m = placed if placed is not None else m
+                if isinstance(placed, str):          # too large to write out: say so
+                    m = replace(m, unplaced_reason=placed)
+                else:
+                    m = placed if placed is not None else m
             out.append(m)
         return out
 
