@@ -429,15 +429,15 @@ def hiera_reference_view(geo: HieraGeometry, rec: torch.Tensor, heads: int, cell
     return out.view(*geo.in_grid)
 
 
-def probe_hiera(model, x, m, geo: HieraGeometry, cell) -> Optional[str]:
-    """Hiera's probe: perturb the pixels of one query-grid cell; the token of the module's (unrolled) input
-    that changes most must lie in that cell by the independent unroll (a neighbour: the stem overlaps)."""
-    module = dict(model.named_modules())[m.name]
+def input_change(model, name: str, x: torch.Tensor, grid: tuple[int, int], cell) -> torch.Tensor:
+    """How module `name`'s input (its ``hidden_states``, or first argument) changes when the pixels of `cell` of
+    a `grid` laid over the image are raised by 3: the probes' perturbation."""
+    module = dict(model.named_modules())[name]
     calls = []
-    hook = module.register_forward_pre_hook(lambda mod, a: calls.append(a[0]))
+    hook = module.register_forward_pre_hook(
+        lambda mod, a, kw: calls.append(kw.get("hidden_states", a[0] if a else None)), with_kwargs=True)
     H, W = x.shape[-2:]
-    gq = geo.q_grid
-    sy, sx = H / gq[0], W / gq[1]
+    sy, sx = H / grid[0], W / grid[1]
     x2 = x.clone()
     x2[..., int(cell[0] * sy):int((cell[0] + 1) * sy), int(cell[1] * sx):int((cell[1] + 1) * sx)] += 3.0
     try:
@@ -446,9 +446,15 @@ def probe_hiera(model, x, m, geo: HieraGeometry, cell) -> Optional[str]:
             model(x2)
     finally:
         hook.remove()
-    u = int((calls[1] - calls[0]).abs().sum(-1)[0].argmax())
+    return calls[1] - calls[0]
+
+
+def probe_hiera(model, x, m, geo: HieraGeometry, cell) -> Optional[str]:
+    """Hiera's probe: perturb the pixels of one query-grid cell; the token of the module's (unrolled) input
+    that changes most must lie in that cell by the independent unroll (a neighbour: the stem overlaps)."""
+    u = int(input_change(model, m.name, x, geo.q_grid, cell).abs().sum(-1)[0].argmax())
     c = geo.in_cells[u]
-    ry, rx = geo.in_grid[0] // gq[0], geo.in_grid[1] // gq[1]
+    ry, rx = geo.in_grid[0] // geo.q_grid[0], geo.in_grid[1] // geo.q_grid[1]
     got = ((c // geo.in_grid[1]) // ry, (c % geo.in_grid[1]) // rx)
     if max(abs(got[0] - cell[0]), abs(got[1] - cell[1])) <= (1 if overlapping_stem(model) else 0):
         return None
@@ -536,22 +542,7 @@ def probe_sam2(model, x, m, geo: Sam2Geometry, cell) -> Optional[str]:
     """SAM 2 pooling block's probe: perturb the pixels of one query-grid cell; the token of the module's input
     (windows or the whole map) that changes most must lie, by the partition written out here, in that cell's
     ``stride`` block of the input grid (a neighbour: the stem overlaps)."""
-    module = dict(model.named_modules())[m.name]
-    calls = []
-    hook = module.register_forward_pre_hook(
-        lambda mod, a, kw: calls.append(kw.get("hidden_states", a[0] if a else None)), with_kwargs=True)
-    H, W = x.shape[-2:]
-    gq = geo.q_grid
-    sy, sx = H / gq[0], W / gq[1]
-    x2 = x.clone()
-    x2[..., int(cell[0] * sy):int((cell[0] + 1) * sy), int(cell[1] * sx):int((cell[1] + 1) * sx)] += 3.0
-    try:
-        with torch.no_grad():
-            model(x)
-            model(x2)
-    finally:
-        hook.remove()
-    d = (calls[1] - calls[0]).abs().sum(-1)            # (B·nW, ws, ws) or (B, H, W)
+    d = input_change(model, m.name, x, geo.q_grid, cell).abs().sum(-1)    # (B·nW, ws, ws) or (B, H, W)
     u = int(d.reshape(-1).argmax())
     per = d.shape[1] * d.shape[2]
     pos = sam2_key_cell(geo, u // per, u % per)
